@@ -1,0 +1,103 @@
+# The only Makefile. `make` builds the three services; `make test` installs what
+# is missing, then runs every test, plainly and under ASan+UBSan; `make run`
+# starts the stack. SANITIZE=address,undefined builds into build/sanitize.
+
+SANITIZE ?=
+ifeq ($(SANITIZE),)
+BUILD ?= build
+else
+BUILD ?= build/sanitize
+endif
+
+CC      ?= gcc
+PKGS    := libwebsockets libnats libprotobuf-c jansson libjwt
+CFLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -g -O2 -Wall -Wextra -Werror -Wshadow \
+           -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith -Wsign-compare -fno-common -MMD -MP \
+           -Ilib -Iservices/edge -I$(BUILD)/gen
+ifneq ($(SANITIZE),)
+CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -O1
+LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+GEN_C   := $(BUILD)/gen/chat.pb-c.c
+GEN_H   := $(BUILD)/gen/chat.pb-c.h
+LIB_SRC := lib/log.c lib/config.c lib/mem.c lib/map.c lib/bus.c lib/ids.c
+EDGE_SRC := services/edge/main.c services/edge/ws.c services/edge/session.c services/edge/eio.c \
+            services/edge/sio.c services/edge/sock.c services/edge/auth.c services/edge/chat.c \
+            services/edge/conform.c services/edge/relay.c
+MSG_SRC := services/messaging/main.c
+PRS_SRC := services/presence/main.c
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+BINS := $(BUILD)/bin/chat-edge $(BUILD)/bin/chat-messaging $(BUILD)/bin/chat-presence
+UNIT_TESTS := $(BUILD)/tests/test_eio $(BUILD)/tests/test_sio $(BUILD)/tests/test_auth
+
+.PHONY: all test test-unit test-e2e test-sanitize deps run format clean
+all: $(BINS)
+
+$(GEN_C) $(GEN_H) &: proto/chat.proto
+	@mkdir -p $(BUILD)/gen
+	protoc-c --proto_path=proto --c_out=$(BUILD)/gen $<
+
+$(BUILD)/obj/%.o: %.c | $(GEN_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -Wmissing-prototypes,$(CFLAGS)) $(PKG_CFLAGS) -c $< -o $@
+
+GEN_O := $(BUILD)/obj/gen/chat.pb-c.o
+
+$(BUILD)/bin/chat-edge: $(call obj,$(EDGE_SRC) $(LIB_SRC)) $(GEN_O)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+
+$(BUILD)/bin/chat-messaging: $(call obj,$(MSG_SRC) $(LIB_SRC)) $(GEN_O)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+
+$(BUILD)/bin/chat-presence: $(call obj,$(PRS_SRC) $(LIB_SRC)) $(GEN_O)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+
+# Unit tests: pure modules only; they link without lws, nats or libpq.
+$(BUILD)/tests/test_eio: $(call obj,tests/unit/test_eio.c services/edge/eio.c lib/mem.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
+$(BUILD)/tests/test_sio: $(call obj,tests/unit/test_sio.c services/edge/sio.c lib/mem.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson)
+$(BUILD)/tests/test_auth: $(call obj,tests/unit/test_auth.c services/edge/auth.c lib/ids.c lib/mem.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson libjwt)
+
+# Installs missing Debian packages and the pinned npm packages.
+deps:
+	@scripts/deps.sh
+
+test: deps
+	$(MAKE) all test-unit test-e2e
+	$(MAKE) SANITIZE=address,undefined all test-unit test-e2e
+
+test-unit: $(UNIT_TESTS)
+	@for t in $(UNIT_TESTS); do echo "== $$t"; $$t || exit 1; done
+
+test-e2e: $(BINS)
+	cd tests/e2e && CHAT_EDGE_BIN=$(abspath $(BUILD)/bin/chat-edge) \
+	  LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 npm test
+
+run: deps
+	$(MAKE) all
+	scripts/run.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

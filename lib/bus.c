@@ -1,0 +1,100 @@
+/* bus: NATS connection lifecycle and protobuf publishing. */
+#include "bus.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    (void)closure;
+    log_warn("nats disconnected; reconnecting");
+}
+
+static void on_reconnected(natsConnection *nc, void *closure)
+{
+    (void)closure;
+    char url[256] = "";
+    natsConnection_GetConnectedUrl(nc, url, sizeof url);
+    log_info("nats connected url=%s", url);
+}
+
+int bus_open(struct bus *b, const char *url, const char *name, int send_asap)
+{
+    natsStatus s;
+    memset(b, 0, sizeof *b);
+    s = natsOptions_Create(&b->opts);
+    if (s == NATS_OK)
+        s = natsOptions_SetURL(b->opts, url);
+    if (s == NATS_OK)
+        s = natsOptions_SetName(b->opts, name);
+    if (s == NATS_OK)
+        s = natsOptions_SetMaxReconnect(b->opts, -1);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectWait(b->opts, 250);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectBufSize(b->opts, 8 * 1024 * 1024);
+    if (s == NATS_OK)
+        s = natsOptions_SetRetryOnFailedConnect(b->opts, true, on_reconnected, NULL);
+    if (s == NATS_OK)
+        s = natsOptions_UseGlobalMessageDelivery(b->opts, true);
+    if (s == NATS_OK)
+        s = natsOptions_SetSendAsap(b->opts, send_asap ? true : false);
+    if (s == NATS_OK)
+        s = natsOptions_SetDisconnectedCB(b->opts, on_disconnected, NULL);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectedCB(b->opts, on_reconnected, NULL);
+    if (s == NATS_OK) {
+        s = natsConnection_Connect(&b->nc, b->opts);
+        if (s == NATS_NOT_YET_CONNECTED) {
+            log_warn("nats not reachable yet url=%s; retrying in the background", url);
+            s = NATS_OK;
+        } else if (s == NATS_OK) {
+            log_info("nats connected url=%s", url);
+        }
+    }
+    if (s != NATS_OK) {
+        log_error("nats connect failed url=%s: %s", url, natsStatus_GetText(s));
+        bus_close(b, 0);
+        return -1;
+    }
+    return 0;
+}
+
+void bus_close(struct bus *b, int timeout_ms)
+{
+    if (b->nc) {
+        if (timeout_ms > 0 && natsConnection_Status(b->nc) == NATS_CONN_STATUS_CONNECTED)
+            natsConnection_FlushTimeout(b->nc, timeout_ms); /* publishes reach the server */
+        natsConnection_Close(b->nc);
+        natsConnection_Destroy(b->nc);
+    }
+    natsOptions_Destroy(b->opts);
+    b->nc = NULL;
+    b->opts = NULL;
+}
+
+int bus_publish(struct bus *b, const char *subject, const ProtobufCMessage *m)
+{
+    unsigned char stackbuf[1024];
+    size_t n = protobuf_c_message_get_packed_size(m);
+    unsigned char *p = n <= sizeof stackbuf ? stackbuf : malloc(n);
+    if (!p)
+        return -1;
+    protobuf_c_message_pack(m, p);
+    natsStatus s = natsConnection_Publish(b->nc, subject, p, (int)n);
+    if (p != stackbuf)
+        free(p);
+    if (s != NATS_OK) {
+        log_debug("nats publish failed subject=%s: %s", subject, natsStatus_GetText(s));
+        return -1;
+    }
+    return 0;
+}
+
+int bus_connected(const struct bus *b)
+{
+    return b->nc && natsConnection_Status(b->nc) == NATS_CONN_STATUS_CONNECTED;
+}

@@ -1,0 +1,28 @@
+/* bus: the thin nats.c layer every service uses: connect to NATS_URL with
+ * reconnection forever (and retry when NATS is not up yet at start), publish
+ * packed protobuf, drain on exit. Subscriptions use the nats.c API directly on
+ * bus->nc; their callbacks run on nats.c threads. */
+#ifndef BUS_H
+#define BUS_H
+
+#include <nats/nats.h>
+#include <protobuf-c/protobuf-c.h>
+
+struct bus {
+    natsConnection *nc;
+    natsOptions *opts;
+};
+
+/* Connects (or keeps trying in the background when the server is not up).
+ * send_asap: 1 for request/reply responders (lower latency, see c-stack.md).
+ * Returns 0, or -1 after logging the nats.c error (bad URL...). */
+int bus_open(struct bus *b, const char *url, const char *name, int send_asap);
+/* Flushes what was published (bounded by timeout_ms), closes and frees. Accepts a
+ * bus that was never opened. */
+void bus_close(struct bus *b, int timeout_ms);
+/* Packs m and publishes it. Returns 0, or -1 when NATS does not take it. */
+int bus_publish(struct bus *b, const char *subject, const ProtobufCMessage *m);
+/* 1 when the connection is up now. */
+int bus_connected(const struct bus *b);
+
+#endif

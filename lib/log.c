@@ -1,0 +1,50 @@
+/* log: the single writer of log lines. A line is built in a stack buffer and
+ * written with one write(2), so lines from several threads never interleave. */
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+enum log_level log_min_level = LOG_INFO;
+static char service_name[32] = "chat";
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+int log_init(const char *service, const char *level)
+{
+    snprintf(service_name, sizeof service_name, "%s", service);
+    for (int i = 0; i < 4; i++) {
+        if (level && strcmp(level, level_names[i]) == 0) {
+            log_min_level = (enum log_level)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+void log_write(enum log_level level, const char *fmt, ...)
+{
+    char line[2048];
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %s ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
+                     level_names[level], service_name);
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+    if (len > sizeof line - 2)
+        len = sizeof line - 2;
+    while (len > 0 && line[len - 1] == '\n')
+        len--;
+    line[len++] = '\n';
+    ssize_t w = write(STDERR_FILENO, line, len);
+    (void)w;
+}

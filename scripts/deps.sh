@@ -1,0 +1,30 @@
+#!/bin/sh
+# Installs what the build, the tests and `make run` need and is missing:
+# Debian packages through apt-get, then the pinned npm packages of tests/e2e.
+# Safe to run again: it does nothing when everything is there.
+set -eu
+cd "$(dirname "$0")/.."
+
+PKGS="gcc make pkg-config libwebsockets-dev libnats-dev libjwt-dev libjansson-dev libprotobuf-c-dev
+protobuf-c-compiler libcmocka-dev nats-server"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
+if [ -n "$missing" ]; then
+    echo "deps: installing$missing"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q $missing
+fi
+
+# npm packages, exactly as locked; reinstalled when the lockfile changes.
+stamp=tests/e2e/node_modules/.lock-stamp
+if [ ! -f "$stamp" ] || ! cmp -s tests/e2e/package-lock.json "$stamp"; then
+    echo "deps: npm ci in tests/e2e"
+    (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+    cp tests/e2e/package-lock.json "$stamp"
+fi

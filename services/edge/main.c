@@ -1,0 +1,125 @@
+/* chat-edge: the Socket.IO gateway. Reads its configuration, opens the lws
+ * context, then NATS, runs the loop until SIGTERM/SIGINT, closes every socket
+ * cleanly and stops NATS before lws (c-stack.md §3). */
+#include <signal.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "chat.h"
+#include "config.h"
+#include "conform.h"
+#include "edge.h"
+#include "ids.h"
+#include "log.h"
+#include "sock.h"
+#include "ws.h"
+
+#define V(name, kind, def, req, field, min, max, help)                                                       \
+    {                                                                                                        \
+        name, kind, def, req, offsetof(struct edge_config, field), min, max, help                            \
+    }
+
+static const struct config_var vars[] = {
+    V("LOG_LEVEL", CONFIG_STR, "info", 0, log_level, 0, 0, "debug, info, warn or error"),
+    V("EDGE_MODE", CONFIG_STR, "chat", 0, mode, 0, 0, "chat, or conformance for the protocol test suites"),
+    V("NATS_URL", CONFIG_STR, "nats://127.0.0.1:4222", 0, nats_url, 0, 0, "NATS server URL"),
+    V("EDGE_HOST", CONFIG_STR, "0.0.0.0", 0, host, 0, 0, "address to listen on"),
+    V("EDGE_PORT", CONFIG_INT, "3000", 0, port, 1, 65535, "port for Socket.IO (HTTP and WebSocket)"),
+    V("EDGE_ID", CONFIG_STR, NULL, 0, edge_id, 0, 0, "this edge's name on NATS (default: random)"),
+    V("JWT_SECRET", CONFIG_SECRET, NULL, 0, jwt_secret, 0, 0, "HS256 secret (or JWT_SECRET_FILE)"),
+    V("EDGE_PING_INTERVAL_MS", CONFIG_INT, "25000", 0, ping_interval_ms, 50, 3600000,
+      "Engine.IO pingInterval"),
+    V("EDGE_PING_TIMEOUT_MS", CONFIG_INT, "20000", 0, ping_timeout_ms, 50, 3600000, "Engine.IO pingTimeout"),
+    V("EDGE_MAX_PAYLOAD", CONFIG_INT, "1000000", 0, max_payload, 1024, 100000000,
+      "largest Engine.IO packet accepted, bytes"),
+    V("EDGE_CONNECT_TIMEOUT_MS", CONFIG_INT, "45000", 0, connect_timeout_ms, 50, 3600000,
+      "time allowed for the Socket.IO CONNECT"),
+    V("EDGE_CORS_ORIGINS", CONFIG_STR, "", 0, cors_origins, 0, 0, "allowed origins (unused until polling)"),
+    V("EDGE_MAX_QUEUE_BYTES", CONFIG_INT, "4194304", 0, max_queue_bytes, 4096, 1073741824,
+      "per-connection output queue limit; a client past it is disconnected"),
+    V("EDGE_MAX_GHOST_TEXT", CONFIG_INT, "2000", 0, max_ghost_text, 0, 1000000,
+      "longest ghost:typing text, bytes"),
+};
+
+static struct edge edge;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    edge.stopping = 1;
+    if (edge.ctx)
+        lws_cancel_service(edge.ctx);
+}
+
+uint64_t edge_next_id(struct edge *e)
+{
+    return ++e->next_id;
+}
+
+int main(void)
+{
+    static struct edge_config cfg;
+    static char random_id[24];
+    log_init("edge", "info");
+    config_load(&cfg, vars, sizeof vars / sizeof vars[0]);
+    if (log_init("edge", cfg.log_level) != 0)
+        log_warn("unknown LOG_LEVEL=%s; using info", cfg.log_level);
+    edge.conformance = strcmp(cfg.mode, "conformance") == 0;
+    if (!edge.conformance && strcmp(cfg.mode, "chat") != 0) {
+        log_error("config: EDGE_MODE=%s is neither chat nor conformance", cfg.mode);
+        return 1;
+    }
+    if (!edge.conformance && !*cfg.jwt_secret) {
+        log_error("config: JWT_SECRET (or JWT_SECRET_FILE) is required in chat mode");
+        return 1;
+    }
+    if (!*cfg.edge_id) {
+        ids_random(random_id, 12);
+        cfg.edge_id = random_id;
+    }
+    edge.cfg = &cfg;
+    ids_random(edge.boot_id, 16);
+    config_log(&cfg, vars, sizeof vars / sizeof vars[0]);
+
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+
+    map_init(&edge.sessions);
+    if (ws_start(&edge) != 0)
+        return 1;
+    if (edge.conformance) {
+        sock_set_app(&conform_sock_app);
+    } else {
+        sock_set_app(&chat_sock_app);
+        if (bus_open(&edge.bus, cfg.nats_url, "chat-edge", 0) != 0 || !(edge.chat = chat_create(&edge))) {
+            bus_close(&edge.bus, 0);
+            ws_stop(&edge);
+            return 1;
+        }
+    }
+    log_info("listening host=%s port=%ld mode=%s edge=%s", cfg.host, cfg.port, cfg.mode, cfg.edge_id);
+
+    while (!edge.stopping)
+        if (lws_service(edge.ctx, 0) < 0)
+            break;
+
+    /* Graceful stop: close every session (WebSocket 1001), give them up to
+     * 2 s to flush, then NATS, then lws. */
+    log_info("shutting down sessions=%zu", edge.sessions.count);
+    ws_close_all(&edge);
+    time_t deadline = time(NULL) + 2;
+    while (edge.sessions.count > 0 && time(NULL) < deadline)
+        if (lws_service(edge.ctx, 0) < 0)
+            break;
+    chat_stop(edge.chat);
+    bus_close(&edge.bus, 1000);
+    ws_stop(&edge);
+    chat_destroy(edge.chat);
+    map_cleanup(&edge.sessions);
+    nats_CloseAndWait(1000);
+    log_info("stopped");
+    return 0;
+}

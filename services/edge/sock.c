@@ -1,0 +1,216 @@
+/* sock: Socket.IO sockets over one Engine.IO session. Protocol errors close
+ * the whole Engine.IO session (socket.io-protocol v5 §Malformed packets, and
+ * what the reference server does: a packet for a namespace not joined, a
+ * second CONNECT, an undecodable packet). */
+#include "sock.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "edge.h"
+#include "ids.h"
+#include "log.h"
+#include "mem.h"
+
+/* Per-session Socket.IO state (session->app_state). */
+struct sock_conn {
+    struct session *s;
+    struct sio_rx rx;
+    struct sock *socks;
+    lws_sorted_usec_list_t sul_connect;
+    int joined; /* a namespace was joined once: no connect timeout */
+};
+
+static const struct sock_app *app;
+
+void sock_set_app(const struct sock_app *a)
+{
+    app = a;
+}
+
+static struct sock *find(struct sock_conn *c, const char *nsp)
+{
+    for (struct sock *k = c->socks; k; k = k->next)
+        if (strcmp(k->nsp, nsp) == 0)
+            return k;
+    return NULL;
+}
+
+static void unlink_sock(struct sock *k)
+{
+    struct sock **pk = &k->conn->socks;
+    while (*pk && *pk != k)
+        pk = &(*pk)->next;
+    if (*pk)
+        *pk = k->next;
+}
+
+/* Frees k after telling the app (which may see a socket it never accepted). */
+static void drop(struct sock *k, const char *reason)
+{
+    unlink_sock(k);
+    if (app->on_disconnect)
+        app->on_disconnect(k, reason);
+    free(k);
+}
+
+static void on_connect_timeout(lws_sorted_usec_list_t *sul)
+{
+    struct sock_conn *c = lws_container_of(sul, struct sock_conn, sul_connect);
+    if (!c->joined) {
+        log_debug("socket.io connect timeout sid=%s", c->s->sid);
+        session_close(c->s, "forced close");
+    }
+}
+
+static void conn_open(struct session *s)
+{
+    struct sock_conn *c = xcalloc(1, sizeof *c);
+    c->s = s;
+    sio_rx_init(&c->rx);
+    s->app_state = c;
+    lws_sul_schedule(s->edge->ctx, 0, &c->sul_connect, on_connect_timeout,
+                     (lws_usec_t)s->edge->cfg->connect_timeout_ms * LWS_US_PER_MS);
+}
+
+static void conn_close(struct session *s, const char *reason)
+{
+    struct sock_conn *c = s->app_state;
+    lws_sul_cancel(&c->sul_connect);
+    while (c->socks)
+        drop(c->socks, reason);
+    sio_rx_cleanup(&c->rx);
+    free(c);
+    s->app_state = NULL;
+}
+
+static void send_packet(struct session *s, enum sio_type type, const char *nsp, int64_t ack_id,
+                        const json_t *data, int attachments)
+{
+    struct buf b;
+    buf_init(&b);
+    sio_encode(&b, type, nsp, ack_id, attachments, data);
+    session_send_message(s, b.data, b.len);
+    buf_cleanup(&b);
+}
+
+void sock_send(struct sock *k, enum sio_type type, int64_t ack_id, const json_t *data,
+               const struct sio_attachment *att, int natt)
+{
+    struct session *s = k->conn->s;
+    send_packet(s, type, k->nsp, ack_id, data, natt);
+    for (int i = 0; i < natt; i++)
+        session_send_binary(s, att[i].data, att[i].len);
+}
+
+void sock_emit(struct sock *k, const json_t *args)
+{
+    sock_send(k, SIO_EVENT, -1, args, NULL, 0);
+}
+
+void sock_ack(struct sock *k, int64_t ack_id, const json_t *args)
+{
+    sock_send(k, SIO_ACK, ack_id, args, NULL, 0);
+}
+
+void sock_send_encoded(struct sock *k, const char *text, size_t len)
+{
+    session_send_message(k->conn->s, text, len);
+}
+
+void sock_accept(struct sock *k)
+{
+    struct sock_conn *c = k->conn;
+    k->state = SOCK_OPEN;
+    c->joined = 1;
+    lws_sul_cancel(&c->sul_connect);
+    /* socket.io-protocol v5 §CONNECT: the reply carries only the socket id. */
+    json_t *reply = json_pack("{s:s}", "sid", k->id);
+    send_packet(c->s, SIO_CONNECT, k->nsp, -1, reply, 0);
+    json_decref(reply);
+    if (app->on_connect)
+        app->on_connect(k);
+}
+
+void sock_reject(struct sock *k, json_t *error)
+{
+    send_packet(k->conn->s, SIO_CONNECT_ERROR, k->nsp, -1, error, 0);
+    json_decref(error);
+    drop(k, "connect error");
+}
+
+void sock_disconnect(struct sock *k)
+{
+    send_packet(k->conn->s, SIO_DISCONNECT, k->nsp, -1, NULL, 0);
+    drop(k, "server namespace disconnect");
+}
+
+static void on_connect_packet(struct sock_conn *c, struct sio_packet *p)
+{
+    if (find(c, p->nsp)) {
+        session_close(c->s, "parse error"); /* a second CONNECT for a namespace */
+        return;
+    }
+    if (!app->nsp_valid(p->nsp)) {
+        json_t *err = json_pack("{s:s}", "message", "Invalid namespace");
+        send_packet(c->s, SIO_CONNECT_ERROR, p->nsp, -1, err, 0);
+        json_decref(err);
+        return;
+    }
+    struct sock *k = xcalloc(1, sizeof *k);
+    k->conn = c;
+    memcpy(k->nsp, p->nsp, sizeof k->nsp);
+    ids_random(k->id, 20);
+    k->num = edge_next_id(c->s->edge);
+    k->state = SOCK_PENDING;
+    k->next = c->socks;
+    c->socks = k;
+    json_t *error = NULL;
+    int r = app->authorize(k, p->data, &error);
+    if (r == SOCK_ACCEPT)
+        sock_accept(k);
+    else if (r == SOCK_REJECT)
+        sock_reject(k, error ? error : json_pack("{s:s}", "message", "unauthorized"));
+}
+
+static void on_packet(struct sock_conn *c, struct sio_packet *p)
+{
+    if (p->type == SIO_CONNECT) {
+        on_connect_packet(c, p);
+        return;
+    }
+    struct sock *k = find(c, p->nsp);
+    if (!k || k->state != SOCK_OPEN) {
+        /* Only CONNECT may address a namespace that is not joined. */
+        session_close(c->s, "parse error");
+        return;
+    }
+    if (p->type == SIO_DISCONNECT) {
+        drop(k, "client namespace disconnect");
+        return;
+    }
+    app->on_packet(k, p);
+}
+
+static void conn_message(struct session *s, const uint8_t *data, size_t len, int binary)
+{
+    struct sock_conn *c = s->app_state;
+    struct sio_packet p;
+    const char *err = NULL;
+    int r = sio_rx_feed(&c->rx, data, len, binary, &p, &err);
+    if (r == SIO_RX_ERROR) {
+        log_debug("socket.io parse error sid=%s: %s", s->sid, err);
+        session_close(s, "parse error");
+        return;
+    }
+    if (r == SIO_RX_PACKET) {
+        on_packet(c, &p);
+        sio_packet_cleanup(&p);
+    }
+}
+
+const struct session_app sock_session_app = {
+    .on_open = conn_open,
+    .on_message = conn_message,
+    .on_close = conn_close,
+};

@@ -1,0 +1,182 @@
+/* Unit tests of auth.c: every token shape of c-stack.md §4, minted here with
+ * libjwt (or by hand where libjwt refuses to make them). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jwt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "mem.h"
+
+#define NOW 1800000000L
+#define UID "0190a0b0-0000-7000-8000-00000000a11c"
+
+static const char secret[] = "unit-test-secret-0123456789abcdef";
+
+/* Mints a token. exp/nbf < 0: claim left out. */
+static char *mint(jwt_alg_t alg, const char *key, const char *sub_claim, const char *sub,
+                  const char *username, long exp, long nbf)
+{
+    jwt_t *jwt;
+    assert_int_equal(jwt_new(&jwt), 0);
+    if (sub)
+        jwt_add_grant(jwt, sub_claim, sub);
+    if (username)
+        jwt_add_grant(jwt, "username", username);
+    if (exp >= 0)
+        jwt_add_grant_int(jwt, "exp", exp);
+    if (nbf >= 0)
+        jwt_add_grant_int(jwt, "nbf", nbf);
+    assert_int_equal(jwt_set_alg(jwt, alg, (const unsigned char *)key, key ? (int)strlen(key) : 0), 0);
+    char *tok = jwt_encode_str(jwt);
+    assert_non_null(tok);
+    jwt_free(jwt);
+    return tok;
+}
+
+static int verify(const char *tok, struct auth_claims *c, const char **why)
+{
+    return auth_verify(c, tok, strlen(tok), (const unsigned char *)secret, strlen(secret), NOW, why);
+}
+
+static void expect_refused(char *tok)
+{
+    struct auth_claims c;
+    const char *why = NULL;
+    assert_int_equal(verify(tok, &c, &why), -1);
+    assert_non_null(why);
+    free(tok);
+}
+
+static void test_valid(void **state)
+{
+    (void)state;
+    char *tok = mint(JWT_ALG_HS256, secret, "sub", UID, "alice", NOW + 60, NOW - 5);
+    struct auth_claims c;
+    const char *why = NULL;
+    assert_int_equal(verify(tok, &c, &why), 0);
+    assert_string_equal(c.user_id, UID);
+    assert_string_equal(c.username, "alice");
+    assert_int_equal(c.exp, NOW + 60);
+    free(tok);
+}
+
+static void test_user_id_claim_and_case(void **state)
+{
+    (void)state;
+    char *tok =
+        mint(JWT_ALG_HS256, secret, "userId", "0190A0B0-0000-7000-8000-00000000A11C", "bob", NOW + 60, -1);
+    struct auth_claims c;
+    const char *why = NULL;
+    assert_int_equal(verify(tok, &c, &why), 0);
+    assert_string_equal(c.user_id, UID); /* lowercased: one subject per user */
+    free(tok);
+}
+
+static void test_expired_and_nbf(void **state)
+{
+    (void)state;
+    expect_refused(mint(JWT_ALG_HS256, secret, "sub", UID, "a", NOW - 1, -1));
+    expect_refused(mint(JWT_ALG_HS256, secret, "sub", UID, "a", NOW, -1)); /* exp is exclusive */
+    expect_refused(mint(JWT_ALG_HS256, secret, "sub", UID, "a", NOW + 60, NOW + 30));
+    expect_refused(mint(JWT_ALG_HS256, secret, "sub", UID, "a", -1, -1)); /* no exp */
+}
+
+static void test_wrong_algorithms(void **state)
+{
+    (void)state;
+    expect_refused(mint(JWT_ALG_HS384, secret, "sub", UID, "a", NOW + 60, -1));
+    expect_refused(mint(JWT_ALG_HS512, secret, "sub", UID, "a", NOW + 60, -1));
+    expect_refused(mint(JWT_ALG_HS256, "another-secret", "sub", UID, "a", NOW + 60, -1));
+}
+
+static void test_alg_none(void **state)
+{
+    (void)state;
+    /* {"alg":"none","typ":"JWT"} . {"sub":UID,"username":"a","exp":1900000000} . (empty) */
+    const char *none =
+        "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0."
+        "eyJzdWIiOiIwMTkwYTBiMC0wMDAwLTcwMDAtODAwMC0wMDAwMDAwMGExMWMiLCJ1c2VybmFtZSI6ImEiLCJleHAiOjE5"
+        "MDAwMDAwMDB9.";
+    expect_refused(xstrdup(none));
+}
+
+static void test_bad_claims(void **state)
+{
+    (void)state;
+    expect_refused(mint(JWT_ALG_HS256, secret, "sub", "not-a-uuid", "a", NOW + 60, -1));
+    expect_refused(mint(JWT_ALG_HS256, secret, "sub", UID, NULL, NOW + 60, -1)); /* no username */
+    expect_refused(mint(JWT_ALG_HS256, secret, "sub", UID, "", NOW + 60, -1));
+    expect_refused(mint(JWT_ALG_HS256, secret, "sub", NULL, "a", NOW + 60, -1)); /* no sub */
+
+    /* sub as a number */
+    jwt_t *jwt;
+    jwt_new(&jwt);
+    jwt_add_grant_int(jwt, "sub", 42);
+    jwt_add_grant(jwt, "username", "a");
+    jwt_add_grant_int(jwt, "exp", NOW + 60);
+    jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret, (int)strlen(secret));
+    expect_refused(jwt_encode_str(jwt));
+    jwt_free(jwt);
+
+    /* exp as a string */
+    jwt_new(&jwt);
+    jwt_add_grant(jwt, "sub", UID);
+    jwt_add_grant(jwt, "username", "a");
+    jwt_add_grant(jwt, "exp", "1900000000");
+    jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret, (int)strlen(secret));
+    expect_refused(jwt_encode_str(jwt));
+    jwt_free(jwt);
+}
+
+static void test_tampered_and_garbage(void **state)
+{
+    (void)state;
+    char *tok = mint(JWT_ALG_HS256, secret, "sub", UID, "alice", NOW + 60, -1);
+    char *dot = strchr(tok, '.');
+    dot[3] = dot[3] == 'A' ? 'B' : 'A'; /* flip one payload character */
+    expect_refused(tok);
+    expect_refused(xstrdup("garbage"));
+    expect_refused(xstrdup("a.b.c"));
+    expect_refused(xstrdup("...."));
+
+    struct auth_claims c;
+    const char *why;
+    assert_int_equal(auth_verify(&c, "", 0, (const unsigned char *)secret, strlen(secret), NOW, &why), -1);
+    char *big = xmalloc(AUTH_MAX_TOKEN + 2);
+    memset(big, 'a', AUTH_MAX_TOKEN + 1);
+    big[AUTH_MAX_TOKEN + 1] = '\0';
+    expect_refused(big);
+}
+
+static void test_no_key_never_verifies(void **state)
+{
+    (void)state;
+    char *tok = mint(JWT_ALG_HS256, secret, "sub", UID, "alice", NOW + 60, -1);
+    struct auth_claims c;
+    const char *why;
+    assert_int_equal(auth_verify(&c, tok, strlen(tok), NULL, 0, NOW, &why), -1);
+    assert_int_equal(auth_verify(&c, tok, strlen(tok), (const unsigned char *)"", 0, NOW, &why), -1);
+    free(tok);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid),
+        cmocka_unit_test(test_user_id_claim_and_case),
+        cmocka_unit_test(test_expired_and_nbf),
+        cmocka_unit_test(test_wrong_algorithms),
+        cmocka_unit_test(test_alg_none),
+        cmocka_unit_test(test_bad_claims),
+        cmocka_unit_test(test_tampered_and_garbage),
+        cmocka_unit_test(test_no_key_never_verifies),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
