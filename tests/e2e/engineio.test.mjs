@@ -113,6 +113,23 @@ describe("heartbeat", () => {
     client.close();
   });
 
+  test("server keeps pinging a busy connection", async () => {
+    const u = makeUser("busy");
+    const { client } = await openSioSession(tuned, { token: u.token });
+    keepAlive(client);
+    const until = Date.now() + PING_INTERVAL * 4;
+    let sent = 0;
+    while (Date.now() < until) {
+      client.send(`42["typing:stop",{"recipientId":"${u.id}"}]`);
+      sent++;
+      await client.nextText(2000, "the self-relay"); // the relay back (or a ping)
+    }
+    const pings = client.frames.filter((f) => f.text === "2").length;
+    assert.ok(pings >= 2, `only ${pings} pings during ${PING_INTERVAL * 4} ms of traffic (${sent} events)`);
+    assert.equal(client.closeInfo, null);
+    client.close();
+  });
+
   test("no pong within pingTimeout closes the connection", async () => {
     const { client } = await openSioSession(tuned, auth());
     assert.equal(await client.nextText(PING_INTERVAL * 5, "a ping"), "2");
@@ -120,6 +137,38 @@ describe("heartbeat", () => {
     await client.waitClosed(PING_TIMEOUT * 10, "close after a missed pong");
     const elapsed = Date.now() - t0;
     assert.ok(elapsed >= PING_TIMEOUT / 2, `closed ${elapsed} ms after the ping, before pingTimeout`);
+  });
+});
+
+describe("WebSocket framing", () => {
+  test("a text message sent in three fragments is reassembled", async () => {
+    const u = makeUser("frag");
+    const { client } = await openSioSession(defaults, { token: u.token });
+    const msg = `4217["typing:stop",{"recipientId":"${u.id}"}]`;
+    client.ws.send(msg.slice(0, 3), { fin: false });
+    client.ws.send(msg.slice(3, 20), { fin: false });
+    client.ws.send(msg.slice(20), { fin: true });
+    const frames = [await client.nextText(3000), await client.nextText(3000)].sort();
+    assert.deepEqual(frames, ['42["typing:stop",{"userId":"' + u.id + '"}]', '4317[{"ok":true}]']);
+    client.close();
+  });
+
+  test("fragments adding up to more than maxPayload close the connection", async () => {
+    const { client } = await openSioSession(tuned, auth());
+    keepAlive(client);
+    const part = "x".repeat(4000);
+    client.ws.send('42["typing:stop","' + part, { fin: false });
+    client.ws.send(part, { fin: false });
+    client.ws.send(part + '"]', { fin: true });
+    await client.waitClosed(3000);
+  });
+
+  test("a WebSocket control ping is answered with a pong", async () => {
+    const { client } = await openSioSession(defaults, auth());
+    const pong = new Promise((resolve) => client.ws.once("pong", resolve));
+    client.ws.ping(Buffer.from("hi"));
+    assert.equal((await withTimeout(pong, 3000, "the WebSocket pong")).toString(), "hi");
+    client.close();
   });
 });
 
@@ -213,6 +262,16 @@ describe("Socket.IO namespace handling", () => {
     client.send("41");
     assert.equal(await client.nextText(PING_INTERVAL * 5, "the ping after 41"), "2");
     client.send("3");
+    client.close();
+  });
+
+  test("after '41' the namespace can be joined again on the same session, with a new sid", async () => {
+    const { client, sid } = await openSioSession(defaults, auth());
+    client.send("41");
+    client.send(`40${JSON.stringify(auth())}`);
+    const reply = await client.nextText(3000, "the second CONNECT reply");
+    assert.match(reply, /^40\{"sid":/);
+    assert.notEqual(JSON.parse(reply.slice(2)).sid, sid);
     client.close();
   });
 

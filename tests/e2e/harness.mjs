@@ -74,7 +74,8 @@ export async function waitForTcp(port, { attempts = 100, interval = 50, what = `
 
 // ---------------------------------------------------------------- processes
 
-const live = new Set(); // every child still running, for log dumps and cleanup
+const live = new Set(); // every child still running, for cleanup
+const started = new Set(); // every child of this test file, for log dumps
 
 class Child {
   constructor(name, cmd, args, env, tailLines = 150) {
@@ -108,6 +109,7 @@ class Child {
     this.proc.stdout.on("data", onData);
     this.proc.stderr.on("data", onData);
     live.add(this);
+    started.add(this);
   }
 
   /** Resolves with the first line of output (from the start) that matches re. */
@@ -155,10 +157,11 @@ class Child {
   }
 }
 
-/** Prints the recent output of every running child (called when a test fails). */
+/** Prints the recent output of every child started by this file (called when a test fails). */
 export function dumpLogs(reason = "") {
-  for (const c of live) {
-    console.error(`----- ${c.name} output (last lines)${reason ? " — " + reason : ""} -----\n${c.tail()}\n----- end ${c.name} -----`);
+  for (const c of started) {
+    const state = c.exited ? ` (exited: code ${c.exitCode}, signal ${c.exitSignal})` : "";
+    console.error(`----- ${c.name}${state} output, last lines${reason ? " — " + reason : ""} -----\n${c.tail()}\n----- end ${c.name} -----`);
   }
 }
 
@@ -178,6 +181,7 @@ export function test(name, optsOrFn, maybeFn) {
     try {
       return await fn(t);
     } catch (err) {
+      await delay(300); // let a child that just died report its exit status before the dump
       dumpLogs(`failed: ${name}`);
       throw err;
     }

@@ -2,7 +2,7 @@
 // multi-tab / multi-edge fan-out, in chat mode with two edges on one nats-server.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { before, after, describe } from "node:test";
+import { before, after, beforeEach, afterEach, describe } from "node:test";
 import { test, startNats, startEdge, connectClient, closeAll, withTimeout } from "./harness.mjs";
 import { makeUser } from "./tokens.mjs";
 
@@ -50,11 +50,16 @@ async function expectNothingBefore(markerFrom, to, what = "nothing before the ma
 }
 
 describe("relays between two users on one edge", () => {
+  // Fresh users for every test, so that a failure leaves nothing behind for the next one.
   let a;
   let b;
-  before(async () => {
+  beforeEach(async () => {
     a = await newUser("alice");
     b = await newUser("bob");
+  });
+  afterEach(() => {
+    a?.socket.close();
+    b?.socket.close();
   });
 
   test("typing:start → {userId, username} from the token, not the payload; sender gets nothing", async () => {
@@ -151,9 +156,12 @@ describe("bad input", () => {
   let a;
   let bystander;
   before(async () => {
-    a = await newUser("alice");
     bystander = await newUser("carol");
   });
+  beforeEach(async () => {
+    a = await newUser("alice");
+  });
+  afterEach(() => a?.socket.close());
 
   const uuid = () => randomUUID();
   // [name, event, args (function → array of emit args), expected code]
