@@ -10,6 +10,8 @@ BUILD ?= build/sanitize
 endif
 
 CC      ?= gcc
+# V=1 shows the full commands.
+Q       := $(if $(V),,@)
 PKGS    := libwebsockets libnats libprotobuf-c jansson libjwt
 CFLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -g -O2 -Wall -Wextra -Werror -Wshadow \
            -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith -Wsign-compare -fno-common -MMD -MP \
@@ -24,7 +26,7 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 GEN_C   := $(BUILD)/gen/chat.pb-c.c
 GEN_H   := $(BUILD)/gen/chat.pb-c.h
 LIB_SRC := lib/log.c lib/config.c lib/mem.c lib/map.c lib/bus.c lib/ids.c
-EDGE_SRC := services/edge/main.c services/edge/ws.c services/edge/session.c services/edge/eio.c \
+EDGE_SRC := services/edge/main.c services/edge/ws.c services/edge/polling.c services/edge/session.c services/edge/eio.c \
             services/edge/sio.c services/edge/sock.c services/edge/auth.c services/edge/chat.c \
             services/edge/conform.c services/edge/relay.c
 MSG_SRC := services/messaging/main.c
@@ -39,40 +41,49 @@ all: $(BINS)
 
 $(GEN_C) $(GEN_H) &: proto/chat.proto
 	@mkdir -p $(BUILD)/gen
-	protoc-c --proto_path=proto --c_out=$(BUILD)/gen $<
+	@echo "  PROTOC  $<"
+	$(Q)protoc-c --proto_path=proto --c_out=$(BUILD)/gen $<
 
 $(BUILD)/obj/%.o: %.c | $(GEN_H)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
 
 $(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(filter-out -Wmissing-prototypes,$(CFLAGS)) $(PKG_CFLAGS) -c $< -o $@
+	@echo "  CC      $<"
+	$(Q)$(CC) $(filter-out -Wmissing-prototypes,$(CFLAGS)) $(PKG_CFLAGS) -c $< -o $@
 
 GEN_O := $(BUILD)/obj/gen/chat.pb-c.o
 
 $(BUILD)/bin/chat-edge: $(call obj,$(EDGE_SRC) $(LIB_SRC)) $(GEN_O)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
 
 $(BUILD)/bin/chat-messaging: $(call obj,$(MSG_SRC) $(LIB_SRC)) $(GEN_O)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
 
 $(BUILD)/bin/chat-presence: $(call obj,$(PRS_SRC) $(LIB_SRC)) $(GEN_O)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
 
 # Unit tests: pure modules only; they link without lws, nats or libpq.
 $(BUILD)/tests/test_eio: $(call obj,tests/unit/test_eio.c services/edge/eio.c lib/mem.c)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
 $(BUILD)/tests/test_sio: $(call obj,tests/unit/test_sio.c services/edge/sio.c lib/mem.c)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson)
 $(BUILD)/tests/test_auth: $(call obj,tests/unit/test_auth.c services/edge/auth.c lib/ids.c lib/mem.c)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson libjwt)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson libjwt)
 
 # Installs missing Debian packages and the pinned npm packages.
 deps:

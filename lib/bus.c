@@ -9,8 +9,9 @@
 static void on_disconnected(natsConnection *nc, void *closure)
 {
     (void)nc;
-    (void)closure;
-    log_warn("nats disconnected; reconnecting");
+    struct bus *b = closure;
+    if (!b->closing)
+        log_warn("nats disconnected; reconnecting");
 }
 
 static void on_reconnected(natsConnection *nc, void *closure)
@@ -43,7 +44,7 @@ int bus_open(struct bus *b, const char *url, const char *name, int send_asap)
     if (s == NATS_OK)
         s = natsOptions_SetSendAsap(b->opts, send_asap ? true : false);
     if (s == NATS_OK)
-        s = natsOptions_SetDisconnectedCB(b->opts, on_disconnected, NULL);
+        s = natsOptions_SetDisconnectedCB(b->opts, on_disconnected, b);
     if (s == NATS_OK)
         s = natsOptions_SetReconnectedCB(b->opts, on_reconnected, NULL);
     if (s == NATS_OK) {
@@ -65,6 +66,7 @@ int bus_open(struct bus *b, const char *url, const char *name, int send_asap)
 
 void bus_close(struct bus *b, int timeout_ms)
 {
+    b->closing = 1;
     if (b->nc) {
         if (timeout_ms > 0 && natsConnection_Status(b->nc) == NATS_CONN_STATUS_CONNECTED)
             natsConnection_FlushTimeout(b->nc, timeout_ms); /* publishes reach the server */

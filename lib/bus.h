@@ -11,6 +11,7 @@
 struct bus {
     natsConnection *nc;
     natsOptions *opts;
+    volatile int closing; /* set by bus_close: a disconnect is expected */
 };
 
 /* Connects (or keeps trying in the background when the server is not up).

@@ -116,6 +116,7 @@ int main(void)
             break;
     chat_stop(edge.chat);
     bus_close(&edge.bus, 1000);
+    ws_destroy_all(&edge);
     ws_stop(&edge);
     chat_destroy(edge.chat);
     map_cleanup(&edge.sessions);

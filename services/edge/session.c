@@ -1,8 +1,10 @@
 /* session: Engine.IO session state on the lws thread. It owns the output
  * queue (bounded by EDGE_MAX_QUEUE_BYTES: a peer that stops reading is cut
- * off, never buffered for) and the heartbeat: the server pings every
- * pingInterval and closes when no pong comes within pingTimeout
- * (engine.io-protocol v4 §Heartbeat). */
+ * off, never buffered for), the heartbeat (the server pings every
+ * pingInterval and ends the session when no pong comes within pingTimeout,
+ * engine.io-protocol v4 §Heartbeat) and the upgrade from long-polling to
+ * WebSocket (§Upgrade). It never writes to a socket itself: it asks the
+ * transport (ws.c, polling.c) for a writable callback. */
 #include "session.h"
 
 #include <stdio.h>
@@ -13,6 +15,11 @@
 #include "ids.h"
 #include "log.h"
 #include "mem.h"
+#include "polling.h"
+#include "ws.h"
+
+#define UPGRADE_TIMEOUT_MS 10000 /* what the reference server allows */
+#define CLOSE_GRACE_MS 5000      /* polling: longest wait for the GET that fetches "1" */
 
 static void on_ping_timer(lws_sorted_usec_list_t *sul);
 
@@ -21,14 +28,10 @@ static void arm(struct session *s, long ms)
     lws_sul_schedule(s->edge->ctx, 0, &s->sul_ping, on_ping_timer, (lws_usec_t)ms * LWS_US_PER_MS);
 }
 
-/* Closes at once, dropping what is queued: for a dead or abusive peer. */
-static void kill_now(struct session *s, const char *reason)
+static void on_close_timer(lws_sorted_usec_list_t *sul)
 {
-    if (!s->close_reason)
-        s->close_reason = reason;
-    s->closing = 1;
-    if (s->ws)
-        lws_set_timeout(s->ws, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    struct session *s = lws_container_of(sul, struct session, sul_close);
+    session_destroy(s, s->close_reason ? s->close_reason : "forced close");
 }
 
 static void on_ping_timer(lws_sorted_usec_list_t *sul)
@@ -36,12 +39,31 @@ static void on_ping_timer(lws_sorted_usec_list_t *sul)
     struct session *s = lws_container_of(sul, struct session, sul_ping);
     if (s->pong_due) {
         log_debug("session ping timeout sid=%s", s->sid);
-        kill_now(s, "ping timeout");
+        session_kill(s, "ping timeout");
         return;
     }
     session_send(s, EIO_PING, NULL, 0);
     s->pong_due = 1;
     arm(s, s->edge->cfg->ping_timeout_ms);
+}
+
+void session_kick(struct session *s)
+{
+    if (s->transport == SESSION_WEBSOCKET && s->ws)
+        lws_callback_on_writable(s->ws);
+    else if (s->transport == SESSION_POLLING && s->poll_get)
+        lws_callback_on_writable(s->poll_get);
+}
+
+void session_kill(struct session *s, const char *reason)
+{
+    if (!s->close_reason)
+        s->close_reason = reason;
+    s->closing = 1;
+    if (s->transport == SESSION_WEBSOCKET && s->ws)
+        lws_set_timeout(s->ws, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC); /* CLOSED destroys */
+    else
+        lws_sul_schedule(s->edge->ctx, 0, &s->sul_close, on_close_timer, 1);
 }
 
 static void enqueue(struct session *s, struct frame *f)
@@ -53,7 +75,7 @@ static void enqueue(struct session *s, struct frame *f)
     if (s->queued + f->len > (size_t)s->edge->cfg->max_queue_bytes) {
         free(f);
         log_warn("session output queue full sid=%s queued=%zu: closing slow client", s->sid, s->queued);
-        kill_now(s, "transport error");
+        session_kill(s, "transport error");
         return;
     }
     f->next = NULL;
@@ -63,8 +85,7 @@ static void enqueue(struct session *s, struct frame *f)
         s->head = f;
     s->tail = f;
     s->queued += f->len;
-    if (s->ws)
-        lws_callback_on_writable(s->ws);
+    session_kick(s);
 }
 
 static struct frame *frame_new(size_t len, int binary)
@@ -76,31 +97,37 @@ static struct frame *frame_new(size_t len, int binary)
     return f;
 }
 
-struct session *session_create(struct edge *e, const struct session_app *app, struct lws *ws)
+struct session *session_create(struct edge *e, const struct session_app *app, enum session_transport t)
 {
     struct session *s = xcalloc(1, sizeof *s);
     s->edge = e;
     s->app = app;
-    s->ws = ws;
+    s->transport = t;
     eio_rx_init(&s->rx, (size_t)e->cfg->max_payload);
     do
         ids_random(s->sid, 20);
     while (map_get(&e->sessions, s->sid));
     map_put(&e->sessions, s->sid, s);
 
-    /* engine.io-protocol §Handshake: exactly these keys; no upgrades from a
-     * WebSocket session. */
+    /* engine.io-protocol §Handshake: exactly these keys; a polling session may
+     * upgrade to a WebSocket, a WebSocket session to nothing. */
     char open[256];
     int n = snprintf(open, sizeof open,
-                     "{\"sid\":\"%s\",\"upgrades\":[],\"pingInterval\":%ld,\"pingTimeout\":%ld,"
+                     "{\"sid\":\"%s\",\"upgrades\":[%s],\"pingInterval\":%ld,\"pingTimeout\":%ld,"
                      "\"maxPayload\":%ld}",
-                     s->sid, e->cfg->ping_interval_ms, e->cfg->ping_timeout_ms, e->cfg->max_payload);
+                     s->sid, t == SESSION_POLLING ? "\"websocket\"" : "", e->cfg->ping_interval_ms,
+                     e->cfg->ping_timeout_ms, e->cfg->max_payload);
     session_send(s, EIO_OPEN, open, (size_t)n);
     arm(s, e->cfg->ping_interval_ms);
-    log_debug("session open sid=%s", s->sid);
+    log_debug("session open sid=%s transport=%s", s->sid, t == SESSION_POLLING ? "polling" : "websocket");
     if (app->on_open)
         app->on_open(s);
     return s;
+}
+
+struct session *session_find(struct edge *e, const char *sid)
+{
+    return map_get(&e->sessions, sid);
 }
 
 void session_destroy(struct session *s, const char *reason)
@@ -110,11 +137,26 @@ void session_destroy(struct session *s, const char *reason)
     if (s->close_reason)
         reason = s->close_reason;
     lws_sul_cancel(&s->sul_ping);
+    lws_sul_cancel(&s->sul_close);
+    lws_sul_cancel(&s->sul_upgrade);
     map_del(&s->edge->sessions, s->sid);
     s->closing = 1; /* the app may try to send while closing: dropped */
     if (s->app->on_close)
         s->app->on_close(s, reason);
     log_debug("session closed sid=%s reason=\"%s\"", s->sid, reason);
+
+    /* Release the connections: none may point here any more. A held GET is
+     * answered: "6" when the client closed (engine.io-protocol §close), "1"
+     * otherwise. */
+    if (s->ws)
+        ws_detach(s->ws, 1);
+    if (s->probe)
+        ws_detach(s->probe, 1);
+    if (s->poll_get)
+        polling_finish_get(s->poll_get, strcmp(reason, "transport close") == 0 ? "6" : "1");
+    if (s->poll_post)
+        ws_detach(s->poll_post, 0); /* it still gets its answer */
+
     struct frame *f = s->head;
     while (f) {
         struct frame *next = f->next;
@@ -125,27 +167,11 @@ void session_destroy(struct session *s, const char *reason)
     free(s);
 }
 
-int session_ws_receive(struct session *s, const void *in, size_t len, int first, int final, int binary)
+int session_handle(struct session *s, const struct eio_packet *p)
 {
-    int r = eio_rx_feed(&s->rx, in, len, first, final, binary);
-    if (r == EIO_RX_TOO_BIG) {
-        /* engine.io-protocol §maxPayload: the reference closes with 1009. */
-        s->close_reason = "transport error";
-        lws_close_reason(s->ws, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
-                         (unsigned char *)"Max payload size exceeded", 25);
-        return -1;
-    }
-    if (r != EIO_RX_DONE || s->closing)
+    if (s->closing)
         return 0;
-
-    struct eio_packet p;
-    const char *err;
-    if (eio_decode_ws(&p, (const uint8_t *)s->rx.msg.data, s->rx.msg.len, s->rx.binary, &err) != 0) {
-        log_debug("session parse error sid=%s: %s", s->sid, err);
-        s->close_reason = "parse error";
-        return -1;
-    }
-    switch (p.type) {
+    switch (p->type) {
     case EIO_PONG:
         if (s->pong_due) {
             s->pong_due = 0;
@@ -153,7 +179,7 @@ int session_ws_receive(struct session *s, const void *in, size_t len, int first,
         }
         return 0;
     case EIO_MESSAGE:
-        s->app->on_message(s, p.data, p.len, p.binary);
+        s->app->on_message(s, p->data, p->len, p->binary);
         return 0;
     case EIO_CLOSE:
         /* engine.io-protocol §close: the peer ends the session. */
@@ -161,10 +187,49 @@ int session_ws_receive(struct session *s, const void *in, size_t len, int first,
         return -1;
     default:
         /* open, noop and upgrade never come from a client on an open
-         * WebSocket session; a client ping is a v3 habit, refused in v4. */
+         * transport; a client ping is a v3 habit, refused in v4. */
         s->close_reason = "parse error";
         return -1;
     }
+}
+
+/* Reassembles one WebSocket message; returns 1 with *p set, 0 for more, -1
+ * with *why to close (oversize or undecodable). */
+static int ws_message(struct session *s, struct lws *wsi, const void *in, size_t len, int first, int final,
+                      int binary, struct eio_packet *p, const char **why)
+{
+    int r = eio_rx_feed(&s->rx, in, len, first, final, binary);
+    if (r == EIO_RX_TOO_BIG) {
+        /* engine.io-protocol §maxPayload: the reference closes with 1009. */
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                         (unsigned char *)"Max payload size exceeded", 25);
+        *why = "transport error";
+        return -1;
+    }
+    if (r != EIO_RX_DONE)
+        return 0;
+    const char *err;
+    if (eio_decode_ws(p, (const uint8_t *)s->rx.msg.data, s->rx.msg.len, s->rx.binary, &err) != 0) {
+        log_debug("session parse error sid=%s: %s", s->sid, err);
+        *why = "parse error";
+        return -1;
+    }
+    return 1;
+}
+
+int session_ws_receive(struct session *s, const void *in, size_t len, int first, int final, int binary)
+{
+    struct eio_packet p;
+    const char *why = NULL;
+    int r = ws_message(s, s->ws, in, len, first, final, binary, &p, &why);
+    if (r < 0) {
+        if (!s->close_reason)
+            s->close_reason = why;
+        return -1;
+    }
+    if (r == 0 || s->closing)
+        return 0;
+    return session_handle(s, &p);
 }
 
 void session_send(struct session *s, enum eio_type type, const void *payload, size_t len)
@@ -193,13 +258,18 @@ void session_close(struct session *s, const char *reason)
 {
     if (s->closing)
         return;
+    if (s->transport == SESSION_POLLING) {
+        /* engine.io-protocol §close: "1" goes out on the next GET, then the
+         * session is gone. A client that never polls again gets a grace. */
+        session_send(s, EIO_CLOSE, NULL, 0);
+        lws_sul_schedule(s->edge->ctx, 0, &s->sul_close, on_close_timer,
+                         (lws_usec_t)CLOSE_GRACE_MS * LWS_US_PER_MS);
+    }
     s->closing = 1;
     s->close_reason = reason;
-    if (s->ws) {
-        lws_callback_on_writable(s->ws);
-        /* A peer that does not read cannot hold the session open. */
-        lws_set_timeout(s->ws, PENDING_TIMEOUT_USER_OK, 3);
-    }
+    session_kick(s);
+    if (s->transport == SESSION_WEBSOCKET && s->ws)
+        lws_set_timeout(s->ws, PENDING_TIMEOUT_USER_OK, 3); /* a peer that does not read */
 }
 
 struct frame *session_pop(struct session *s)
@@ -212,4 +282,74 @@ struct frame *session_pop(struct session *s)
         s->tail = NULL;
     s->queued -= f->len;
     return f;
+}
+
+/* ---------- upgrade ---------- */
+
+static void on_upgrade_timeout(lws_sorted_usec_list_t *sul)
+{
+    struct session *s = lws_container_of(sul, struct session, sul_upgrade);
+    if (s->probe) {
+        log_debug("upgrade timed out sid=%s", s->sid);
+        ws_detach(s->probe, 1);
+        session_probe_detach(s);
+    }
+}
+
+void session_probe_attach(struct session *s, struct lws *wsi)
+{
+    s->probe = wsi;
+    eio_rx_cleanup(&s->rx);
+    eio_rx_init(&s->rx, (size_t)s->edge->cfg->max_payload);
+    lws_sul_schedule(s->edge->ctx, 0, &s->sul_upgrade, on_upgrade_timeout,
+                     (lws_usec_t)UPGRADE_TIMEOUT_MS * LWS_US_PER_MS);
+}
+
+int session_probe_receive(struct session *s, const void *in, size_t len, int first, int final, int binary)
+{
+    struct eio_packet p;
+    const char *why;
+    int r = ws_message(s, s->probe, in, len, first, final, binary, &p, &why);
+    if (r <= 0)
+        return r;
+    if (!s->upgrading && p.type == EIO_PING && p.len == 5 && memcmp(p.data, "probe", 5) == 0) {
+        /* §Upgrade step 2: answer the probe, free the pending poll with a
+         * noop; every GET until the switch gets a noop too. */
+        s->upgrading = 1;
+        s->probe_reply = 1;
+        lws_callback_on_writable(s->probe);
+        if (s->poll_get)
+            lws_callback_on_writable(s->poll_get);
+        return 0;
+    }
+    if (s->upgrading && p.type == EIO_UPGRADE && !s->closing) {
+        /* §Upgrade step 3: the WebSocket carries the session from now on;
+         * what was queued for polling goes out on it, in order. */
+        lws_sul_cancel(&s->sul_upgrade);
+        s->transport = SESSION_WEBSOCKET;
+        s->ws = s->probe;
+        s->probe = NULL;
+        s->upgrading = 0;
+        struct ws_pss *pss = lws_wsi_user(s->ws);
+        pss->role = WS_ROLE_WS;
+        if (s->poll_get)
+            polling_finish_get(s->poll_get, "6");
+        log_debug("session upgraded sid=%s", s->sid);
+        session_kick(s);
+        return 0;
+    }
+    /* §Upgrade step 4: anything else ends the probe, not the session. */
+    return -1;
+}
+
+void session_probe_detach(struct session *s)
+{
+    lws_sul_cancel(&s->sul_upgrade);
+    s->probe = NULL;
+    s->upgrading = 0;
+    s->probe_reply = 0;
+    eio_rx_cleanup(&s->rx);
+    eio_rx_init(&s->rx, (size_t)s->edge->cfg->max_payload);
+    if (s->poll_get && s->head)
+        lws_callback_on_writable(s->poll_get);
 }

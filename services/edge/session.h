@@ -1,7 +1,8 @@
 /* session: one Engine.IO v4 session (engine.io-protocol §Transports,
- * §Heartbeat): its sid, its bounded output queue, the server ping and pong
- * deadline, and the application on top (Socket.IO, or the raw echo of
- * conformance mode). The transport glue (ws.c) feeds it and drains it. */
+ * §Heartbeat, §Upgrade): its sid, its bounded output queue, the server ping
+ * and pong deadline, the transport that carries it (a WebSocket, or HTTP
+ * long-polling until an upgrade), and the application on top (Socket.IO, or
+ * the raw echo of conformance mode). ws.c and polling.c feed it and drain it. */
 #ifndef SESSION_H
 #define SESSION_H
 
@@ -25,8 +26,8 @@ struct session_app {
     void (*on_close)(struct session *s, const char *reason);
 };
 
-/* A queued output frame: one Engine.IO packet, with LWS_PRE bytes of
- * headroom before data + LWS_PRE. */
+/* A queued output packet, with LWS_PRE bytes of headroom before buf + LWS_PRE:
+ * text frames hold "<type digit><payload>", binary frames the raw bytes. */
 struct frame {
     struct frame *next;
     size_t len;
@@ -34,43 +35,72 @@ struct frame {
     unsigned char buf[];
 };
 
+enum session_transport { SESSION_WEBSOCKET, SESSION_POLLING };
+
 struct session {
     struct edge *edge;
     char sid[21];
     const struct session_app *app;
     void *app_state;
-    struct lws *ws;                  /* the WebSocket carrying the session */
-    struct frame *head, *tail;       /* output queue */
-    size_t queued;                   /* bytes in the queue */
-    struct eio_rx rx;                /* fragment reassembly */
-    lws_sorted_usec_list_t sul_ping; /* next ping, or the pong deadline */
-    int pong_due;                    /* 1 between a ping and its pong */
-    int closing;                     /* flush the queue, then close */
+    enum session_transport transport;
+    struct lws *ws;                     /* the WebSocket carrying the session */
+    struct lws *probe;                  /* a WebSocket being probed for an upgrade */
+    struct lws *poll_get;               /* the held long-polling GET */
+    struct lws *poll_post;              /* the POST being received */
+    int upgrading;                      /* probe answered, waiting for the client's "5" */
+    int probe_reply;                    /* "3probe" owed on the probe WebSocket */
+    struct frame *head, *tail;          /* output queue */
+    size_t queued;                      /* bytes in the queue */
+    struct eio_rx rx;                   /* WebSocket fragment reassembly */
+    lws_sorted_usec_list_t sul_ping;    /* next ping, or the pong deadline */
+    lws_sorted_usec_list_t sul_close;   /* deferred destruction (polling) */
+    lws_sorted_usec_list_t sul_upgrade; /* upgrade timeout */
+    int pong_due;                       /* 1 between a ping and its pong */
+    int closing;                        /* flush the queue, then close */
     const char *close_reason;
 };
 
-/* Creates a session bound to the WebSocket ws, queues the open packet and
- * arms the heartbeat. */
-struct session *session_create(struct edge *e, const struct session_app *app, struct lws *ws);
-/* Called by the transport when it is gone: tells the app, frees everything. */
+/* Creates a session, queues the open packet (upgrades: ["websocket"] on
+ * polling, [] on a WebSocket) and arms the heartbeat. The caller binds its
+ * connection (s->ws or s->poll_get). */
+struct session *session_create(struct edge *e, const struct session_app *app, enum session_transport t);
+/* Tells the app, releases the transport's connections, frees everything. */
 void session_destroy(struct session *s, const char *reason);
+/* Looks a session up by sid; NULL when unknown. */
+struct session *session_find(struct edge *e, const char *sid);
 
-/* Feeds one received WebSocket fragment. Returns 0, or -1 when the session
- * must be closed now (reason set in s->close_reason). */
+/* Acts on one packet from the client. Returns 0, or -1 when the session must
+ * end (s->close_reason says why). */
+int session_handle(struct session *s, const struct eio_packet *p);
+/* Feeds one WebSocket fragment of the session's WebSocket. Returns 0, or -1
+ * when the connection must be closed now. */
 int session_ws_receive(struct session *s, const void *in, size_t len, int first, int final, int binary);
 
 /* Queues an Engine.IO text packet: type digit + payload. */
 void session_send(struct session *s, enum eio_type type, const void *payload, size_t len);
 /* Queues a binary message packet. */
 void session_send_binary(struct session *s, const void *data, size_t len);
-/* Queues an Engine.IO message packet whose text payload is given whole
- * ("4" is prepended). */
+/* Queues a message packet whose text payload is given whole ("4" prepended). */
 void session_send_message(struct session *s, const void *text, size_t len);
 
-/* Closes after the queued packets are written. */
+/* Closes after the queued packets are written (polling: after "1" is
+ * fetched, or a short grace). */
 void session_close(struct session *s, const char *reason);
+/* Ends the session now, dropping what is queued (dead or abusive peer).
+ * Safe to call from anywhere on the lws thread: destruction is deferred. */
+void session_kill(struct session *s, const char *reason);
+/* Asks the transport to write (queued packets, or the close). */
+void session_kick(struct session *s);
 
 /* Pops the next frame for the transport (the caller frees it), or NULL. */
 struct frame *session_pop(struct session *s);
+
+/* Upgrade (engine.io-protocol §Upgrade). probe_attach binds a new WebSocket
+ * that names this polling session; probe_receive feeds its fragments ("2probe",
+ * then "5" switches the session to it); returns -1 when the probe must be
+ * closed. probe_detach when the probe WebSocket goes away. */
+void session_probe_attach(struct session *s, struct lws *wsi);
+int session_probe_receive(struct session *s, const void *in, size_t len, int first, int final, int binary);
+void session_probe_detach(struct session *s);
 
 #endif

@@ -1,7 +1,7 @@
-/* ws: WebSocket transport for Engine.IO (engine.io-protocol v4 §WebSocket) and
- * the HTTP side of the port. Writes happen only in SERVER_WRITEABLE, one
- * lws_write each (libwebsockets README.coding.md); other threads reach this
- * thread only through relay.c and lws_cancel_service(). */
+/* ws: WebSocket transport for Engine.IO (engine.io-protocol v4 §WebSocket),
+ * including the probe WebSocket of an upgrade; HTTP requests go to polling.c. Writes happen only in
+ * SERVER_WRITEABLE, one lws_write each (libwebsockets README.coding.md); other threads reach this thread only
+ * through relay.c and lws_cancel_service(). */
 #include "ws.h"
 
 #include <stdlib.h>
@@ -9,14 +9,11 @@
 
 #include "chat.h"
 #include "conform.h"
+#include "polling.h"
 #include "edge.h"
 #include "log.h"
 #include "session.h"
 #include "sock.h"
-
-struct ws_pss {
-    struct session *s;
-};
 
 /* The Engine.IO application serving a request path, or NULL. Socket.IO
  * clients always add the trailing slash; we accept it missing too. */
@@ -30,19 +27,27 @@ static const struct session_app *app_for_path(struct edge *e, const char *path)
 }
 
 /* engine.io-protocol §Query parameters: EIO=4 and transport=websocket are
- * required; a sid means an upgrade from long-polling, which this edge does
- * not serve yet. */
-static int ws_query_ok(struct lws *wsi)
+ * required. With a sid it is an upgrade: the session must exist, be on
+ * polling and not already probing (§Upgrade step 1; a second WebSocket for an
+ * upgraded session is refused), checked only when check_sid is set. Returns
+ * the session to probe through *probe. */
+static int ws_query_ok(struct edge *e, struct lws *wsi, struct session **probe, int check_sid)
 {
     char v[64];
+    *probe = NULL;
     const char *p = lws_get_urlarg_by_name(wsi, "EIO=", v, sizeof v);
     if (!p || strcmp(p, "4") != 0)
         return 0;
     p = lws_get_urlarg_by_name(wsi, "transport=", v, sizeof v);
     if (!p || strcmp(p, "websocket") != 0)
         return 0;
-    if (lws_get_urlarg_by_name(wsi, "sid=", v, sizeof v))
+    p = lws_get_urlarg_by_name(wsi, "sid=", v, sizeof v);
+    if (!p || !check_sid)
+        return 1;
+    struct session *s = session_find(e, p);
+    if (!s || s->transport != SESSION_POLLING || s->probe || s->closing)
         return 0;
+    *probe = s;
     return 1;
 }
 
@@ -53,21 +58,47 @@ static int get_path(struct lws *wsi, char *path, int len)
     return 0;
 }
 
-static int http_reply(struct lws *wsi, unsigned int status, const char *body)
+void ws_detach(struct lws *wsi, int kill)
 {
-    unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr;
-    size_t len = strlen(body);
-    if (lws_add_http_common_headers(wsi, status, "application/json", (lws_filepos_t)len, &p, end) ||
-        lws_finalize_write_http_header(wsi, start, &p, end))
+    struct ws_pss *pss = lws_wsi_user(wsi);
+    if (pss)
+        pss->s = NULL;
+    if (kill)
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
+static int ws_writeable(struct lws *wsi, struct ws_pss *pss, struct edge *e)
+{
+    struct session *s = pss->s;
+    if (!s)
         return -1;
-    /* Small bodies fit in the socket buffer: written right after the headers. */
-    unsigned char out[LWS_PRE + 256];
-    if (len > sizeof out - LWS_PRE)
-        len = sizeof out - LWS_PRE;
-    memcpy(out + LWS_PRE, body, len);
-    if (lws_write(wsi, out + LWS_PRE, len, LWS_WRITE_HTTP_FINAL) < (int)len)
+    if (pss->role == WS_ROLE_PROBE) {
+        if (s->probe_reply) {
+            unsigned char out[LWS_PRE + 6];
+            memcpy(out + LWS_PRE, "3probe", 6);
+            s->probe_reply = 0;
+            if (lws_write(wsi, out + LWS_PRE, 6, LWS_WRITE_TEXT) < 6)
+                return -1;
+        }
+        return 0;
+    }
+    struct frame *f = session_pop(s);
+    if (!f) {
+        if (s->closing) {
+            if (e->stopping)
+                lws_close_reason(wsi, LWS_CLOSE_STATUS_GOINGAWAY, NULL, 0);
+            return -1;
+        }
+        return 0;
+    }
+    int n = lws_write(wsi, f->buf + LWS_PRE, f->len, f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+    int short_write = n < (int)f->len;
+    free(f);
+    if (short_write)
         return -1;
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
+    if (s->head || s->closing)
+        lws_callback_on_writable(wsi);
+    return 0;
 }
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
@@ -75,6 +106,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     struct ws_pss *pss = user;
     struct lws_context *ctx = lws_get_context(wsi);
     struct edge *e = ctx ? lws_context_user(ctx) : NULL;
+    struct session *s;
     char path[256];
 
     switch (reason) {
@@ -85,61 +117,70 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         break;
 
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        if (get_path(wsi, path, sizeof path) || !app_for_path(e, path) || !ws_query_ok(wsi) || e->stopping) {
-            log_debug("websocket upgrade refused path=%s", path);
+        /* A sid that cannot be upgraded is refused after the 101 (ESTABLISHED),
+         * as the reference does: clients then see a close, not an error. */
+        if (get_path(wsi, path, sizeof path) || !app_for_path(e, path) || !ws_query_ok(e, wsi, &s, 0) ||
+            e->stopping) {
+            log_debug("websocket upgrade refused path=%.64s", path);
             return -1;
         }
         break;
 
     case LWS_CALLBACK_ESTABLISHED:
-        if (get_path(wsi, path, sizeof path))
+        if (get_path(wsi, path, sizeof path) || !ws_query_ok(e, wsi, &s, 1))
             return -1;
-        pss->s = session_create(e, app_for_path(e, path), wsi);
+        if (s) {
+            pss->role = WS_ROLE_PROBE;
+            pss->s = s;
+            session_probe_attach(s, wsi);
+        } else {
+            s = session_create(e, app_for_path(e, path), SESSION_WEBSOCKET);
+            pss->role = WS_ROLE_WS;
+            pss->s = s;
+            s->ws = wsi;
+            session_kick(s);
+        }
         break;
 
     case LWS_CALLBACK_RECEIVE:
-        if (!pss->s)
+        s = pss->s;
+        if (!s)
             return -1;
-        if (session_ws_receive(pss->s, in, len, lws_is_first_fragment(wsi), lws_is_final_fragment(wsi),
+        if (pss->role == WS_ROLE_PROBE)
+            return session_probe_receive(s, in, len, lws_is_first_fragment(wsi), lws_is_final_fragment(wsi),
+                                         lws_frame_is_binary(wsi))
+                       ? -1
+                       : 0;
+        if (session_ws_receive(s, in, len, lws_is_first_fragment(wsi), lws_is_final_fragment(wsi),
                                lws_frame_is_binary(wsi)))
             return -1;
         break;
 
-    case LWS_CALLBACK_SERVER_WRITEABLE: {
-        struct session *s = pss->s;
-        if (!s)
-            return -1;
-        struct frame *f = session_pop(s);
-        if (!f) {
-            if (s->closing) {
-                if (e->stopping)
-                    lws_close_reason(wsi, LWS_CLOSE_STATUS_GOINGAWAY, NULL, 0);
-                return -1;
-            }
-            break;
-        }
-        int n = lws_write(wsi, f->buf + LWS_PRE, f->len, f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
-        int short_write = n < (int)f->len;
-        free(f);
-        if (short_write)
-            return -1;
-        if (s->head || s->closing)
-            lws_callback_on_writable(wsi);
-        break;
-    }
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return ws_writeable(wsi, pss, e);
 
     case LWS_CALLBACK_CLOSED:
-        if (pss->s) {
-            session_destroy(pss->s, "transport close");
-            pss->s = NULL;
+        s = pss->s;
+        pss->s = NULL;
+        if (s && pss->role == WS_ROLE_PROBE) {
+            session_probe_detach(s);
+        } else if (s) {
+            s->ws = NULL;
+            session_destroy(s, "transport close");
         }
         break;
 
     case LWS_CALLBACK_HTTP:
-        /* Long-polling is not served yet: engine.io-protocol §Errors code 0. */
-        if (app_for_path(e, (const char *)in))
-            return http_reply(wsi, HTTP_STATUS_BAD_REQUEST, "{\"code\":0,\"message\":\"Transport unknown\"}");
-        return http_reply(wsi, HTTP_STATUS_NOT_FOUND, "{\"code\":404,\"message\":\"Not found\"}");
+        return polling_request(wsi, pss, e, app_for_path(e, (const char *)in));
+    case LWS_CALLBACK_HTTP_BODY:
+        return polling_body(wsi, pss, in, len);
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        return polling_body_done(wsi, pss);
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        return polling_writeable(wsi, pss);
+    case LWS_CALLBACK_CLOSED_HTTP:
+        polling_closed(wsi, pss);
+        break;
 
     default:
         break;
@@ -190,6 +231,14 @@ void ws_close_all(struct edge *e)
     size_t i;
     for (struct map_entry *m = map_first(&e->sessions, &i); m; m = map_next(&e->sessions, m, &i))
         session_close(m->value, "server shutting down");
+}
+
+void ws_destroy_all(struct edge *e)
+{
+    size_t i;
+    struct map_entry *m;
+    while ((m = map_first(&e->sessions, &i)))
+        session_destroy(m->value, "server shutting down");
 }
 
 void ws_stop(struct edge *e)
