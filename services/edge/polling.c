@@ -7,15 +7,18 @@
  * in one call, body in the next. */
 #include "polling.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "edge.h"
 #include "log.h"
 #include "mem.h"
 
 #define TEXT_PLAIN "text/plain; charset=UTF-8"
+#define CHECK_US (1000 * LWS_US_PER_MS) /* how often a held GET is checked for an abort */
 #define APP_JSON "application/json"
 
 /* engine.io-protocol §Errors: HTTP 400 with {"code":N,"message":...}. */
@@ -34,6 +37,7 @@ static const char *const err_text[] = {
 
 static void reset(struct ws_pss *pss)
 {
+    lws_sul_cancel(&pss->sul_check);
     buf_cleanup(&pss->body);
     pss->s = NULL;
     pss->role = WS_ROLE_NONE;
@@ -94,6 +98,43 @@ static void cors_check(struct lws *wsi, struct ws_pss *pss, const char *allowed)
     memcpy(pss->origin, origin, olen + 1);
 }
 
+/* lws 4.1 does not read a connection that waits for its response, so a
+ * client that gives up a held GET goes unnoticed until a write fails, which
+ * would swallow the packets written. Peek at the socket instead: 0 bytes
+ * means the peer closed. */
+static int peer_gone(struct lws *wsi)
+{
+    char c;
+    ssize_t n = recv(lws_get_socket_fd(wsi), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* The held GET of s is gone: the session is over ("closes the session upon
+ * cancelled polling request"). */
+static void get_aborted(struct session *s, struct lws *wsi)
+{
+    struct ws_pss *pss = lws_wsi_user(wsi);
+    log_debug("held poll aborted sid=%s", s->sid);
+    lws_sul_cancel(&pss->sul_check);
+    s->poll_get = NULL;
+    pss->s = NULL;
+    session_kill(s, "transport error");
+    lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
+static void on_check_timer(lws_sorted_usec_list_t *sul)
+{
+    struct ws_pss *pss = lws_container_of(sul, struct ws_pss, sul_check);
+    struct session *s = pss->s;
+    if (!s || pss->role != WS_ROLE_GET || s->poll_get != pss->wsi)
+        return;
+    if (peer_gone(pss->wsi)) {
+        get_aborted(s, pss->wsi);
+        return;
+    }
+    lws_sul_schedule(lws_get_context(pss->wsi), 0, &pss->sul_check, on_check_timer, CHECK_US);
+}
+
 void polling_finish_get(struct lws *wsi, const char *body)
 {
     struct ws_pss *pss = lws_wsi_user(wsi);
@@ -127,9 +168,16 @@ static int on_session_request(struct lws *wsi, struct ws_pss *pss, struct edge *
          * is answered by the next ping at the latest. */
         long hold_s = (e->cfg->ping_interval_ms + e->cfg->ping_timeout_ms) / 1000 + 5;
         lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, (int)hold_s);
+        pss->wsi = wsi;
+        lws_sul_schedule(lws_get_context(wsi), 0, &pss->sul_check, on_check_timer, CHECK_US);
         if (s->upgrading || s->head)
             lws_callback_on_writable(wsi);
         return 0;
+    }
+    if (s->poll_get && peer_gone(s->poll_get)) {
+        get_aborted(s, s->poll_get);
+        pss->close_after = 1;
+        return respond_error(wsi, pss, HTTP_STATUS_BAD_REQUEST, ERR_SESSION_UNKNOWN);
     }
     if (s->poll_post) {
         respond_error(wsi, pss, HTTP_STATUS_BAD_REQUEST, ERR_BAD_REQUEST);
@@ -326,6 +374,11 @@ int polling_writeable(struct lws *wsi, struct ws_pss *pss)
 {
     if (pss->phase == 0 && pss->role == WS_ROLE_GET && pss->s) {
         struct session *s = pss->s;
+        if (peer_gone(wsi)) {
+            get_aborted(s, wsi); /* keep the queue: nothing is written into a dead socket */
+            return -1;
+        }
+        lws_sul_cancel(&pss->sul_check);
         if (s->upgrading) {
             buf_cleanup(&pss->body);
             buf_append(&pss->body, "6", 1); /* §Upgrade: free the poll */

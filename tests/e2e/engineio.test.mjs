@@ -2,7 +2,7 @@
 // WebSocket client against /socket.io/?EIO=4&transport=websocket.
 import assert from "node:assert/strict";
 import { before, after, describe } from "node:test";
-import { test, startNats, startEdge, openRaw, openSession, openSioSession, closeAll, withTimeout } from "./harness.mjs";
+import { test, startNats, startEdge, openRaw, openSession, openSioSession, shutdown, withTimeout } from "./harness.mjs";
 import { makeUser } from "./tokens.mjs";
 
 const PING_INTERVAL = 300;
@@ -29,12 +29,7 @@ before(async () => {
   defaults = await startEdge({ nats, name: "eio-defaults" });
 });
 
-after(async () => {
-  closeAll();
-  await tuned?.stop();
-  await defaults?.stop();
-  await nats?.destroy();
-});
+after(() => shutdown());
 
 const auth = () => ({ token: makeUser("raw").token });
 

@@ -1,8 +1,12 @@
 // Harness for the chat-edge end-to-end tests: free ports, nats-server and
-// chat-edge child processes, bounded waits, recorders for socket.io-client
-// sockets and raw Engine.IO WebSocket clients. Every wait here is bounded.
+// chat-edge child processes (an edge stopped with SIGTERM must exit 0 with no
+// sanitizer report), bounded waits, recorders for socket.io-client sockets
+// (WebSocket only, or the client's default transports with a controllable
+// upgrade), raw Engine.IO clients over WebSocket and over HTTP long-polling,
+// and a raw HTTP/1.1 client. Every wait here is bounded.
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, existsSync } from "node:fs";
+import http from "node:http";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -82,12 +86,15 @@ class Child {
     this.name = name;
     this.tailLines = tailLines;
     this.output = "";
+    this.stderr = "";
     this.exited = false;
     this.exitCode = null;
     this.exitSignal = null;
     this.proc = spawn(cmd, args, { env, stdio: ["ignore", "pipe", "pipe"] });
     this.exitPromise = new Promise((resolve) => {
-      this.proc.once("exit", (code, signal) => {
+      // "close", not "exit": stdout and stderr are read to the end by then
+      // (a sanitizer report is the last thing a process writes).
+      this.proc.once("close", (code, signal) => {
         this.exited = true;
         this.exitCode = code;
         this.exitSignal = signal;
@@ -107,7 +114,10 @@ class Child {
       for (const w of this.watchers.slice()) w();
     };
     this.proc.stdout.on("data", onData);
-    this.proc.stderr.on("data", onData);
+    this.proc.stderr.on("data", (chunk) => {
+      this.stderr += chunk.toString("utf8");
+      onData(chunk);
+    });
     live.add(this);
     started.add(this);
   }
@@ -188,6 +198,9 @@ export function test(name, optsOrFn, maybeFn) {
   });
 }
 
+const startedNats = new Set(); // every nats-server of this file, for shutdown()
+const startedEdges = new Set(); // every chat-edge of this file, for shutdown()
+
 /** Starts nats-server with JetStream on 127.0.0.1 (port and store dir reusable for a restart). */
 export async function startNats({ port, dir } = {}) {
   port = port ?? (await freePort());
@@ -199,7 +212,7 @@ export async function startNats({ port, dir } = {}) {
     await child.stop("SIGKILL");
     throw new Error(`${err.message}\n${child.tail()}`);
   }
-  return {
+  const nats = {
     port,
     dir,
     url: `nats://127.0.0.1:${port}`,
@@ -207,10 +220,38 @@ export async function startNats({ port, dir } = {}) {
     stop: (signal) => child.stop(signal),
     /** Removes the store dir too; for the final cleanup. */
     async destroy() {
+      startedNats.delete(nats);
       await child.stop();
       rmSync(dir, { recursive: true, force: true });
     },
   };
+  startedNats.add(nats);
+  return nats;
+}
+
+// What a sanitizer build prints when it finds a bug or a leak (ASan, LSan, UBSan).
+const SANITIZER_REPORTS = [/ERROR: AddressSanitizer/, /ERROR: LeakSanitizer/, /runtime error:/];
+
+/**
+ * Throws unless an edge that was asked to stop with SIGTERM exited by itself
+ * with code 0 and printed no sanitizer report on stderr: a leak of any
+ * session (freed by timeout, client close, error or upgrade) shows up here
+ * when the edge is built with SANITIZE=address,undefined.
+ */
+export function assertCleanExit(child, { code, signal } = { code: child.exitCode, signal: child.exitSignal }) {
+  const problems = [];
+  if (signal !== null || code !== 0) problems.push(`exit code ${code}, signal ${signal} (expected code 0 after SIGTERM)`);
+  let first = -1;
+  for (const re of SANITIZER_REPORTS) {
+    const m = re.exec(child.stderr);
+    if (m) {
+      problems.push(`stderr contains ${JSON.stringify(m[0])}`);
+      if (first < 0 || m.index < first) first = m.index;
+    }
+  }
+  if (problems.length === 0) return;
+  const lines = first >= 0 ? child.stderr.slice(child.stderr.lastIndexOf("\n", first) + 1).split("\n").slice(0, 120) : child.tail(40).split("\n");
+  throw new Error(`${child.name} did not stop cleanly: ${problems.join("; ")}\n--- ${first >= 0 ? "sanitizer report" : "last output"} ---\n${lines.join("\n")}\n---`);
 }
 
 /** Starts chat-edge and waits for its "listening" log line. nats: result of startNats, or null. */
@@ -222,6 +263,10 @@ export async function startEdge({ nats = null, name = "edge", env = {}, listenTi
   const fullEnv = {
     PATH: process.env.PATH,
     HOME: process.env.HOME ?? "/tmp",
+    // A sanitizer build reads these (suppressions for nats.c's own leaks, halt on UBSan errors).
+    ASAN_OPTIONS: process.env.ASAN_OPTIONS,
+    LSAN_OPTIONS: process.env.LSAN_OPTIONS,
+    UBSAN_OPTIONS: process.env.UBSAN_OPTIONS,
     EDGE_HOST: "127.0.0.1",
     EDGE_PORT: String(port),
     EDGE_ID: name,
@@ -239,14 +284,48 @@ export async function startEdge({ nats = null, name = "edge", env = {}, listenTi
     await child.stop("SIGKILL");
     throw new Error(`${err.message}\n--- edge output ---\n${out}`);
   }
-  return {
+  const edge = {
     name,
     port,
     url: `http://127.0.0.1:${port}`,
     wsBase: `ws://127.0.0.1:${port}`,
     child,
-    stop: (signal, grace) => child.stop(signal, grace),
+    /**
+     * Stops the edge (SIGTERM, SIGKILL after grace ms). After a SIGTERM, or when
+     * the edge had already exited, throws unless it exited 0 without a
+     * sanitizer report (assertCleanExit). Another signal is not checked.
+     */
+    async stop(signal = "SIGTERM", grace = 10000) {
+      startedEdges.delete(edge);
+      const r = await child.stop(signal, grace);
+      if (signal === "SIGTERM") assertCleanExit(child, r);
+      return r;
+    },
   };
+  startedEdges.add(edge);
+  return edge;
+}
+
+/**
+ * Closes every client (long-polling sessions with POST "1": an edge waits for
+ * idle polling sessions when it stops), then stops every edge still running
+ * (checked as in edge.stop) and every nats-server started by this file. Meant
+ * for a file's after() hook: a dirty exit of any edge fails the file.
+ */
+export async function shutdown() {
+  closeAll();
+  await closeAllPolling();
+  const errors = [];
+  for (const edge of [...startedEdges]) {
+    try {
+      await edge.stop();
+    } catch (err) {
+      errors.push(err);
+    }
+  }
+  for (const nats of [...startedNats]) await nats.destroy();
+  if (errors.length === 1) throw errors[0];
+  if (errors.length > 1) throw new Error(errors.map((e) => e.message).join("\n\n"));
 }
 
 // ---------------------------------------------------------------- socket.io-client
@@ -293,21 +372,76 @@ export function record(socket, { ignore = ["presence:update", "user:status"] } =
   return rec;
 }
 
-export function clientOptions(auth) {
-  const o = { transports: ["websocket"], reconnection: false, forceNew: true, timeout: 5000 };
+/**
+ * How the chat tests connect socket.io-client, each test file running its chat
+ * tests once per entry: "websocket" (transports: ["websocket"]) and "default"
+ * (the client's defaults: HTTP long-polling first, then the upgrade to
+ * WebSocket). "polling" (transports: ["polling"]) is there for single tests.
+ */
+export const TRANSPORTS = ["websocket", "default"];
+
+/**
+ * An http.Agent for the client's WebSocket transport that holds every TCP
+ * connection until release(): with it, a client on the default transports
+ * stays on long-polling (its upgrade probe waits) until the test lets the
+ * upgrade go. Nothing else about the client changes.
+ */
+export class UpgradeGate extends http.Agent {
+  constructor() {
+    super({ keepAlive: false });
+    this.released = false;
+    this.waiting = [];
+  }
+
+  createConnection(options, cb) {
+    if (this.released) return net.createConnection(options);
+    this.waiting.push([options, cb]);
+    return undefined; // http.Agent: cb is called later
+  }
+
+  release() {
+    this.released = true;
+    for (const [options, cb] of this.waiting.splice(0)) cb(null, net.createConnection(options));
+  }
+}
+
+/** socket.io-client options; transport: "websocket" | "default" | "polling"; gate: an UpgradeGate. */
+export function clientOptions(auth, { transport = "websocket", gate } = {}) {
+  const o = { reconnection: false, forceNew: true, timeout: 5000 };
+  if (transport === "websocket") o.transports = ["websocket"];
+  else if (transport === "polling") o.transports = ["polling"];
+  else if (transport !== "default") throw new Error(`unknown transport ${transport}`);
+  if (gate) o.transportOptions = { websocket: { agent: gate } };
   if (auth !== undefined) o.auth = auth;
   return o;
 }
 
 const openSockets = new Set();
 
-/** Connects a socket.io-client socket with auth {token}; resolves {socket, rec} once connected. */
-export async function connectClient(url, token, { nsp = "/", auth, ms = 5000 } = {}) {
-  const socket = io(url + (nsp === "/" ? "" : nsp), clientOptions(auth !== undefined ? auth : { token }));
+/** The name of the Engine.IO transport a socket.io-client socket uses right now. */
+export function transportOf(socket) {
+  return socket.io.engine?.transport?.name;
+}
+
+/**
+ * Connects a socket.io-client socket with auth {token}; resolves once connected
+ * with {socket, rec, disconnects, upgrade, upgraded}.
+ *
+ * transport "default": the client connects over long-polling with its upgrade
+ * held (UpgradeGate), so the CONNECT and its reply always travel over polling;
+ * then beforeUpgrade({socket, rec}) runs (still on polling), then the upgrade
+ * is let go and awaited (the engine's "upgrade" event), unless holdUpgrade:
+ * then the test calls upgrade() itself. upgraded: a promise of the upgrade.
+ */
+export async function connectClient(url, token, { nsp = "/", auth, ms = 5000, transport = "websocket", beforeUpgrade, holdUpgrade = false } = {}) {
+  const gate = transport === "default" ? new UpgradeGate() : undefined;
+  const socket = io(url + (nsp === "/" ? "" : nsp), clientOptions(auth !== undefined ? auth : { token }, { transport, gate }));
   openSockets.add(socket);
   const rec = record(socket);
   const disconnects = [];
   socket.on("disconnect", (reason) => disconnects.push(reason));
+  const upgraded = gate ? new Promise((resolve) => socket.io.engine.once("upgrade", () => resolve())) : null;
+  upgraded?.catch(() => {});
   await withTimeout(
     new Promise((resolve, reject) => {
       socket.once("connect", resolve);
@@ -316,12 +450,30 @@ export async function connectClient(url, token, { nsp = "/", auth, ms = 5000 } =
     ms,
     "socket.io connect",
   );
-  return { socket, rec, disconnects };
+  const expected = transport === "websocket" ? "websocket" : "polling";
+  if (transportOf(socket) !== expected) throw new Error(`connected over ${transportOf(socket)}, expected ${expected}`);
+  const upgrade = async (upgradeMs = 5000) => {
+    if (!gate) throw new Error(`no upgrade with transport ${transport}`);
+    gate.release();
+    await withTimeout(upgraded, upgradeMs, "the client's upgrade to WebSocket (engine 'upgrade' event)");
+    if (transportOf(socket) !== "websocket") throw new Error(`after the upgrade the client is on ${transportOf(socket)}`);
+  };
+  if (gate) {
+    if (beforeUpgrade) await beforeUpgrade({ socket, rec });
+    if (!holdUpgrade) await upgrade();
+  }
+  return { socket, rec, disconnects, upgrade, upgraded };
 }
 
-/** Connects with the given auth (undefined: no auth option) and expects a CONNECT_ERROR. */
-export async function expectRefused(url, auth, ms = 5000) {
-  const socket = io(url, clientOptions(auth));
+/**
+ * Connects with the given auth (undefined: no auth option) and expects a
+ * CONNECT_ERROR. opts: a number (ms) or {ms, transport}; with "default" the
+ * refusal comes over long-polling (the upgrade is held).
+ */
+export async function expectRefused(url, auth, opts = {}) {
+  const { ms = 5000, transport = "websocket" } = typeof opts === "number" ? { ms: opts } : opts;
+  const gate = transport === "default" ? new UpgradeGate() : undefined;
+  const socket = io(url, clientOptions(auth, { transport, gate }));
   openSockets.add(socket);
   const seen = [];
   socket.onAny((event) => seen.push(event));
@@ -334,7 +486,7 @@ export async function expectRefused(url, auth, ms = 5000) {
       ms,
       "connect_error",
     );
-    return { err, socket, seen };
+    return { err, socket, seen, transport: transportOf(socket) };
   } finally {
     socket.close();
   }
@@ -352,14 +504,16 @@ export function closeAllClients() {
  * records close/error. Never throws on errors: open() reports them.
  */
 export class RawClient {
-  constructor(url) {
+  constructor(url, { headers } = {}) {
     this.url = url;
     this.frames = [];
     this.cursor = 0;
     this.waiters = [];
     this.closeInfo = null;
     this.errors = [];
-    this.ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 256 * 1024 * 1024 });
+    this.ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 256 * 1024 * 1024, headers });
+    this.upgradeHeaders = null; // the headers of the 101, once open
+    this.ws.once("upgrade", (res) => (this.upgradeHeaders = res.headers));
     this.opened = new Promise((resolve) => {
       this.ws.once("open", () => resolve({ ok: true }));
       this.ws.once("unexpected-response", (_req, res) => {
@@ -433,9 +587,9 @@ export class RawClient {
 
 const rawClients = new Set();
 
-/** Opens a raw WebSocket to an edge; path "/socket.io/" or "/engine.io/". */
-export async function openRaw(edge, { path: p = "/socket.io/", query = "EIO=4&transport=websocket" } = {}) {
-  const c = new RawClient(`${edge.wsBase}${p}${query === null ? "" : "?" + query}`);
+/** Opens a raw WebSocket to an edge; path "/socket.io/" or "/engine.io/"; headers: extra request headers. */
+export async function openRaw(edge, { path: p = "/socket.io/", query = "EIO=4&transport=websocket", headers } = {}) {
+  const c = new RawClient(`${edge.wsBase}${p}${query === null ? "" : "?" + query}`, { headers });
   rawClients.add(c);
   return c;
 }
@@ -462,12 +616,259 @@ export async function openSioSession(edge, auth, opts) {
 export function closeAllRaw() {
   for (const c of rawClients) c.close();
   rawClients.clear();
+  for (const h of rawHttps) h.abort();
+  rawHttps.clear();
 }
 
 /** Closes every client opened through the harness. */
 export function closeAll() {
   closeAllClients();
   closeAllRaw();
+}
+
+// ---------------------------------------------------------------- HTTP long-polling
+
+/** An Engine.IO v4 polling payload: packets joined by 0x1e, a Buffer as "b" + base64. */
+export function encodePayload(packets) {
+  return packets.map((p) => (Buffer.isBuffer(p) ? "b" + p.toString("base64") : p)).join("\x1e");
+}
+
+/** The packets of a polling payload: strings, and Buffers for "b<base64>". */
+export function decodePayload(text) {
+  return text.split("\x1e").map((p) => (p.startsWith("b") ? Buffer.from(p.slice(1), "base64") : p));
+}
+
+/**
+ * One HTTP request with fetch, bounded by ms. Resolves {status, headers, text}
+ * (headers: a fetch Headers). A timeout rejects with a clear message (and
+ * aborts the request, which closes its connection).
+ */
+export async function httpRequest(url, { method = "GET", body, headers, ms = 3000, what } = {}) {
+  const ac = new AbortController();
+  const label = what ?? `${method} ${url}`;
+  const timer = setTimeout(() => ac.abort(new Error(`timed out after ${ms} ms waiting for ${label}`)), ms);
+  try {
+    const res = await fetch(url, { method, body, headers, signal: ac.signal });
+    const text = await res.text();
+    return { status: res.status, headers: res.headers, text };
+  } catch (err) {
+    if (ac.signal.aborted) throw ac.signal.reason;
+    throw new Error(`${label} failed: ${err.message}${err.cause ? ` (${err.cause.message ?? err.cause})` : ""}`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+let cacheBuster = 0;
+const pollingClients = new Set();
+
+/** Closes (POST "1") every long-polling session opened through the harness that is still open. */
+export async function closeAllPolling() {
+  await Promise.all([...pollingClients].map((c) => c.close()));
+}
+
+/**
+ * A raw Engine.IO client over HTTP long-polling (fetch): get() and post() are
+ * single requests, next() reads the server's packets one at a time, polling as
+ * needed and answering pings ("2" → POST "3") unless told not to.
+ */
+export class PollingClient {
+  constructor(edge, { path: p = "/socket.io/", sid = null } = {}) {
+    this.edge = edge;
+    this.path = p;
+    this.sid = sid;
+    this.buffered = [];
+    pollingClients.add(this);
+  }
+
+  url(extra = "") {
+    return `${this.edge.url}${this.path}?EIO=4&transport=polling${this.sid ? `&sid=${encodeURIComponent(this.sid)}` : ""}&t=${++cacheBuster}${extra}`;
+  }
+
+  get({ ms = 3000, what = `a GET on ${this.sid}`, headers } = {}) {
+    return httpRequest(this.url(), { ms, what, headers });
+  }
+
+  /** POST body (a string, or an array of packets to encode). */
+  post(body, { ms = 3000, what = `a POST on ${this.sid}`, headers } = {}) {
+    const text = Array.isArray(body) ? encodePayload(body) : body;
+    return httpRequest(this.url(), { method: "POST", body: text, headers, ms, what });
+  }
+
+  /** A GET that must succeed; returns its packets. */
+  async poll(ms = 3000, what = "a poll") {
+    const r = await this.get({ ms, what });
+    if (r.status !== 200) throw new Error(`${what}: status ${r.status}, body ${JSON.stringify(r.text)}`);
+    return decodePayload(r.text);
+  }
+
+  /** A POST that must be answered 200 "ok". */
+  async send(body, what = `POST ${JSON.stringify(body).slice(0, 80)}`) {
+    const r = await this.post(body, { what });
+    if (r.status !== 200 || r.text !== "ok") throw new Error(`${what}: status ${r.status}, body ${JSON.stringify(r.text)}`);
+  }
+
+  /**
+   * The next packet from the server (a string, or a Buffer), polling as
+   * needed within ms overall. pong: answer and skip pings.
+   */
+  async next(ms = 3000, what = "the next packet", { pong = true } = {}) {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      while (this.buffered.length) {
+        const p = this.buffered.shift();
+        if (pong && p === "2") {
+          await this.send("3", "the pong");
+          continue;
+        }
+        return p;
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+      this.buffered.push(...(await this.poll(left, what)));
+    }
+  }
+
+  /** Ends the session as a client does (POST "1"); errors are ignored. */
+  async close() {
+    pollingClients.delete(this);
+    if (this.sid) await this.post("1", { ms: 1000, what: "the closing POST" }).catch(() => {});
+  }
+
+  /** The next packet, which must be text. */
+  async nextText(ms, what, opts) {
+    const p = await this.next(ms, what, opts);
+    if (typeof p !== "string") throw new Error(`expected ${what} as text, got ${p.length} binary bytes`);
+    return p;
+  }
+}
+
+/**
+ * Opens an Engine.IO session over long-polling (the handshake GET); returns
+ * {client, open, res}. The handshake response must hold the open packet first;
+ * anything after it is kept for client.next().
+ */
+export async function openPolling(edge, { path: p = "/socket.io/", headers } = {}) {
+  const client = new PollingClient(edge, { path: p });
+  const res = await client.get({ what: "the polling handshake", headers });
+  if (res.status !== 200) throw new Error(`polling handshake: status ${res.status}, body ${JSON.stringify(res.text)}`);
+  const [first, ...rest] = decodePayload(res.text);
+  if (typeof first !== "string" || !first.startsWith("0")) throw new Error(`expected an open packet, got ${JSON.stringify(res.text)}`);
+  const open = JSON.parse(first.slice(1));
+  client.sid = open.sid;
+  client.buffered.push(...rest);
+  return { client, open, res };
+}
+
+// ---------------------------------------------------------------- raw HTTP/1.1
+
+const rawHttps = new Set();
+
+/**
+ * A raw HTTP/1.1 connection, for what fetch hides: exact headers, requests
+ * held open or aborted mid-way, partial bodies, connection reuse and close.
+ * Responses are parsed in order ({status, headers (lower-case names), body}).
+ */
+export class RawHttp {
+  constructor(port) {
+    this.port = port;
+    this.socket = net.connect({ host: "127.0.0.1", port });
+    this.buf = Buffer.alloc(0);
+    this.responses = [];
+    this.waiters = [];
+    this.isClosed = false;
+    this.connected = new Promise((resolve, reject) => {
+      this.socket.once("connect", resolve);
+      this.socket.once("error", reject);
+    });
+    this.connected.catch(() => {});
+    this.closed = new Promise((resolve) => {
+      this.socket.once("close", () => {
+        this.isClosed = true;
+        for (const w of this.waiters.splice(0)) w();
+        resolve();
+      });
+    });
+    this.socket.on("error", () => {});
+    this.socket.on("data", (chunk) => {
+      this.buf = Buffer.concat([this.buf, chunk]);
+      this.parse();
+    });
+  }
+
+  parse() {
+    for (;;) {
+      const end = this.buf.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      const head = this.buf.subarray(0, end).toString("latin1").split("\r\n");
+      const m = /^HTTP\/1\.[01] (\d{3})/.exec(head[0]);
+      if (!m) throw new Error(`bad status line ${JSON.stringify(head[0])}`);
+      const headers = {};
+      for (const line of head.slice(1)) {
+        const i = line.indexOf(":");
+        const k = line.slice(0, i).trim().toLowerCase();
+        const v = line.slice(i + 1).trim();
+        headers[k] = k in headers ? `${headers[k]}, ${v}` : v;
+      }
+      const len = Number(headers["content-length"] ?? 0);
+      if (this.buf.length < end + 4 + len) return;
+      const body = this.buf.subarray(end + 4, end + 4 + len).toString("utf8");
+      this.buf = this.buf.subarray(end + 4 + len);
+      this.responses.push({ status: Number(m[1]), headers, body, rawHead: head.join("\n") });
+      const w = this.waiters.shift();
+      if (w) w();
+    }
+  }
+
+  /** Writes a request; body (string) gets a Content-Length unless headers set one. */
+  request({ method = "GET", path: p, headers = {}, body } = {}) {
+    const h = { Host: `127.0.0.1:${this.port}`, ...headers };
+    if (body !== undefined && !Object.keys(h).some((k) => k.toLowerCase() === "content-length")) h["Content-Length"] = Buffer.byteLength(body);
+    const lines = [`${method} ${p} HTTP/1.1`, ...Object.entries(h).map(([k, v]) => `${k}: ${v}`)];
+    this.socket.write(lines.join("\r\n") + "\r\n\r\n" + (body ?? ""));
+  }
+
+  /** Writes raw bytes (e.g. the rest of a body). */
+  write(data) {
+    this.socket.write(data);
+  }
+
+  /** The next response; rejects if the connection closes first, or after ms. */
+  response(ms = 3000, what = "an HTTP response") {
+    if (this.responses.length) return Promise.resolve(this.responses.shift());
+    if (this.isClosed) return Promise.reject(new Error(`connection closed while waiting for ${what}`));
+    return new Promise((resolve, reject) => {
+      const waiter = () => {
+        clearTimeout(timer);
+        if (this.responses.length) resolve(this.responses.shift());
+        else reject(new Error(`connection closed while waiting for ${what}`));
+      };
+      const timer = setTimeout(() => {
+        const i = this.waiters.indexOf(waiter);
+        if (i >= 0) this.waiters.splice(i, 1);
+        reject(new Error(`timed out after ${ms} ms waiting for ${what}`));
+      }, ms);
+      this.waiters.push(waiter);
+    });
+  }
+
+  /** Resolves when the server has closed the connection; fails after ms. */
+  waitClosed(ms = 3000, what = "the server to close the HTTP connection") {
+    return withTimeout(this.closed, ms, what);
+  }
+
+  /** Drops the connection (as a client that gives up a request). */
+  abort() {
+    this.socket.destroy();
+  }
+}
+
+/** Opens a raw HTTP connection to an edge (connected when it resolves). */
+export async function rawHttp(edge) {
+  const h = new RawHttp(edge.port);
+  rawHttps.add(h);
+  await withTimeout(h.connected, 3000, `TCP connect to ${edge.name}`);
+  return h;
 }
 
 /** Parses "42[...]" / "42/nsp,12[...]" style Socket.IO text (after the EIO "4"). */
