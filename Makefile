@@ -20,21 +20,24 @@ ifneq ($(SANITIZE),)
 CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -O1
 LDFLAGS += -fsanitize=$(SANITIZE)
 endif
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) libpq 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+PQ_LIBS    = $(shell pkg-config --libs libpq 2>/dev/null)
 
 GEN_C   := $(BUILD)/gen/chat.pb-c.c
 GEN_H   := $(BUILD)/gen/chat.pb-c.h
-LIB_SRC := lib/log.c lib/config.c lib/mem.c lib/map.c lib/bus.c lib/ids.c
+LIB_SRC := lib/log.c lib/config.c lib/mem.c lib/map.c lib/bus.c lib/ids.c lib/streams.c
 EDGE_SRC := services/edge/main.c services/edge/ws.c services/edge/polling.c services/edge/session.c services/edge/eio.c \
-            services/edge/sio.c services/edge/sock.c services/edge/auth.c services/edge/chat.c \
+            services/edge/sio.c services/edge/sock.c services/edge/auth.c services/edge/chat.c services/edge/chat_json.c \
             services/edge/conform.c services/edge/relay.c
-MSG_SRC := services/messaging/main.c
-PRS_SRC := services/presence/main.c
+DB_SRC  := lib/db.c
+MSG_SRC := services/messaging/main.c services/messaging/messaging.c services/messaging/store.c $(DB_SRC)
+PRS_SRC := services/presence/main.c services/presence/presence.c services/presence/roster.c \
+            services/presence/userdb.c $(DB_SRC)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 BINS := $(BUILD)/bin/chat-edge $(BUILD)/bin/chat-messaging $(BUILD)/bin/chat-presence
-UNIT_TESTS := $(BUILD)/tests/test_eio $(BUILD)/tests/test_sio $(BUILD)/tests/test_auth
+UNIT_TESTS := $(BUILD)/tests/test_eio $(BUILD)/tests/test_sio $(BUILD)/tests/test_auth $(BUILD)/tests/test_roster
 
 .PHONY: all test test-unit test-e2e test-sanitize deps run format clean
 all: $(BINS)
@@ -64,12 +67,12 @@ $(BUILD)/bin/chat-edge: $(call obj,$(EDGE_SRC) $(LIB_SRC)) $(GEN_O)
 $(BUILD)/bin/chat-messaging: $(call obj,$(MSG_SRC) $(LIB_SRC)) $(GEN_O)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(PQ_LIBS) -lpthread
 
 $(BUILD)/bin/chat-presence: $(call obj,$(PRS_SRC) $(LIB_SRC)) $(GEN_O)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(PQ_LIBS) -lpthread
 
 # Unit tests: pure modules only; they link without lws, nats or libpq.
 $(BUILD)/tests/test_eio: $(call obj,tests/unit/test_eio.c services/edge/eio.c lib/mem.c)
@@ -84,17 +87,34 @@ $(BUILD)/tests/test_auth: $(call obj,tests/unit/test_auth.c services/edge/auth.c
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson libjwt)
+$(BUILD)/obj/tests/unit/test_roster.o: CFLAGS += -Iservices/presence
+$(BUILD)/tests/test_roster: $(call obj,tests/unit/test_roster.c services/presence/roster.c lib/map.c lib/mem.c)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
 
 # Installs missing Debian packages and the pinned npm packages.
 deps:
 	@scripts/deps.sh
 
 test: deps
-	$(MAKE) all test-unit test-e2e
-	$(MAKE) SANITIZE=address,undefined all test-unit test-e2e
+	$(MAKE) all test-unit test-integration test-e2e
+	$(MAKE) SANITIZE=address,undefined all test-unit test-integration test-e2e
 
 test-unit: $(UNIT_TESTS)
 	@for t in $(UNIT_TESTS); do echo "== $$t"; $$t || exit 1; done
+
+# Integration: the real chat-presence against a real nats-server and a throwaway
+# PostgreSQL (tests/integration/run.sh), no mocks.
+.PHONY: test-integration
+$(BUILD)/tests/presence_test: $(call obj,tests/integration/presence_test.c) $(GEN_O)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs libnats libprotobuf-c) -lpthread
+test-integration: $(BUILD)/bin/chat-presence $(BUILD)/tests/presence_test
+	PRESENCE_BIN=$(abspath $(BUILD)/bin/chat-presence) PRESENCE_TEST=$(abspath $(BUILD)/tests/presence_test) \
+	  LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 tests/integration/run.sh
 
 test-e2e: $(BINS)
 	cd tests/e2e && CHAT_EDGE_BIN=$(abspath $(BUILD)/bin/chat-edge) \

@@ -16,16 +16,22 @@ static void on_disconnected(natsConnection *nc, void *closure)
 
 static void on_reconnected(natsConnection *nc, void *closure)
 {
-    (void)closure;
+    struct bus *b = closure;
     char url[256] = "";
     natsConnection_GetConnectedUrl(nc, url, sizeof url);
     log_info("nats connected url=%s", url);
+    if (b->on_connect)
+        b->on_connect(b->on_connect_closure);
 }
 
 int bus_open(struct bus *b, const char *url, const char *name, int send_asap)
 {
     natsStatus s;
+    void (*on_connect)(void *) = b->on_connect;
+    void *closure = b->on_connect_closure;
     memset(b, 0, sizeof *b);
+    b->on_connect = on_connect;
+    b->on_connect_closure = closure;
     s = natsOptions_Create(&b->opts);
     if (s == NATS_OK)
         s = natsOptions_SetURL(b->opts, url);
@@ -38,7 +44,7 @@ int bus_open(struct bus *b, const char *url, const char *name, int send_asap)
     if (s == NATS_OK)
         s = natsOptions_SetReconnectBufSize(b->opts, 8 * 1024 * 1024);
     if (s == NATS_OK)
-        s = natsOptions_SetRetryOnFailedConnect(b->opts, true, on_reconnected, NULL);
+        s = natsOptions_SetRetryOnFailedConnect(b->opts, true, on_reconnected, b);
     if (s == NATS_OK)
         s = natsOptions_UseGlobalMessageDelivery(b->opts, true);
     if (s == NATS_OK)
@@ -46,7 +52,7 @@ int bus_open(struct bus *b, const char *url, const char *name, int send_asap)
     if (s == NATS_OK)
         s = natsOptions_SetDisconnectedCB(b->opts, on_disconnected, b);
     if (s == NATS_OK)
-        s = natsOptions_SetReconnectedCB(b->opts, on_reconnected, NULL);
+        s = natsOptions_SetReconnectedCB(b->opts, on_reconnected, b);
     if (s == NATS_OK) {
         s = natsConnection_Connect(&b->nc, b->opts);
         if (s == NATS_NOT_YET_CONNECTED) {

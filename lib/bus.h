@@ -12,9 +12,14 @@ struct bus {
     natsConnection *nc;
     natsOptions *opts;
     volatile int closing; /* set by bus_close: a disconnect is expected */
+    /* Called on a nats.c thread after every (re)connection, when set before
+     * bus_open. */
+    void (*on_connect)(void *closure);
+    void *on_connect_closure;
 };
 
 /* Connects (or keeps trying in the background when the server is not up).
+ * Keeps on_connect/on_connect_closure if the caller set them.
  * send_asap: 1 for request/reply responders (lower latency, see c-stack.md).
  * Returns 0, or -1 after logging the nats.c error (bad URL...). */
 int bus_open(struct bus *b, const char *url, const char *name, int send_asap);

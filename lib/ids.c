@@ -66,3 +66,13 @@ void ids_uuid7(char *out, long long ms)
     snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
              b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
 }
+
+unsigned ids_partition(const char *key, unsigned n)
+{
+    uint32_t h = 2166136261u;
+    for (; *key; key++) {
+        h ^= (unsigned char)*key;
+        h *= 16777619u;
+    }
+    return n ? h % n : 0;
+}

@@ -15,5 +15,7 @@ int ids_uuid_norm(char *out, const char *s, size_t len);
 void ids_random(char *out, size_t n);
 /* Writes a UUIDv7 (RFC 9562) for the Unix time ms into out (37 bytes). */
 void ids_uuid7(char *out, long long ms);
+/* The partition (0..n-1) of a key: FNV-1a, the same in every process. */
+unsigned ids_partition(const char *key, unsigned n);
 
 #endif

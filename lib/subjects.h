@@ -9,8 +9,11 @@
 #define SUBJ_USER_FMT "chat.user.%s"
 /* CommandResult. Pub: messaging, presence. Sub: that edge. */
 #define SUBJ_EDGE_FMT "chat.edge.%s"
-/* SendMessage. Pub: edge (JetStream CHAT_CMD). Sub: messaging (durable pull). */
-#define SUBJ_CMD_SEND "chat.cmd.message.send"
+/* SendMessage. Pub: edge (JetStream CHAT_CMD), to the sender's partition
+ * (ids_partition of the sender id over CHAT_PARTITIONS). Sub: messaging, one
+ * durable pull consumer per partition, served by the replica that holds the
+ * partition's lock: one sender's messages are stored and delivered in order. */
+#define SUBJ_CMD_SEND_FMT "chat.cmd.message.send.%u"
 /* MarkRead. Pub: edge (JetStream CHAT_CMD). Sub: messaging. */
 #define SUBJ_CMD_READ "chat.cmd.message.read"
 /* All commands, for the CHAT_CMD stream. */
@@ -32,6 +35,7 @@
 /* Message / ReadReceipt. Pub: messaging (JetStream CHAT_EVENTS). Sub: taps. */
 #define SUBJ_EVENT_CREATED "chat.event.message.created"
 #define SUBJ_EVENT_READ "chat.event.message.read"
+#define SUBJ_EVENT_ALL "chat.event.>"
 
 /* Queue group of the messaging replicas on SUBJ_QUERY_MESSAGES. */
 #define QUEUE_MESSAGING "messaging"

@@ -1,11 +1,15 @@
 /* chat: seed-socket-handlers.md on top of sock.h. The sender of every relayed
  * signal is the token's user, never a field of the payload. Bad input gets
  * chat:error {event, code, message} (or the ack's error when the client asked
- * for an ack); the connection keeps working. Events that other services serve
- * answer "unavailable" until those services exist. */
+ * for an ack); the connection keeps working. Commands for the services go out
+ * on NATS (messages through JetStream); their outcomes come back on
+ * chat.edge.<EDGE_ID> or as request replies, and are routed to the socket by
+ * its number. */
 #include "chat.h"
 
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,14 +17,19 @@
 
 #include "auth.h"
 #include "chat.pb-c.h"
+#include "chat_json.h"
 #include "edge.h"
 #include "ids.h"
 #include "log.h"
 #include "mem.h"
 #include "relay.h"
+#include "streams.h"
 #include "subjects.h"
 
-#define CONNECT_SYNC_MS 2000 /* longest wait for the subscription round trip */
+#define CONNECT_WAIT_MS 2000 /* longest wait for presence before a CONNECT reply */
+#define REQUEST_TIMEOUT_MS 5000
+#define HISTORY_MAX 100
+#define CLIENT_ID_MAX 64
 
 struct chat_user {
     char id[IDS_UUID_LEN + 1];
@@ -34,50 +43,126 @@ struct chat_sock {
     struct chat_sock *next; /* in user->socks */
     struct chat *chat;
     char username[AUTH_MAX_USERNAME + 1];
-    lws_sorted_usec_list_t sul_sync;
-    char num[24]; /* k->num in decimal: key of chat->pending */
+    char num[24]; /* k->num in decimal: key of chat->socks */
+};
+
+enum req_kind { REQ_CONNECT, REQ_HISTORY, REQ_PRESENCE };
+
+/* A request to a service waiting for its reply (or its timeout). */
+struct chat_req {
+    struct chat *chat;
+    enum req_kind kind;
+    char key[24];      /* request number: last token of the reply subject */
+    char sock_num[24]; /* the socket it answers */
+    int64_t ack_id;
+    lws_sorted_usec_list_t sul;
 };
 
 struct chat {
     struct edge *e;
     struct relay *relay;
-    struct map users;   /* user id -> struct chat_user */
-    struct map pending; /* socket number -> struct chat_sock awaiting sync */
-    natsSubscription *edge_sub;
+    jsCtx *js;
+    struct map users; /* user id -> struct chat_user */
+    struct map socks; /* socket number -> struct chat_sock */
+    struct map reqs;  /* request number -> struct chat_req */
+    uint64_t next_req;
+    natsSubscription *edge_sub, *reply_sub, *status_sub, *resync_sub;
     char edge_subject[128];
-    int stopped;
+    char inbox[64]; /* replies come to <inbox>.<request number> */
+    lws_sorted_usec_list_t sul_heartbeat;
+    pthread_t streams_thread;
+    int streams_started;
+    volatile int stopped;
 };
 
 /* The one chat instance of the process (the sock_app callbacks have no
- * closure of their own). */
-static struct chat *the_chat;
+ * closure of their own). Atomic: nats.c threads read it. */
+static _Atomic(struct chat *) the_chat;
 
-/* ---------- NATS threads ---------- */
+/* ---------- NATS threads: copy into the relay, nothing else ---------- */
 
-static void on_user_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+static void on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
     (void)nc;
+    struct chat *c = atomic_load(&the_chat);
+    enum relay_kind kind = (enum relay_kind)(intptr_t)closure;
+    const char *key = "";
+    if (kind == RELAY_USER || kind == RELAY_REPLY) {
+        const char *dot = strrchr(natsMsg_GetSubject(msg), '.');
+        key = dot ? dot + 1 : "";
+        if (kind == RELAY_REPLY && natsMsg_IsNoResponders(msg))
+            kind = RELAY_NO_REPLY;
+    }
     (void)sub;
-    struct chat *c = closure;
-    const char *subj = natsMsg_GetSubject(msg);
-    const char *dot = strrchr(subj, '.');
-    relay_push(c->relay, RELAY_USER, dot ? dot + 1 : "", natsMsg_GetData(msg),
-               (size_t)natsMsg_GetDataLength(msg));
+    if (c)
+        relay_push(c->relay, kind, key, natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
     natsMsg_Destroy(msg);
 }
 
-static void on_edge_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+/* JetStream did not take a command (no stream, timeout...): the client is
+ * told at once, through the same path as the services' answers. */
+static void on_publish_error(jsCtx *js, jsPubAckErr *pae, void *closure)
 {
-    (void)nc;
-    (void)sub;
+    (void)js;
     struct chat *c = closure;
-    relay_push(c->relay, RELAY_EDGE, "", natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
-    natsMsg_Destroy(msg);
+    const char *subj = natsMsg_GetSubject(pae->Msg);
+    const uint8_t *data = (const uint8_t *)natsMsg_GetData(pae->Msg);
+    size_t len = (size_t)natsMsg_GetDataLength(pae->Msg);
+    Chat__V1__Origin *origin = NULL;
+    Chat__V1__SendMessage *send = NULL;
+    Chat__V1__MarkRead *read = NULL;
+    if (strncmp(subj, "chat.cmd.message.send", 21) == 0 &&
+        (send = chat__v1__send_message__unpack(NULL, len, data)))
+        origin = send->origin;
+    else if ((read = chat__v1__mark_read__unpack(NULL, len, data)))
+        origin = read->origin;
+    log_warn("jetstream publish failed subject=%s: %s", subj, natsStatus_GetText(pae->Err));
+    if (origin) {
+        Chat__V1__Error err = CHAT__V1__ERROR__INIT;
+        err.code = "unavailable";
+        err.message = "the message store is unavailable; try again";
+        Chat__V1__CommandResult r = CHAT__V1__COMMAND_RESULT__INIT;
+        r.origin = origin;
+        r.event = send ? "message:send" : "message:read";
+        r.outcome_case = CHAT__V1__COMMAND_RESULT__OUTCOME_ERROR;
+        r.error = &err;
+        uint8_t buf[512];
+        size_t n = chat__v1__command_result__get_packed_size(&r);
+        if (n <= sizeof buf) {
+            chat__v1__command_result__pack(&r, buf);
+            relay_push(c->relay, RELAY_EDGE, "", buf, n);
+        }
+    }
+    chat__v1__send_message__free_unpacked(send, NULL);
+    chat__v1__mark_read__free_unpacked(read, NULL);
+}
+
+void chat_bus_connected(void *closure)
+{
+    (void)closure;
+    struct chat *c = atomic_load(&the_chat);
+    if (c) /* presence may have missed closes and opens: announce again */
+        relay_push(c->relay, RELAY_RESYNC, "", "", 0);
+}
+
+/* JetStream set-up blocks: it runs on its own thread until it succeeds. */
+static void *streams_main(void *arg)
+{
+    struct chat *c = arg;
+    while (!c->stopped) {
+        if (bus_connected(&c->e->bus) && streams_ensure(c->js) == 0)
+            break;
+        for (int i = 0; i < 10 && !c->stopped; i++) {
+            struct timespec ts = {0, 100 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return NULL;
 }
 
 /* ---------- users and their subscriptions ---------- */
 
-static struct chat_user *user_attach(struct chat *c, struct chat_sock *cs, const char *id)
+static void user_attach(struct chat *c, struct chat_sock *cs, const char *id)
 {
     struct chat_user *u = map_get(&c->users, id);
     if (!u) {
@@ -85,7 +170,8 @@ static struct chat_user *user_attach(struct chat *c, struct chat_sock *cs, const
         memcpy(u->id, id, sizeof u->id);
         char subj[64];
         snprintf(subj, sizeof subj, SUBJ_USER_FMT, id);
-        natsStatus s = natsConnection_Subscribe(&u->sub, c->e->bus.nc, subj, on_user_msg, c);
+        natsStatus s =
+            natsConnection_Subscribe(&u->sub, c->e->bus.nc, subj, on_nats_msg, (void *)(intptr_t)RELAY_USER);
         if (s == NATS_OK)
             natsSubscription_SetPendingLimits(u->sub, 65536, 64 * 1024 * 1024);
         else
@@ -95,23 +181,20 @@ static struct chat_user *user_attach(struct chat *c, struct chat_sock *cs, const
     cs->user = u;
     cs->next = u->socks;
     u->socks = cs;
-    return u;
 }
 
-static void unsubscribe(struct chat_user *u)
+static void unsubscribe(natsSubscription **sub)
 {
-    if (u->sub) {
-        natsSubscription_Unsubscribe(u->sub);
-        natsSubscription_Destroy(u->sub);
-        u->sub = NULL;
+    if (*sub) {
+        natsSubscription_Unsubscribe(*sub);
+        natsSubscription_Destroy(*sub);
+        *sub = NULL;
     }
 }
 
 static void user_detach(struct chat *c, struct chat_sock *cs)
 {
     struct chat_user *u = cs->user;
-    if (!u)
-        return;
     struct chat_sock **p = &u->socks;
     while (*p && *p != cs)
         p = &(*p)->next;
@@ -120,99 +203,232 @@ static void user_detach(struct chat *c, struct chat_sock *cs)
     cs->user = NULL;
     if (!u->socks) {
         if (!c->stopped)
-            unsubscribe(u);
+            unsubscribe(&u->sub);
         map_del(&c->users, u->id);
         free(u);
     }
 }
 
-/* ---------- outgoing events ---------- */
+/* ---------- answers to the client ---------- */
 
 static void send_error(struct chat_sock *cs, const char *event, int64_t ack_id, const char *code,
                        const char *message)
 {
-    json_t *err = json_pack("{s:s,s:s}", "code", code, "message", message);
+    json_t *args;
     if (ack_id >= 0) {
-        json_t *args = json_pack("[{s:b,s:O}]", "ok", 0, "error", err);
+        args = json_pack("[{s:b,s:{s:s,s:s}}]", "ok", 0, "error", "code", code, "message", message);
         sock_ack(cs->k, ack_id, args);
-        json_decref(args);
     } else {
-        json_t *args =
-            json_pack("[s{s:s,s:s,s:s}]", "chat:error", "event", event, "code", code, "message", message);
+        args = json_pack("[s{s:s,s:s,s:s}]", "chat:error", "event", event, "code", code, "message", message);
         sock_emit(cs->k, args);
-        json_decref(args);
     }
-    json_decref(err);
+    json_decref(args);
 }
 
-/* The JSON event for a Delivery, or NULL for one this edge does not know. */
-static json_t *delivery_json(const Chat__V1__Delivery *d)
+/* Acks {ok: true} plus key: value when value is set (stolen). */
+static void send_ok(struct chat_sock *cs, int64_t ack_id, const char *key, json_t *value)
 {
-    switch (d->event_case) {
-    case CHAT__V1__DELIVERY__EVENT_TYPING_START:
-        return json_pack("[s{s:s,s:s}]", "typing:start", "userId", d->typing_start->user_id, "username",
-                         d->typing_start->username);
-    case CHAT__V1__DELIVERY__EVENT_TYPING_STOP:
-        return json_pack("[s{s:s}]", "typing:stop", "userId", d->typing_stop->user_id);
-    case CHAT__V1__DELIVERY__EVENT_GHOST_TYPING:
-        return json_pack("[s{s:s,s:s}]", "ghost:typing", "userId", d->ghost_typing->user_id, "text",
-                         d->ghost_typing->text);
-    case CHAT__V1__DELIVERY__EVENT_AUDIO_RECORDING_START:
-        return json_pack("[s{s:s}]", "audio:recording:start", "userId", d->audio_recording_start->user_id);
-    case CHAT__V1__DELIVERY__EVENT_AUDIO_RECORDING_STOP:
-        return json_pack("[s{s:s}]", "audio:recording:stop", "userId", d->audio_recording_stop->user_id);
-    case CHAT__V1__DELIVERY__EVENT_AUDIO_LISTENING:
-        return json_pack("[s{s:s,s:s,s:b}]", "audio:listening", "userId", d->audio_listening->user_id,
-                         "messageId", d->audio_listening->message_id, "isPlaying",
-                         d->audio_listening->is_playing);
-    default:
-        return NULL;
+    if (ack_id < 0) {
+        json_decref(value);
+        return;
+    }
+    json_t *o = json_pack("{s:b}", "ok", 1);
+    if (value)
+        json_object_set_new(o, key, value);
+    json_t *args = json_pack("[o]", o);
+    sock_ack(cs->k, ack_id, args);
+    json_decref(args);
+}
+
+static void emit(struct chat_sock *cs, const char *event, json_t *payload)
+{
+    json_t *args = json_pack("[so]", event, payload);
+    sock_emit(cs->k, args);
+    json_decref(args);
+}
+
+/* ---------- requests to the services ---------- */
+
+static void req_done(struct chat_req *r)
+{
+    lws_sul_cancel(&r->sul);
+    map_del(&r->chat->reqs, r->key);
+    free(r);
+}
+
+static void finish_connect(struct chat_sock *cs, const Chat__V1__PresenceList *list)
+{
+    sock_accept(cs->k);
+    if (list)
+        emit(cs, "presence:update", chat_json_presence_list(list));
+}
+
+/* A reply arrived (data/len), or none will (data NULL: no responder or
+ * timeout). */
+static void req_answer(struct chat_req *r, const uint8_t *data, size_t len)
+{
+    struct chat_sock *cs = map_get(&r->chat->socks, r->sock_num);
+    if (!cs)
+        return; /* the socket left meanwhile */
+    if (r->kind == REQ_CONNECT) {
+        Chat__V1__PresenceList *l = data ? chat__v1__presence_list__unpack(NULL, len, data) : NULL;
+        finish_connect(cs, l);
+        chat__v1__presence_list__free_unpacked(l, NULL);
+    } else if (r->kind == REQ_HISTORY) {
+        Chat__V1__MessageList *l = data ? chat__v1__message_list__unpack(NULL, len, data) : NULL;
+        if (!l || l->error) {
+            send_error(cs, "message:history", r->ack_id, l && l->error ? l->error->code : "unavailable",
+                       l && l->error ? l->error->message : "the message service did not answer; try again");
+        } else {
+            json_t *a = json_array();
+            for (size_t i = 0; i < l->n_messages; i++)
+                json_array_append_new(a, chat_json_message(l->messages[i]));
+            send_ok(cs, r->ack_id, "messages", a);
+        }
+        chat__v1__message_list__free_unpacked(l, NULL);
+    } else {
+        Chat__V1__PresenceList *l = data ? chat__v1__presence_list__unpack(NULL, len, data) : NULL;
+        if (!l) {
+            send_error(cs, "presence:request", r->ack_id, "unavailable",
+                       "the presence service did not answer; try again");
+        } else {
+            emit(cs, "presence:response", chat_json_presence_list(l));
+            send_ok(cs, r->ack_id, "users", chat_json_presence_list(l));
+        }
+        chat__v1__presence_list__free_unpacked(l, NULL);
     }
 }
 
-/* Encodes a Delivery once and sends it to every open socket of the user. */
+static void on_req_timeout(lws_sorted_usec_list_t *sul)
+{
+    struct chat_req *r = lws_container_of(sul, struct chat_req, sul);
+    log_debug("request timed out kind=%d", (int)r->kind);
+    req_answer(r, NULL, 0);
+    req_done(r);
+}
+
+/* Sends a request whose reply comes back through the relay. Returns 0, or
+ * -1 when NATS does not take it. */
+static int request(struct chat_sock *cs, enum req_kind kind, int64_t ack_id, const char *subject,
+                   const ProtobufCMessage *m, long timeout_ms)
+{
+    struct chat *c = cs->chat;
+    struct chat_req *r = xcalloc(1, sizeof *r);
+    r->chat = c;
+    r->kind = kind;
+    r->ack_id = ack_id;
+    snprintf(r->key, sizeof r->key, "%" PRIu64, ++c->next_req);
+    memcpy(r->sock_num, cs->num, sizeof r->sock_num);
+    char reply[96];
+    snprintf(reply, sizeof reply, "%s.%s", c->inbox, r->key);
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = xmalloc(n ? n : 1);
+    protobuf_c_message_pack(m, buf);
+    natsStatus s = natsConnection_PublishRequest(c->e->bus.nc, subject, reply, buf, (int)n);
+    free(buf);
+    if (s != NATS_OK || !bus_connected(&c->e->bus)) {
+        free(r);
+        return -1;
+    }
+    map_put(&c->reqs, r->key, r);
+    lws_sul_schedule(c->e->ctx, 0, &r->sul, on_req_timeout, (lws_usec_t)timeout_ms * LWS_US_PER_MS);
+    return 0;
+}
+
+/* ---------- from the relay, on the lws thread ---------- */
+
+/* Encodes an event once and sends it to sockets: one user's (user set) or
+ * everyone's. */
+static void fan_out(struct chat *c, struct chat_user *user, json_t *args)
+{
+    struct buf text;
+    buf_init(&text);
+    sio_encode(&text, SIO_EVENT, "/", -1, 0, args);
+    if (user) {
+        for (struct chat_sock *cs = user->socks; cs; cs = cs->next)
+            if (cs->k->state == SOCK_OPEN)
+                sock_send_encoded(cs->k, text.data, text.len);
+    } else {
+        size_t i;
+        for (struct map_entry *m = map_first(&c->socks, &i); m; m = map_next(&c->socks, m, &i)) {
+            struct chat_sock *cs = m->value;
+            if (cs->k->state == SOCK_OPEN)
+                sock_send_encoded(cs->k, text.data, text.len);
+        }
+    }
+    buf_cleanup(&text);
+}
+
 static void deliver(struct chat *c, const char *user_id, const uint8_t *data, size_t len)
 {
     struct chat_user *u = map_get(&c->users, user_id);
     if (!u)
         return; /* the last socket left after NATS had it queued */
     Chat__V1__Delivery *d = chat__v1__delivery__unpack(NULL, len, data);
-    if (!d) {
+    json_t *args = d ? chat_json_delivery(d) : NULL;
+    chat__v1__delivery__free_unpacked(d, NULL);
+    if (!args) {
         log_warn("undecodable delivery user=%s len=%zu", user_id, len);
         return;
     }
-    json_t *args = delivery_json(d);
-    chat__v1__delivery__free_unpacked(d, NULL);
-    if (!args)
-        return;
-    struct buf text;
-    buf_init(&text);
-    sio_encode(&text, SIO_EVENT, "/", -1, 0, args);
+    fan_out(c, u, args);
     json_decref(args);
-    for (struct chat_sock *cs = u->socks; cs; cs = cs->next)
-        if (cs->k->state == SOCK_OPEN)
-            sock_send_encoded(cs->k, text.data, text.len);
-    buf_cleanup(&text);
 }
 
-static void finish_connect(struct chat_sock *cs)
+static void on_status(struct chat *c, const uint8_t *data, size_t len)
 {
-    lws_sul_cancel(&cs->sul_sync);
-    map_del(&cs->chat->pending, cs->num);
-    sock_accept(cs->k);
+    Chat__V1__PresenceChange *ch = chat__v1__presence_change__unpack(NULL, len, data);
+    if (ch && ch->info) {
+        json_t *args = json_pack("[so]", "user:status", chat_json_presence(ch->info));
+        fan_out(c, NULL, args);
+        json_decref(args);
+    }
+    chat__v1__presence_change__free_unpacked(ch, NULL);
+}
+
+static void announce(struct chat_sock *cs, Chat__V1__SessionEvent__Kind kind, int resync)
+{
+    struct chat *c = cs->chat;
+    Chat__V1__SessionEvent ev = CHAT__V1__SESSION_EVENT__INIT;
+    ev.kind = kind;
+    ev.edge_id = (char *)c->e->cfg->edge_id;
+    ev.boot_id = c->e->boot_id;
+    ev.conn_id = cs->k->num;
+    ev.user_id = cs->user->id;
+    ev.username = cs->username;
+    ev.resync = resync;
+    bus_publish(&c->e->bus, SUBJ_PRESENCE_SESSION, &ev.base);
+}
+
+/* Presence restarted: it learns every open session again, without
+ * broadcasts (architecture.md §Presence restart). */
+static void on_resync(struct chat *c)
+{
+    size_t i;
+    for (struct map_entry *m = map_first(&c->socks, &i); m; m = map_next(&c->socks, m, &i)) {
+        struct chat_sock *cs = m->value;
+        if (cs->k->state == SOCK_OPEN)
+            announce(cs, CHAT__V1__SESSION_EVENT__KIND__KIND_OPEN, 1);
+    }
 }
 
 static void on_command_result(struct chat *c, const uint8_t *data, size_t len)
 {
     Chat__V1__CommandResult *r = chat__v1__command_result__unpack(NULL, len, data);
-    if (!r)
+    if (!r || !r->origin) {
+        chat__v1__command_result__free_unpacked(r, NULL);
         return;
-    if (r->origin && strcmp(r->event, "connect") == 0) {
-        char num[24];
-        snprintf(num, sizeof num, "%" PRIu64, r->origin->conn_id);
-        struct chat_sock *cs = map_get(&c->pending, num);
-        if (cs)
-            finish_connect(cs);
+    }
+    char num[24];
+    snprintf(num, sizeof num, "%" PRIu64, r->origin->conn_id);
+    struct chat_sock *cs = map_get(&c->socks, num);
+    if (cs && cs->k->state == SOCK_OPEN) {
+        if (r->outcome_case == CHAT__V1__COMMAND_RESULT__OUTCOME_ERROR && r->error)
+            send_error(cs, r->event, r->origin->ack_id, r->error->code, r->error->message);
+        else if (r->outcome_case == CHAT__V1__COMMAND_RESULT__OUTCOME_MESSAGE && r->message)
+            send_ok(cs, r->origin->ack_id, "message", chat_json_message(r->message));
+        else
+            send_ok(cs, r->origin->ack_id, NULL, NULL);
     }
     chat__v1__command_result__free_unpacked(r, NULL);
 }
@@ -222,13 +438,44 @@ void chat_drain(struct chat *c)
     struct relay_item *it = relay_take(c->relay);
     while (it) {
         struct relay_item *next = it->next;
-        if (it->kind == RELAY_USER)
+        struct chat_req *r;
+        switch (it->kind) {
+        case RELAY_USER:
             deliver(c, it->key, it->data, it->len);
-        else
+            break;
+        case RELAY_EDGE:
             on_command_result(c, it->data, it->len);
+            break;
+        case RELAY_REPLY:
+        case RELAY_NO_REPLY:
+            if ((r = map_get(&c->reqs, it->key))) {
+                req_answer(r, it->kind == RELAY_REPLY ? it->data : NULL, it->len);
+                req_done(r);
+            }
+            break;
+        case RELAY_STATUS:
+            on_status(c, it->data, it->len);
+            break;
+        case RELAY_RESYNC:
+            on_resync(c);
+            break;
+        }
         free(it);
         it = next;
     }
+}
+
+static void on_heartbeat(lws_sorted_usec_list_t *sul)
+{
+    struct chat *c = lws_container_of(sul, struct chat, sul_heartbeat);
+    Chat__V1__EdgeHeartbeat hb = CHAT__V1__EDGE_HEARTBEAT__INIT;
+    hb.edge_id = (char *)c->e->cfg->edge_id;
+    hb.boot_id = c->e->boot_id;
+    hb.open_sessions = (uint32_t)c->socks.count;
+    hb.interval_ms = (uint32_t)c->e->cfg->heartbeat_ms;
+    bus_publish(&c->e->bus, SUBJ_EDGE_HEARTBEAT, &hb.base);
+    lws_sul_schedule(c->e->ctx, 0, &c->sul_heartbeat, on_heartbeat,
+                     (lws_usec_t)c->e->cfg->heartbeat_ms * LWS_US_PER_MS);
 }
 
 /* ---------- connect / disconnect ---------- */
@@ -238,19 +485,14 @@ static int nsp_valid(const char *nsp)
     return strcmp(nsp, "/") == 0;
 }
 
-static void on_sync_timeout(lws_sorted_usec_list_t *sul)
-{
-    struct chat_sock *cs = lws_container_of(sul, struct chat_sock, sul_sync);
-    log_warn("connect sync timed out user=%s: accepting", cs->user ? cs->user->id : "?");
-    finish_connect(cs);
-}
-
-/* architecture.md §Connect: verify the token; subscribe the user's subject;
- * then answer the CONNECT only once NATS has echoed a marker published after
- * the SUB, so deliveries to this socket work from its first moment on. */
+/* architecture.md §Connect: verify the token, subscribe the user's subject,
+ * announce the session to presence and answer the CONNECT with its reply.
+ * The reply travels after the SUB on the same NATS connection, so once the
+ * client sees "connect", deliveries to it work from every edge. Without
+ * presence (no responder, timeout) the CONNECT is answered all the same. */
 static int authorize(struct sock *k, json_t *auth, json_t **error)
 {
-    struct chat *c = the_chat;
+    struct chat *c = atomic_load(&the_chat);
     json_t *tok = json_object_get(auth, "token");
     struct auth_claims claims;
     const char *why = "no token";
@@ -267,25 +509,19 @@ static int authorize(struct sock *k, json_t *auth, json_t **error)
     memcpy(cs->username, claims.username, sizeof cs->username);
     snprintf(cs->num, sizeof cs->num, "%" PRIu64, k->num);
     k->app_state = cs;
+    map_put(&c->socks, cs->num, cs);
     user_attach(c, cs, claims.user_id);
     log_info("connect user=%s socket=%s", claims.user_id, k->id);
 
-    if (!bus_connected(&c->e->bus))
+    Chat__V1__SessionEvent ev = CHAT__V1__SESSION_EVENT__INIT;
+    ev.kind = CHAT__V1__SESSION_EVENT__KIND__KIND_OPEN;
+    ev.edge_id = (char *)c->e->cfg->edge_id;
+    ev.boot_id = c->e->boot_id;
+    ev.conn_id = k->num;
+    ev.user_id = cs->user->id;
+    ev.username = cs->username;
+    if (request(cs, REQ_CONNECT, -1, SUBJ_PRESENCE_SESSION, &ev.base, CONNECT_WAIT_MS) != 0)
         return SOCK_ACCEPT; /* no NATS now: nothing to wait for */
-    Chat__V1__Origin origin = CHAT__V1__ORIGIN__INIT;
-    origin.edge_id = (char *)c->e->cfg->edge_id;
-    origin.conn_id = k->num;
-    origin.ack_id = -1;
-    Chat__V1__CommandResult marker = CHAT__V1__COMMAND_RESULT__INIT;
-    marker.origin = &origin;
-    marker.event = "connect";
-    marker.outcome_case = CHAT__V1__COMMAND_RESULT__OUTCOME_OK;
-    marker.ok = 1;
-    if (bus_publish(&c->e->bus, c->edge_subject, &marker.base) != 0)
-        return SOCK_ACCEPT;
-    map_put(&c->pending, cs->num, cs);
-    lws_sul_schedule(c->e->ctx, 0, &cs->sul_sync, on_sync_timeout,
-                     (lws_usec_t)CONNECT_SYNC_MS * LWS_US_PER_MS);
     return SOCK_LATER;
 }
 
@@ -299,30 +535,46 @@ static void on_disconnect(struct sock *k, const char *reason)
     struct chat_sock *cs = k->app_state;
     if (!cs)
         return;
-    log_info("disconnect user=%s socket=%s reason=\"%s\"", cs->user ? cs->user->id : "?", k->id, reason);
-    lws_sul_cancel(&cs->sul_sync);
-    map_del(&cs->chat->pending, cs->num);
-    user_detach(cs->chat, cs);
+    struct chat *c = cs->chat;
+    log_info("disconnect user=%s socket=%s reason=\"%s\"", cs->user->id, k->id, reason);
+    if (!c->stopped)
+        announce(cs, CHAT__V1__SESSION_EVENT__KIND__KIND_CLOSE, 0);
+    map_del(&c->socks, cs->num);
+    user_detach(c, cs);
     free(cs);
     k->app_state = NULL;
 }
 
 /* ---------- client events ---------- */
 
-/* A handler validates one event and acts on it. Returns 0, or -1 with *code
- * and *msg (static text) describing the refusal. */
-typedef int (*handler_fn)(struct chat_sock *cs, json_t *arg, const char **code, const char **msg);
+/* A handler validates one event and acts on it. Returns 0 (done: ack ok),
+ * 1 (the answer comes later), or -1 with *code and *msg (static text). */
+typedef int (*handler_fn)(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
+                          const char **msg);
+
+#define FAIL(c, m)                                                                                           \
+    do {                                                                                                     \
+        *code = (c);                                                                                         \
+        *msg = (m);                                                                                          \
+        return -1;                                                                                           \
+    } while (0)
 
 /* Reads a required uuid field of obj into out. */
 static int get_uuid(json_t *obj, const char *key, char *out, const char **code, const char **msg)
 {
     json_t *v = json_object_get(obj, key);
-    if (!json_is_string(v) || ids_uuid_norm(out, json_string_value(v), json_string_length(v)) != 0) {
-        *code = "bad_request";
-        *msg = !v ? "a required id field is missing" : "an id field is not a uuid";
-        return -1;
-    }
+    if (!json_is_string(v) || ids_uuid_norm(out, json_string_value(v), json_string_length(v)) != 0)
+        FAIL("bad_request", !v ? "a required id field is missing" : "an id field is not a uuid");
     return 0;
+}
+
+static Chat__V1__Origin origin_of(struct chat_sock *cs, int64_t ack_id)
+{
+    Chat__V1__Origin o = CHAT__V1__ORIGIN__INIT;
+    o.edge_id = (char *)cs->chat->e->cfg->edge_id;
+    o.conn_id = cs->k->num;
+    o.ack_id = ack_id;
+    return o;
 }
 
 static int publish_delivery(struct chat_sock *cs, const char *to, Chat__V1__Delivery *d, const char **code,
@@ -330,11 +582,8 @@ static int publish_delivery(struct chat_sock *cs, const char *to, Chat__V1__Deli
 {
     char subj[64];
     snprintf(subj, sizeof subj, SUBJ_USER_FMT, to);
-    if (bus_publish(&cs->chat->e->bus, subj, &d->base) != 0) {
-        *code = "unavailable";
-        *msg = "the message bus is unavailable; try again";
-        return -1;
-    }
+    if (!bus_connected(&cs->chat->e->bus) || bus_publish(&cs->chat->e->bus, subj, &d->base) != 0)
+        FAIL("unavailable", "the message bus is unavailable; try again");
     return 0;
 }
 
@@ -358,8 +607,10 @@ static int relay_signal(struct chat_sock *cs, json_t *arg, Chat__V1__Delivery__E
     return publish_delivery(cs, to, &d, code, msg);
 }
 
-static int on_typing_start(struct chat_sock *cs, json_t *arg, const char **code, const char **msg)
+static int on_typing_start(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
+                           const char **msg)
 {
+    (void)ack_id;
     char to[IDS_UUID_LEN + 1];
     if (get_uuid(arg, "recipientId", to, code, msg))
         return -1;
@@ -372,42 +623,39 @@ static int on_typing_start(struct chat_sock *cs, json_t *arg, const char **code,
     return publish_delivery(cs, to, &d, code, msg);
 }
 
-static int on_typing_stop(struct chat_sock *cs, json_t *arg, const char **code, const char **msg)
+static int on_typing_stop(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
+                          const char **msg)
 {
+    (void)ack_id;
     return relay_signal(cs, arg, CHAT__V1__DELIVERY__EVENT_TYPING_STOP, code, msg);
 }
 
-static int on_recording_start(struct chat_sock *cs, json_t *arg, const char **code, const char **msg)
+static int on_recording_start(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
+                              const char **msg)
 {
+    (void)ack_id;
     return relay_signal(cs, arg, CHAT__V1__DELIVERY__EVENT_AUDIO_RECORDING_START, code, msg);
 }
 
-static int on_recording_stop(struct chat_sock *cs, json_t *arg, const char **code, const char **msg)
+static int on_recording_stop(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
+                             const char **msg)
 {
+    (void)ack_id;
     return relay_signal(cs, arg, CHAT__V1__DELIVERY__EVENT_AUDIO_RECORDING_STOP, code, msg);
 }
 
-static int on_ghost_typing(struct chat_sock *cs, json_t *arg, const char **code, const char **msg)
+static int on_ghost_typing(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
+                           const char **msg)
 {
+    (void)ack_id;
     char to[IDS_UUID_LEN + 1];
     if (get_uuid(arg, "recipientId", to, code, msg))
         return -1;
     json_t *text = json_object_get(arg, "text");
-    if (!json_is_string(text)) {
-        *code = "bad_request";
-        *msg = "text must be a string";
-        return -1;
-    }
-    if (json_string_length(text) > (size_t)cs->chat->e->cfg->max_ghost_text) {
-        *code = "too_large";
-        *msg = "text is longer than EDGE_MAX_GHOST_TEXT bytes";
-        return -1;
-    }
-    if (memchr(json_string_value(text), '\0', json_string_length(text))) {
-        *code = "bad_request";
-        *msg = "text contains a NUL character";
-        return -1;
-    }
+    if (!json_is_string(text))
+        FAIL("bad_request", "text must be a string");
+    if (json_string_length(text) > (size_t)cs->chat->e->cfg->max_ghost_text)
+        FAIL("too_large", "text is longer than EDGE_MAX_GHOST_TEXT bytes");
     Chat__V1__GhostTyping g = CHAT__V1__GHOST_TYPING__INIT;
     g.user_id = cs->user->id;
     g.text = (char *)json_string_value(text);
@@ -418,17 +666,16 @@ static int on_ghost_typing(struct chat_sock *cs, json_t *arg, const char **code,
 }
 
 /* audio:listening {messageId, senderId, isPlaying}: to the message's sender. */
-static int on_audio_listening(struct chat_sock *cs, json_t *arg, const char **code, const char **msg)
+static int on_audio_listening(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
+                              const char **msg)
 {
+    (void)ack_id;
     char to[IDS_UUID_LEN + 1], message_id[IDS_UUID_LEN + 1];
     if (get_uuid(arg, "messageId", message_id, code, msg) || get_uuid(arg, "senderId", to, code, msg))
         return -1;
     json_t *playing = json_object_get(arg, "isPlaying");
-    if (!json_is_boolean(playing)) {
-        *code = "bad_request";
-        *msg = "isPlaying must be a boolean";
-        return -1;
-    }
+    if (!json_is_boolean(playing))
+        FAIL("bad_request", "isPlaying must be a boolean");
     Chat__V1__AudioListening l = CHAT__V1__AUDIO_LISTENING__INIT;
     l.user_id = cs->user->id;
     l.message_id = message_id;
@@ -439,30 +686,182 @@ static int on_audio_listening(struct chat_sock *cs, json_t *arg, const char **co
     return publish_delivery(cs, to, &d, code, msg);
 }
 
-static int on_not_served(struct chat_sock *cs, json_t *arg, const char **code, const char **msg)
+/* Publishes a command to JetStream without waiting (the lws thread never
+ * blocks); failures come back through on_publish_error. */
+static int publish_command(struct chat_sock *cs, const char *subject, const char *msg_id,
+                           const ProtobufCMessage *m, const char **code, const char **msg)
 {
-    (void)cs;
-    (void)arg;
-    *code = "unavailable";
-    *msg = "this event is served by a service this deployment does not run yet";
-    return -1;
+    struct chat *c = cs->chat;
+    if (!bus_connected(&c->e->bus))
+        FAIL("unavailable", "the message bus is unavailable; try again");
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = xmalloc(n);
+    protobuf_c_message_pack(m, buf);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = msg_id;
+    po.MaxWait = REQUEST_TIMEOUT_MS;
+    natsStatus s = js_PublishAsync(c->js, subject, buf, (int)n, &po);
+    free(buf);
+    if (s != NATS_OK)
+        FAIL("unavailable", "the message store is unavailable; try again");
+    return 1;
+}
+
+/* message:send {recipientId, content, type, clientMessageId?}: the edge
+ * gives the id (UUIDv7); messaging stores, then answers the ack and sends
+ * message:received / message:sent. */
+static int on_message_send(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
+                           const char **msg)
+{
+    char to[IDS_UUID_LEN + 1], id[IDS_UUID_LEN + 1];
+    if (get_uuid(arg, "recipientId", to, code, msg))
+        return -1;
+    json_t *type = json_object_get(arg, "type");
+    json_t *content = json_object_get(arg, "content");
+    json_t *cmid = json_object_get(arg, "clientMessageId");
+    if (!json_is_string(type) || chat_json_type(json_string_value(type)) == 0)
+        FAIL("bad_request", "type must be text, audio or image");
+    if (!json_is_string(content) || json_string_length(content) == 0)
+        FAIL("bad_request", "content must be a non-empty string");
+    if (json_string_length(content) > (size_t)cs->chat->e->cfg->max_message_bytes)
+        FAIL("too_large", "content is longer than EDGE_MAX_MESSAGE_BYTES bytes");
+    if (cmid && !json_is_null(cmid) &&
+        (!json_is_string(cmid) || json_string_length(cmid) == 0 || json_string_length(cmid) > CLIENT_ID_MAX))
+        FAIL("bad_request", "clientMessageId must be a string of 1 to 64 bytes");
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ids_uuid7(id, (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+
+    Chat__V1__Message m = CHAT__V1__MESSAGE__INIT;
+    m.id = id;
+    m.sender_id = cs->user->id;
+    m.recipient_id = to;
+    m.type = chat_json_type(json_string_value(type));
+    m.content = (char *)json_string_value(content);
+    m.client_message_id = json_is_string(cmid) ? (char *)json_string_value(cmid) : "";
+    Chat__V1__Origin origin = origin_of(cs, ack_id);
+    Chat__V1__SendMessage cmd = CHAT__V1__SEND_MESSAGE__INIT;
+    cmd.message = &m;
+    cmd.origin = &origin;
+    char subj[64];
+    snprintf(subj, sizeof subj, SUBJ_CMD_SEND_FMT,
+             ids_partition(cs->user->id, (unsigned)cs->chat->e->cfg->partitions));
+    return publish_command(cs, subj, id, &cmd.base, code, msg);
+}
+
+/* message:read {messageId, senderId}: senderId is only a hint; messaging uses
+ * the stored sender and refuses anyone but the recipient. */
+static int on_message_read(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
+                           const char **msg)
+{
+    char id[IDS_UUID_LEN + 1], sender[IDS_UUID_LEN + 1];
+    if (get_uuid(arg, "messageId", id, code, msg))
+        return -1;
+    if (json_object_get(arg, "senderId") && get_uuid(arg, "senderId", sender, code, msg))
+        return -1;
+    Chat__V1__Origin origin = origin_of(cs, ack_id);
+    Chat__V1__MarkRead cmd = CHAT__V1__MARK_READ__INIT;
+    cmd.message_id = id;
+    cmd.reader_id = cs->user->id;
+    cmd.origin = &origin;
+    return publish_command(cs, SUBJ_CMD_READ, NULL, &cmd.base, code, msg);
+}
+
+/* message:history {withUserId, before?, limit?} (ack required): newest first,
+ * before = the id of the oldest message the client has. */
+static int on_message_history(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
+                              const char **msg)
+{
+    char with[IDS_UUID_LEN + 1], before[IDS_UUID_LEN + 1] = "";
+    if (ack_id < 0)
+        FAIL("bad_request", "message:history answers through its ack: emit it with one");
+    if (get_uuid(arg, "withUserId", with, code, msg))
+        return -1;
+    json_t *b = json_object_get(arg, "before");
+    if (b && !json_is_null(b) && get_uuid(arg, "before", before, code, msg))
+        return -1;
+    json_t *lim = json_object_get(arg, "limit");
+    json_int_t limit = 50;
+    if (lim && !json_is_null(lim)) {
+        if (!json_is_integer(lim) || json_integer_value(lim) < 1 || json_integer_value(lim) > HISTORY_MAX)
+            FAIL("bad_request", "limit must be an integer from 1 to 100");
+        limit = json_integer_value(lim);
+    }
+    Chat__V1__HistoryQuery q = CHAT__V1__HISTORY_QUERY__INIT;
+    q.user_id = cs->user->id;
+    q.with_user_id = with;
+    q.before_id = before;
+    q.limit = (uint32_t)limit;
+    if (request(cs, REQ_HISTORY, ack_id, SUBJ_QUERY_MESSAGES, &q.base, REQUEST_TIMEOUT_MS) != 0)
+        FAIL("unavailable", "the message bus is unavailable; try again");
+    return 1;
+}
+
+/* presence:update {status}: the user's chosen status, broadcast by presence. */
+static int on_presence_update(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
+                              const char **msg)
+{
+    json_t *st = json_object_get(arg, "status");
+    Chat__V1__Status status = json_is_string(st) ? chat_json_status(json_string_value(st)) : 0;
+    if (status == CHAT__V1__STATUS__STATUS_UNSPECIFIED)
+        FAIL("bad_request", "status must be online, away or offline");
+    Chat__V1__Origin origin = origin_of(cs, ack_id);
+    Chat__V1__SetStatus set = CHAT__V1__SET_STATUS__INIT;
+    set.user_id = cs->user->id;
+    set.status = status;
+    set.origin = &origin;
+    if (!bus_connected(&cs->chat->e->bus) ||
+        bus_publish(&cs->chat->e->bus, SUBJ_PRESENCE_SET, &set.base) != 0)
+        FAIL("unavailable", "the message bus is unavailable; try again");
+    return 0;
+}
+
+/* presence:request [ids] -> presence:response [PresenceInfo]. */
+static int on_presence_request(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
+                               const char **msg)
+{
+    size_t n = json_array_size(arg);
+    if (n > (size_t)cs->chat->e->cfg->max_presence_query)
+        FAIL("too_large", "more user ids than EDGE_MAX_PRESENCE_QUERY");
+    char(*ids)[IDS_UUID_LEN + 1] = xcalloc(n ? n : 1, sizeof *ids);
+    char **ptrs = xcalloc(n ? n : 1, sizeof *ptrs);
+    int rc = 1;
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(arg, i);
+        if (!json_is_string(v) || ids_uuid_norm(ids[i], json_string_value(v), json_string_length(v)) != 0) {
+            *code = "bad_request";
+            *msg = "every entry must be a user id (uuid)";
+            rc = -1;
+            goto out;
+        }
+        ptrs[i] = ids[i];
+    }
+    Chat__V1__PresenceQuery q = CHAT__V1__PRESENCE_QUERY__INIT;
+    q.n_user_ids = n;
+    q.user_ids = ptrs;
+    if (request(cs, REQ_PRESENCE, ack_id, SUBJ_PRESENCE_QUERY, &q.base, REQUEST_TIMEOUT_MS) != 0) {
+        *code = "unavailable";
+        *msg = "the message bus is unavailable; try again";
+        rc = -1;
+    }
+out:
+    free(ids);
+    free(ptrs);
+    return rc;
 }
 
 static const struct {
     const char *name;
     handler_fn fn;
+    int array; /* the payload is an array (else an object) */
 } handlers[] = {
-    {"typing:start", on_typing_start},
-    {"typing:stop", on_typing_stop},
-    {"ghost:typing", on_ghost_typing},
-    {"audio:recording:start", on_recording_start},
-    {"audio:recording:stop", on_recording_stop},
-    {"audio:listening", on_audio_listening},
-    {"message:send", on_not_served},
-    {"message:read", on_not_served},
-    {"message:history", on_not_served},
-    {"presence:update", on_not_served},
-    {"presence:request", on_not_served},
+    {"typing:start", on_typing_start, 0},           {"typing:stop", on_typing_stop, 0},
+    {"ghost:typing", on_ghost_typing, 0},           {"audio:recording:start", on_recording_start, 0},
+    {"audio:recording:stop", on_recording_stop, 0}, {"audio:listening", on_audio_listening, 0},
+    {"message:send", on_message_send, 0},           {"message:read", on_message_read, 0},
+    {"message:history", on_message_history, 0},     {"presence:update", on_presence_update, 0},
+    {"presence:request", on_presence_request, 1},
 };
 
 static void on_packet(struct sock *k, struct sio_packet *p)
@@ -482,23 +881,20 @@ static void on_packet(struct sock *k, struct sio_packet *p)
             if (strcmp(handlers[i].name, name) != 0)
                 continue;
             json_t *arg = json_array_get(p->data, 1);
-            if (!json_is_object(arg)) {
+            if (handlers[i].array ? !json_is_array(arg) : !json_is_object(arg)) {
                 code = "bad_request";
-                msg = "the payload must be a JSON object";
+                msg = handlers[i].array ? "the payload must be a JSON array"
+                                        : "the payload must be a JSON object";
             } else {
-                rc = handlers[i].fn(cs, arg, &code, &msg);
+                rc = handlers[i].fn(cs, arg, p->ack_id, &code, &msg);
             }
             break;
         }
     }
-    if (rc == 0) {
-        if (p->ack_id >= 0) {
-            json_t *args = json_pack("[{s:b}]", "ok", 1);
-            sock_ack(k, p->ack_id, args);
-            json_decref(args);
-        }
+    if (rc == 0)
+        send_ok(cs, p->ack_id, NULL, NULL);
+    if (rc >= 0)
         return;
-    }
     log_debug("event refused user=%s event=%.64s code=%s", cs->user->id, name, code);
     send_error(cs, name, p->ack_id, code, msg);
 }
@@ -513,21 +909,48 @@ const struct sock_app chat_sock_app = {
 
 /* ---------- lifecycle ---------- */
 
+static int subscribe(struct chat *c, natsSubscription **sub, const char *subject, enum relay_kind kind)
+{
+    natsStatus s = natsConnection_Subscribe(sub, c->e->bus.nc, subject, on_nats_msg, (void *)(intptr_t)kind);
+    if (s != NATS_OK) {
+        log_error("subscribe failed subject=%s: %s", subject, natsStatus_GetText(s));
+        return -1;
+    }
+    natsSubscription_SetPendingLimits(*sub, 65536, 64 * 1024 * 1024);
+    return 0;
+}
+
 struct chat *chat_create(struct edge *e)
 {
     struct chat *c = xcalloc(1, sizeof *c);
     c->e = e;
     c->relay = relay_create(e->ctx, 256u * 1024 * 1024);
     map_init(&c->users);
-    map_init(&c->pending);
+    map_init(&c->socks);
+    map_init(&c->reqs);
+    atomic_store(&the_chat, c);
     snprintf(c->edge_subject, sizeof c->edge_subject, SUBJ_EDGE_FMT, e->cfg->edge_id);
-    natsStatus s = natsConnection_Subscribe(&c->edge_sub, e->bus.nc, c->edge_subject, on_edge_msg, c);
-    if (s != NATS_OK) {
-        log_error("subscribe failed subject=%s: %s", c->edge_subject, natsStatus_GetText(s));
+    snprintf(c->inbox, sizeof c->inbox, "_INBOX.edge.%s", e->boot_id);
+    char reply_subject[80];
+    snprintf(reply_subject, sizeof reply_subject, "%s.*", c->inbox);
+
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = 5000;
+    jo.PublishAsync.MaxPending = 65536;
+    jo.PublishAsync.StallWait = 1; /* never hold the lws thread */
+    jo.PublishAsync.ErrHandler = on_publish_error;
+    jo.PublishAsync.ErrHandlerClosure = c;
+    if (natsConnection_JetStream(&c->js, e->bus.nc, &jo) != NATS_OK ||
+        subscribe(c, &c->edge_sub, c->edge_subject, RELAY_EDGE) ||
+        subscribe(c, &c->reply_sub, reply_subject, RELAY_REPLY) ||
+        subscribe(c, &c->status_sub, SUBJ_PRESENCE_STATUS, RELAY_STATUS) ||
+        subscribe(c, &c->resync_sub, SUBJ_PRESENCE_RESYNC, RELAY_RESYNC)) {
         chat_destroy(c);
         return NULL;
     }
-    the_chat = c;
+    c->streams_started = pthread_create(&c->streams_thread, NULL, streams_main, c) == 0;
+    lws_sul_schedule(e->ctx, 0, &c->sul_heartbeat, on_heartbeat, 1);
     return c;
 }
 
@@ -537,13 +960,26 @@ void chat_stop(struct chat *c)
         return;
     c->stopped = 1;
     relay_stop(c->relay);
+    lws_sul_cancel(&c->sul_heartbeat);
+    if (c->streams_started)
+        pthread_join(c->streams_thread, NULL);
+    c->streams_started = 0;
     size_t i;
     for (struct map_entry *m = map_first(&c->users, &i); m; m = map_next(&c->users, m, &i))
-        unsubscribe(m->value);
-    if (c->edge_sub) {
-        natsSubscription_Unsubscribe(c->edge_sub);
-        natsSubscription_Destroy(c->edge_sub);
-        c->edge_sub = NULL;
+        unsubscribe(&((struct chat_user *)m->value)->sub);
+    /* Presence hears of the sockets that close with this edge from the
+     * close events below, or from the missing heartbeat. */
+    for (struct map_entry *m = map_first(&c->socks, &i); m; m = map_next(&c->socks, m, &i))
+        announce(m->value, CHAT__V1__SESSION_EVENT__KIND__KIND_CLOSE, 0);
+    unsubscribe(&c->edge_sub);
+    unsubscribe(&c->reply_sub);
+    unsubscribe(&c->status_sub);
+    unsubscribe(&c->resync_sub);
+    if (c->js) {
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MaxWait = 1000; /* bounded: NATS may be gone */
+        js_PublishAsyncComplete(c->js, &po);
     }
 }
 
@@ -552,10 +988,16 @@ void chat_destroy(struct chat *c)
     if (!c)
         return;
     chat_stop(c);
+    size_t i;
+    struct map_entry *m;
+    while ((m = map_first(&c->reqs, &i)))
+        req_done(m->value);
     map_cleanup(&c->users); /* empty by now: every socket was closed */
-    map_cleanup(&c->pending);
+    map_cleanup(&c->socks);
+    map_cleanup(&c->reqs);
+    jsCtx_Destroy(c->js);
     relay_destroy(c->relay);
-    if (the_chat == c)
-        the_chat = NULL;
+    if (atomic_load(&the_chat) == c)
+        atomic_store(&the_chat, NULL);
     free(c);
 }

@@ -15,6 +15,9 @@ extern const struct sock_app chat_sock_app;
 /* Creates the app and subscribes chat.edge.<EDGE_ID>. Returns NULL on error
  * (logged). The bus must be open. */
 struct chat *chat_create(struct edge *e);
+/* bus on_connect hook (any thread): after a NATS (re)connection every
+ * session is announced to presence again. */
+void chat_bus_connected(void *closure);
 /* lws thread: handles everything the NATS threads queued. */
 void chat_drain(struct chat *c);
 /* Unsubscribes everything; later disconnects no longer touch NATS. */

@@ -24,6 +24,10 @@ struct edge_config {
     const char *mode; /* "chat" or "conformance" */
     long max_queue_bytes;
     long max_ghost_text;
+    long max_message_bytes;
+    long max_presence_query;
+    long partitions;
+    long heartbeat_ms;
     const char *log_level;
 };
 

@@ -5,7 +5,6 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "chat.h"
 #include "config.h"
@@ -36,14 +35,31 @@ static const struct config_var vars[] = {
       "largest Engine.IO packet accepted, bytes"),
     V("EDGE_CONNECT_TIMEOUT_MS", CONFIG_INT, "45000", 0, connect_timeout_ms, 50, 3600000,
       "time allowed for the Socket.IO CONNECT"),
-    V("EDGE_CORS_ORIGINS", CONFIG_STR, "", 0, cors_origins, 0, 0, "allowed origins (unused until polling)"),
+    V("EDGE_CORS_ORIGINS", CONFIG_STR, "", 0, cors_origins, 0, 0,
+      "origins allowed to long-poll from a browser: empty, * or a list"),
     V("EDGE_MAX_QUEUE_BYTES", CONFIG_INT, "4194304", 0, max_queue_bytes, 4096, 1073741824,
       "per-connection output queue limit; a client past it is disconnected"),
     V("EDGE_MAX_GHOST_TEXT", CONFIG_INT, "2000", 0, max_ghost_text, 0, 1000000,
       "longest ghost:typing text, bytes"),
+    V("EDGE_MAX_MESSAGE_BYTES", CONFIG_INT, "10000", 0, max_message_bytes, 1, 1000000,
+      "longest message content, bytes"),
+    V("EDGE_MAX_PRESENCE_QUERY", CONFIG_INT, "500", 0, max_presence_query, 1, 100000,
+      "most user ids in one presence:request"),
+    V("CHAT_PARTITIONS", CONFIG_INT, "8", 0, partitions, 1, 1024,
+      "sender partitions; the same as messaging's"),
+    V("EDGE_HEARTBEAT_MS", CONFIG_INT, "5000", 0, heartbeat_ms, 100, 600000, "period of chat.edge.heartbeat"),
 };
 
 static struct edge edge;
+static lws_sorted_usec_list_t sul_grace;
+static int grace_over;
+
+static void on_grace(lws_sorted_usec_list_t *sul)
+{
+    (void)sul;
+    grace_over = 1;
+    lws_cancel_service(edge.ctx); /* lws services timers before it polls: end that poll */
+}
 
 static void on_signal(int sig)
 {
@@ -94,6 +110,7 @@ int main(void)
         sock_set_app(&conform_sock_app);
     } else {
         sock_set_app(&chat_sock_app);
+        edge.bus.on_connect = chat_bus_connected;
         if (bus_open(&edge.bus, cfg.nats_url, "chat-edge", 0) != 0 || !(edge.chat = chat_create(&edge))) {
             bus_close(&edge.bus, 0);
             ws_stop(&edge);
@@ -110,10 +127,11 @@ int main(void)
      * 2 s to flush, then NATS, then lws. */
     log_info("shutting down sessions=%zu", edge.sessions.count);
     ws_close_all(&edge);
-    time_t deadline = time(NULL) + 2;
-    while (edge.sessions.count > 0 && time(NULL) < deadline)
+    lws_sul_schedule(edge.ctx, 0, &sul_grace, on_grace, 2 * LWS_US_PER_SEC); /* wakes the loop */
+    while (edge.sessions.count > 0 && !grace_over)
         if (lws_service(edge.ctx, 0) < 0)
             break;
+    lws_sul_cancel(&sul_grace);
     chat_stop(edge.chat);
     bus_close(&edge.bus, 1000);
     ws_destroy_all(&edge);

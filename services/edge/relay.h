@@ -8,8 +8,12 @@
 #include <stddef.h>
 
 enum relay_kind {
-    RELAY_USER, /* a Delivery for chat.user.<key> */
-    RELAY_EDGE, /* a CommandResult for this edge */
+    RELAY_USER,     /* a Delivery for chat.user.<key> */
+    RELAY_EDGE,     /* a CommandResult for this edge */
+    RELAY_REPLY,    /* the reply to request <key> */
+    RELAY_NO_REPLY, /* request <key> found no responder */
+    RELAY_STATUS,   /* a PresenceChange for every socket */
+    RELAY_RESYNC,   /* presence restarted: announce every session again */
 };
 
 struct relay_item {

@@ -1,23 +1,28 @@
-/* chat-messaging: for now it only connects to NATS and waits for SIGTERM; its
- * work comes with its own issue. */
+/* chat-messaging: stores messages and read receipts (see messaging.h). Reads
+ * its configuration, connects NATS, runs the workers until SIGTERM/SIGINT,
+ * then stops them and flushes NATS. */
 #include <signal.h>
 #include <stddef.h>
-#include <unistd.h>
+#include <time.h>
 
 #include "bus.h"
 #include "config.h"
 #include "log.h"
+#include "messaging.h"
 
-struct messaging_config {
-    const char *nats_url;
-    const char *log_level;
-};
+#define V(name, kind, def, field, min, max, help)                                                            \
+    {                                                                                                        \
+        name, kind, def, 0, offsetof(struct messaging_config, field), min, max, help                         \
+    }
 
 static const struct config_var vars[] = {
-    {"LOG_LEVEL", CONFIG_STR, "info", 0, offsetof(struct messaging_config, log_level), 0, 0,
-     "debug, info, warn, error"},
-    {"NATS_URL", CONFIG_STR, "nats://127.0.0.1:4222", 0, offsetof(struct messaging_config, nats_url), 0, 0,
-     "NATS URL"},
+    V("LOG_LEVEL", CONFIG_STR, "info", log_level, 0, 0, "debug, info, warn or error"),
+    V("NATS_URL", CONFIG_STR, "nats://127.0.0.1:4222", nats_url, 0, 0, "NATS server URL"),
+    V("DATABASE_URL", CONFIG_SECRET, "", database_url, 0, 0, "libpq conninfo or URI (empty: PG* variables)"),
+    V("CHAT_PARTITIONS", CONFIG_INT, "8", partitions, 1, 1024, "sender partitions; the same on every edge"),
+    V("MESSAGING_BATCH", CONFIG_INT, "256", batch, 1, 10000, "largest batch per transaction"),
+    V("MESSAGING_ACK_WAIT_MS", CONFIG_INT, "5000", ack_wait_ms, 500, 3600000,
+      "redelivery delay of a command left unacked by a crashed replica"),
 };
 
 static volatile sig_atomic_t stopping;
@@ -30,19 +35,32 @@ static void on_signal(int sig)
 
 int main(void)
 {
-    struct messaging_config cfg;
-    struct bus bus;
+    static struct messaging_config cfg;
+    struct bus bus = {0};
     log_init("messaging", "info");
     config_load(&cfg, vars, sizeof vars / sizeof vars[0]);
-    log_init("messaging", cfg.log_level);
+    if (log_init("messaging", cfg.log_level) != 0)
+        log_warn("unknown LOG_LEVEL=%s; using info", cfg.log_level);
     config_log(&cfg, vars, sizeof vars / sizeof vars[0]);
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
+    signal(SIGPIPE, SIG_IGN);
+
     if (bus_open(&bus, cfg.nats_url, "chat-messaging", 1) != 0)
         return 1;
-    log_info("ready");
-    while (!stopping)
-        pause();
+    struct messaging *m = messaging_start(&cfg, &bus);
+    if (!m) {
+        bus_close(&bus, 0);
+        return 1;
+    }
+    /* Polled: a signal may land on a nats.c thread, which would not wake
+     * pause() here. */
+    while (!stopping) {
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    log_info("shutting down");
+    messaging_stop(m);
     bus_close(&bus, 1000);
     nats_CloseAndWait(1000);
     log_info("stopped");

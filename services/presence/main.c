@@ -1,50 +1,77 @@
-/* chat-presence: for now it only connects to NATS and waits for SIGTERM; its
- * work comes with its own issue. */
+/* chat-presence: who is online. Reads its configuration, then serves the
+ * presence subjects until SIGTERM or SIGINT (see presence.h for the work and
+ * ../shared/docs/architecture.md for the flows). The signals are blocked in
+ * every thread and taken synchronously here, between ticks: no handler code
+ * runs at an arbitrary point of a nats.c thread. */
 #include <signal.h>
 #include <stddef.h>
-#include <unistd.h>
+#include <time.h>
 
 #include "bus.h"
 #include "config.h"
 #include "log.h"
+#include "presence.h"
 
-struct presence_config {
-    const char *nats_url;
-    const char *log_level;
-};
+#define NVARS(v) (sizeof(v) / sizeof((v)[0]))
 
 static const struct config_var vars[] = {
     {"LOG_LEVEL", CONFIG_STR, "info", 0, offsetof(struct presence_config, log_level), 0, 0,
      "debug, info, warn, error"},
     {"NATS_URL", CONFIG_STR, "nats://127.0.0.1:4222", 0, offsetof(struct presence_config, nats_url), 0, 0,
      "NATS URL"},
+    {"DATABASE_URL", CONFIG_SECRET, "", 0, offsetof(struct presence_config, database_url), 0, 0,
+     "libpq conninfo or URI; empty: the PG* variables"},
+    {"PRESENCE_EDGE_TIMEOUT_MS", CONFIG_INT, "15000", 0, offsetof(struct presence_config, edge_timeout_ms),
+     500, 3600000, "an edge whose heartbeats stop this long loses its sessions"},
+    {"PRESENCE_RESYNC_MS", CONFIG_INT, "3000", 0, offsetof(struct presence_config, resync_ms), 0, 600000,
+     "after start, how long edges have to re-announce their sessions"},
+    {"PRESENCE_MAX_QUERY", CONFIG_INT, "500", 0, offsetof(struct presence_config, max_query), 1, 100000,
+     "most user ids in one presence query"},
 };
-
-static volatile sig_atomic_t stopping;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stopping = 1;
-}
 
 int main(void)
 {
     struct presence_config cfg;
-    struct bus bus;
+    struct bus bus = {0};
+    struct presence *p;
+    sigset_t stop_signals;
+    const struct timespec tick = {0, PRESENCE_TICK_MS * 1000000L};
+
     log_init("presence", "info");
-    config_load(&cfg, vars, sizeof vars / sizeof vars[0]);
+    config_load(&cfg, vars, NVARS(vars));
     log_init("presence", cfg.log_level);
-    config_log(&cfg, vars, sizeof vars / sizeof vars[0]);
-    signal(SIGTERM, on_signal);
-    signal(SIGINT, on_signal);
-    if (bus_open(&bus, cfg.nats_url, "chat-presence", 1) != 0)
+    config_log(&cfg, vars, NVARS(vars));
+
+    /* Blocked before any thread exists, so that every thread inherits it. */
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+
+    if (!(p = presence_create(&cfg)))
         return 1;
+    if (bus_open(&bus, cfg.nats_url, "chat-presence", 1) != 0) {
+        presence_destroy(p);
+        return 1;
+    }
+    if (presence_start(p, &bus) != 0) {
+        presence_stop(p);
+        bus_close(&bus, 0);
+        nats_CloseAndWait(1000);
+        presence_destroy(p);
+        return 1;
+    }
     log_info("ready");
-    while (!stopping)
-        pause();
+
+    presence_tick(p);
+    while (sigtimedwait(&stop_signals, NULL, &tick) < 0)
+        presence_tick(p);
+
+    log_info("stopping");
+    presence_stop(p);
     bus_close(&bus, 1000);
     nats_CloseAndWait(1000);
+    presence_destroy(p);
     log_info("stopped");
     return 0;
 }

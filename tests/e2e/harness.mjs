@@ -4,7 +4,7 @@
 // (WebSocket only, or the client's default transports with a controllable
 // upgrade), raw Engine.IO clients over WebSocket and over HTTP long-polling,
 // and a raw HTTP/1.1 client. Every wait here is bounded.
-import { spawn } from "node:child_process";
+import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, existsSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
@@ -21,6 +21,10 @@ export const EDGE_BIN = process.env.CHAT_EDGE_BIN
   ? path.resolve(process.env.CHAT_EDGE_BIN)
   : path.resolve(here, "../../build/bin/chat-edge");
 export const NATS_BIN = process.env.NATS_SERVER_BIN || "nats-server";
+const BIN_DIR = path.dirname(EDGE_BIN);
+export const MESSAGING_BIN = process.env.CHAT_MESSAGING_BIN ? path.resolve(process.env.CHAT_MESSAGING_BIN) : path.join(BIN_DIR, "chat-messaging");
+export const PRESENCE_BIN = process.env.CHAT_PRESENCE_BIN ? path.resolve(process.env.CHAT_PRESENCE_BIN) : path.join(BIN_DIR, "chat-presence");
+const TESTPG = path.resolve(here, "../../scripts/testpg.sh");
 export const JWT_SECRET = "e2e-test-secret-0123456789abcdef";
 
 // ---------------------------------------------------------------- timing
@@ -199,7 +203,107 @@ export function test(name, optsOrFn, maybeFn) {
 }
 
 const startedNats = new Set(); // every nats-server of this file, for shutdown()
-const startedEdges = new Set(); // every chat-edge of this file, for shutdown()
+const startedEdges = new Set(); // every chat-edge, chat-messaging and chat-presence of this file, for shutdown()
+const startedPg = new Set(); // every throwaway PostgreSQL of this file, for shutdown()
+
+/**
+ * Starts a throwaway PostgreSQL (scripts/testpg.sh) on a free loopback port.
+ * Returns {url, host, port, dir, stop(), start(), psql(sql)}: stop/start keep the
+ * data (for outage tests); psql runs one statement and returns its rows as text.
+ */
+export async function startPostgres() {
+  const out = execFileSync(TESTPG, ["start"], { encoding: "utf8", timeout: 60000 }).trim();
+  const kv = Object.fromEntries(out.split(/\s+/).map((w) => w.split("=")));
+  const pgbin = execFileSync("pg_config", ["--bindir"], { encoding: "utf8" }).trim();
+  const asPg = (cmd, args) =>
+    process.getuid && process.getuid() === 0 ? ["runuser", ["-u", "postgres", "--", cmd, ...args]] : [cmd, args];
+  const ctl = (action) => {
+    const [cmd, args] = asPg(path.join(pgbin, "pg_ctl"), [
+      "-D", path.join(kv.DIR, "pg", "data"), "-l", path.join(kv.DIR, "pg", "server.log"), "-w", "-t", "30",
+      ...(action === "stop" ? ["-m", "immediate"] : ["-o", `-p ${kv.PGPORT} -k ${path.join(kv.DIR, "pg")} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=200`]),
+      action,
+    ]);
+    execFileSync(cmd, args, { stdio: "ignore", timeout: 60000 });
+  };
+  const pg = {
+    host: kv.PGHOST,
+    port: Number(kv.PGPORT),
+    dir: kv.DIR,
+    url: `postgresql://postgres@127.0.0.1:${kv.PGPORT}/postgres`,
+    /** Stops the server at once (data kept). */
+    stop: () => ctl("stop"),
+    /** Starts it again on the same port. */
+    start: () => ctl("start"),
+    /** Runs one SQL statement with psql; returns the rows (unaligned, "|"-separated). */
+    psql(sql) {
+      return execFileSync("psql", ["-h", "127.0.0.1", "-p", String(kv.PGPORT), "-U", "postgres", "-d", "postgres", "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql], { encoding: "utf8", timeout: 30000 })
+        .split("\n")
+        .filter((l) => l !== "");
+    },
+    async destroy() {
+      startedPg.delete(pg);
+      try {
+        execFileSync(TESTPG, ["stop", kv.DIR], { stdio: "ignore", timeout: 60000 });
+      } catch {}
+    },
+  };
+  startedPg.add(pg);
+  return pg;
+}
+
+/**
+ * Starts a service binary (chat-messaging or chat-presence) and waits for the
+ * log line ready (a RegExp). Stopping it with SIGTERM checks a clean exit like
+ * an edge. env is added to NATS_URL / DATABASE_URL / LOG_LEVEL.
+ */
+async function startService(kind, bin, { nats, pg, name = kind, env = {}, ready, readyTimeout = 15000 } = {}) {
+  if (!existsSync(bin)) throw new Error(`${kind} binary not found at ${bin} (build it with make)`);
+  const fullEnv = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME ?? "/tmp",
+    ASAN_OPTIONS: process.env.ASAN_OPTIONS,
+    LSAN_OPTIONS: process.env.LSAN_OPTIONS,
+    UBSAN_OPTIONS: process.env.UBSAN_OPTIONS,
+    LOG_LEVEL: "debug",
+    ...(nats ? { NATS_URL: nats.url } : {}),
+    ...(pg ? { DATABASE_URL: pg.url } : {}),
+    ...env,
+  };
+  for (const k of Object.keys(fullEnv)) if (fullEnv[k] === undefined) delete fullEnv[k];
+  const child = new Child(`${kind}:${name}`, bin, [], fullEnv);
+  if (ready) {
+    try {
+      await child.waitForLine(ready, readyTimeout, `a ${ready} log line`);
+    } catch (err) {
+      const out = child.tail();
+      await child.stop("SIGKILL");
+      throw new Error(`${err.message}\n--- ${kind} output ---\n${out}`);
+    }
+  }
+  const svc = {
+    name,
+    child,
+    /** SIGTERM (checked: exit 0, no sanitizer report) or another signal (not checked). */
+    async stop(signal = "SIGTERM", grace = 10000) {
+      startedEdges.delete(svc);
+      const r = await child.stop(signal, grace);
+      if (signal === "SIGTERM") assertCleanExit(child, r);
+      return r;
+    },
+  };
+  startedEdges.add(svc);
+  return svc;
+}
+
+/** chat-messaging; resolves once it has set up JetStream and its schema ("ready" log line). */
+export function startMessaging(opts = {}) {
+  return startService("chat-messaging", MESSAGING_BIN, { ready: /\bready partitions=/, ...opts });
+}
+
+/** chat-presence; resolves once it is connected (its "resync" request went out) unless ready says otherwise. */
+export function startPresence(opts = {}) {
+  return startService("chat-presence", PRESENCE_BIN, { ready: /resync requested/, ...opts });
+}
 
 /** Starts nats-server with JetStream on 127.0.0.1 (port and store dir reusable for a restart). */
 export async function startNats({ port, dir } = {}) {
@@ -324,6 +428,7 @@ export async function shutdown() {
     }
   }
   for (const nats of [...startedNats]) await nats.destroy();
+  for (const pg of [...startedPg]) await pg.destroy();
   if (errors.length === 1) throw errors[0];
   if (errors.length > 1) throw new Error(errors.map((e) => e.message).join("\n\n"));
 }

@@ -1,0 +1,102 @@
+/* db: see db.h. Migration bookkeeping lives in one table shared by the
+ * services, keyed by service name. */
+#include "db.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define MIGRATION_LOCK_KEY 7243100 /* any constant: one lock for all services */
+
+PGconn *db_connect(const char *conninfo, const char *app_name)
+{
+    const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
+    const char *vals[] = {conninfo, app_name, "5", NULL};
+    /* expand_dbname=1: conninfo may be a full conninfo string or URI. */
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (PQstatus(c) != CONNECTION_OK) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s", PQerrorMessage(c));
+        msg[strcspn(msg, "\n")] = '\0';
+        log_warn("postgres connect failed: %s", msg);
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+int db_exec(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    if (!ok)
+        log_error("postgres: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+int db_ok(PGconn *c)
+{
+    return c && PQstatus(c) == CONNECTION_OK;
+}
+
+static int current_version(PGconn *c, const char *service)
+{
+    const char *params[] = {service};
+    PGresult *r =
+        PQexecParams(c, "SELECT coalesce(max(version), 0) FROM schema_migrations WHERE service = $1", 1, NULL,
+                     params, NULL, NULL, 0);
+    int v = -1;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        v = atoi(PQgetvalue(r, 0, 0));
+    else
+        log_error("postgres: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    return v;
+}
+
+int db_migrate(PGconn *c, const char *service, const char *const *steps, int nsteps)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%d)", MIGRATION_LOCK_KEY);
+    if (db_exec(c, sql) != 0)
+        return -1;
+    int rc = -1;
+    if (db_exec(c,
+                "CREATE TABLE IF NOT EXISTS schema_migrations (service text NOT NULL, version int NOT NULL, "
+                "applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (service, version))") != 0)
+        goto out;
+    int v = current_version(c, service);
+    if (v < 0)
+        goto out;
+    for (; v < nsteps; v++) {
+        char ver[16];
+        snprintf(ver, sizeof ver, "%d", v + 1);
+        const char *params[] = {service, ver};
+        if (db_exec(c, "BEGIN") != 0)
+            goto out;
+        PGresult *r = NULL;
+        if (db_exec(c, steps[v]) != 0 ||
+            PQresultStatus(
+                r = PQexecParams(c, "INSERT INTO schema_migrations (service, version) VALUES ($1, $2)", 2,
+                                 NULL, params, NULL, NULL, 0)) != PGRES_COMMAND_OK) {
+            if (r)
+                log_error("postgres: %s", PQresultErrorMessage(r));
+            PQclear(r);
+            db_exec(c, "ROLLBACK");
+            goto out;
+        }
+        PQclear(r);
+        if (db_exec(c, "COMMIT") != 0)
+            goto out;
+        log_info("schema migrated service=%s version=%d", service, v + 1);
+    }
+    rc = 0;
+out:
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%d)", MIGRATION_LOCK_KEY);
+    db_exec(c, sql);
+    return rc;
+}

@@ -1,0 +1,126 @@
+/* chat_json: protobuf -> JSON for the client events (seed-socket-handlers.md
+ * §Server → Client Events). */
+#include "chat_json.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+json_t *chat_json_time(long long ms)
+{
+    if (ms <= 0)
+        return json_null();
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    char out[80];
+    snprintf(out, sizeof out, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+    return json_string(out);
+}
+
+const char *chat_json_type_name(Chat__V1__MessageType t)
+{
+    switch (t) {
+    case CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_TEXT:
+        return "text";
+    case CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_AUDIO:
+        return "audio";
+    case CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_IMAGE:
+        return "image";
+    default:
+        return NULL;
+    }
+}
+
+Chat__V1__MessageType chat_json_type(const char *name)
+{
+    if (strcmp(name, "text") == 0)
+        return CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_TEXT;
+    if (strcmp(name, "audio") == 0)
+        return CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_AUDIO;
+    if (strcmp(name, "image") == 0)
+        return CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_IMAGE;
+    return CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_UNSPECIFIED;
+}
+
+const char *chat_json_status_name(Chat__V1__Status s)
+{
+    switch (s) {
+    case CHAT__V1__STATUS__STATUS_ONLINE:
+        return "online";
+    case CHAT__V1__STATUS__STATUS_AWAY:
+        return "away";
+    default:
+        return "offline";
+    }
+}
+
+Chat__V1__Status chat_json_status(const char *name)
+{
+    if (strcmp(name, "online") == 0)
+        return CHAT__V1__STATUS__STATUS_ONLINE;
+    if (strcmp(name, "away") == 0)
+        return CHAT__V1__STATUS__STATUS_AWAY;
+    if (strcmp(name, "offline") == 0)
+        return CHAT__V1__STATUS__STATUS_OFFLINE;
+    return CHAT__V1__STATUS__STATUS_UNSPECIFIED;
+}
+
+json_t *chat_json_message(const Chat__V1__Message *m)
+{
+    const char *type = chat_json_type_name(m->type);
+    json_t *o =
+        json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:o}", "id", m->id, "senderId", m->sender_id, "recipientId",
+                  m->recipient_id, "content", m->content, "type", type ? type : "text", "createdAt",
+                  chat_json_time(m->created_at_ms), "readAt", chat_json_time(m->read_at_ms));
+    if (o && *m->client_message_id)
+        json_object_set_new(o, "clientMessageId", json_string(m->client_message_id));
+    return o;
+}
+
+json_t *chat_json_presence(const Chat__V1__PresenceInfo *p)
+{
+    return json_pack("{s:s,s:o,s:s,s:o}", "userId", p->user_id, "username",
+                     *p->username ? json_string(p->username) : json_null(), "status",
+                     chat_json_status_name(p->status), "lastSeen", chat_json_time(p->last_seen_ms));
+}
+
+json_t *chat_json_presence_list(const Chat__V1__PresenceList *l)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < l->n_users; i++)
+        json_array_append_new(a, chat_json_presence(l->users[i]));
+    return a;
+}
+
+json_t *chat_json_delivery(const Chat__V1__Delivery *d)
+{
+    switch (d->event_case) {
+    case CHAT__V1__DELIVERY__EVENT_MESSAGE_RECEIVED:
+        return json_pack("[so]", "message:received", chat_json_message(d->message_received));
+    case CHAT__V1__DELIVERY__EVENT_MESSAGE_SENT:
+        return json_pack("[so]", "message:sent", chat_json_message(d->message_sent));
+    case CHAT__V1__DELIVERY__EVENT_MESSAGE_READ:
+        return json_pack("[s{s:s,s:o}]", "message:read", "messageId", d->message_read->message_id, "readAt",
+                         chat_json_time(d->message_read->read_at_ms));
+    case CHAT__V1__DELIVERY__EVENT_TYPING_START:
+        return json_pack("[s{s:s,s:s}]", "typing:start", "userId", d->typing_start->user_id, "username",
+                         d->typing_start->username);
+    case CHAT__V1__DELIVERY__EVENT_TYPING_STOP:
+        return json_pack("[s{s:s}]", "typing:stop", "userId", d->typing_stop->user_id);
+    case CHAT__V1__DELIVERY__EVENT_GHOST_TYPING:
+        return json_pack("[s{s:s,s:s}]", "ghost:typing", "userId", d->ghost_typing->user_id, "text",
+                         d->ghost_typing->text);
+    case CHAT__V1__DELIVERY__EVENT_AUDIO_RECORDING_START:
+        return json_pack("[s{s:s}]", "audio:recording:start", "userId", d->audio_recording_start->user_id);
+    case CHAT__V1__DELIVERY__EVENT_AUDIO_RECORDING_STOP:
+        return json_pack("[s{s:s}]", "audio:recording:stop", "userId", d->audio_recording_stop->user_id);
+    case CHAT__V1__DELIVERY__EVENT_AUDIO_LISTENING:
+        return json_pack("[s{s:s,s:s,s:b}]", "audio:listening", "userId", d->audio_listening->user_id,
+                         "messageId", d->audio_listening->message_id, "isPlaying",
+                         d->audio_listening->is_playing);
+    default:
+        return NULL;
+    }
+}

@@ -1,0 +1,29 @@
+/* chat_json: the JSON shapes of the seed's server events, built from the
+ * chat.v1 protobuf messages that arrive over NATS. Pure: jansson in, jansson
+ * out. Times are ISO 8601 UTC with milliseconds; 0 ms means null. */
+#ifndef CHAT_JSON_H
+#define CHAT_JSON_H
+
+#include <jansson.h>
+
+#include "chat.pb-c.h"
+
+/* "2026-11-27T02:33:06.123Z", or JSON null for 0. New reference. */
+json_t *chat_json_time(long long ms);
+/* Message: {id, senderId, recipientId, content, type, createdAt, readAt}
+ * plus clientMessageId when there is one. */
+json_t *chat_json_message(const Chat__V1__Message *m);
+/* PresenceInfo: {userId, username, status, lastSeen}. */
+json_t *chat_json_presence(const Chat__V1__PresenceInfo *p);
+/* An array of PresenceInfo. */
+json_t *chat_json_presence_list(const Chat__V1__PresenceList *l);
+/* The event for a Delivery: [name, payload], or NULL for an unknown one. */
+json_t *chat_json_delivery(const Chat__V1__Delivery *d);
+/* The wire name of a message type, NULL for an unknown one, and back. */
+const char *chat_json_type_name(Chat__V1__MessageType t);
+Chat__V1__MessageType chat_json_type(const char *name);
+/* Status names: "online", "away", "offline"; unknown -> STATUS_UNSPECIFIED. */
+const char *chat_json_status_name(Chat__V1__Status s);
+Chat__V1__Status chat_json_status(const char *name);
+
+#endif

@@ -1,0 +1,305 @@
+/* store: SQL for messages. Every statement goes through PQexecParams with $n
+ * placeholders; batches travel as PostgreSQL array literals and are unnested
+ * server-side, so a batch of any size is one statement and one commit. */
+#include "store.h"
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+#include "log.h"
+#include "mem.h"
+
+#define PARTITION_LOCK_BASE 7243200 /* advisory lock keys: base + partition */
+
+struct store {
+    PGconn *c;
+};
+
+/* Version n of the schema is steps[n-1]; never edit a step, add one. */
+static const char *const steps[] = {
+    "CREATE TABLE messages ("
+    " id uuid PRIMARY KEY,"
+    " sender_id uuid NOT NULL,"
+    " recipient_id uuid NOT NULL,"
+    " type text NOT NULL CHECK (type IN ('text', 'audio', 'image')),"
+    " content text NOT NULL,"
+    " client_message_id text,"
+    " created_at timestamptz NOT NULL,"
+    " read_at timestamptz);"
+    "CREATE UNIQUE INDEX messages_sender_client_id ON messages (sender_id, client_message_id);"
+    "CREATE INDEX messages_conversation ON messages"
+    " (least(sender_id, recipient_id), greatest(sender_id, recipient_id), created_at DESC, id DESC);",
+};
+
+struct store *store_open(const char *conninfo, const char *app)
+{
+    PGconn *c = db_connect(conninfo, app);
+    if (!c)
+        return NULL;
+    struct store *st = xcalloc(1, sizeof *st);
+    st->c = c;
+    return st;
+}
+
+void store_close(struct store *st)
+{
+    if (!st)
+        return;
+    PQfinish(st->c);
+    free(st);
+}
+
+int store_ok(struct store *st)
+{
+    return st && db_ok(st->c) ? 0 : -1;
+}
+
+int store_migrate(struct store *st)
+{
+    return db_migrate(st->c, "messaging", steps, (int)(sizeof steps / sizeof steps[0]));
+}
+
+/* Runs a statement; returns its result when its status is want, else logs,
+ * clears and returns NULL. */
+static PGresult *run(struct store *st, ExecStatusType want, const char *sql, int n, const char *const *params)
+{
+    PGresult *r = PQexecParams(st->c, sql, n, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != want) {
+        log_error("postgres: %s", PQresultErrorMessage(r));
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+int store_try_lock(struct store *st, unsigned partition)
+{
+    char key[24];
+    snprintf(key, sizeof key, "%u", PARTITION_LOCK_BASE + partition);
+    const char *params[] = {key};
+    PGresult *r = run(st, PGRES_TUPLES_OK, "SELECT pg_try_advisory_lock($1::bigint)", 1, params);
+    if (!r)
+        return -1;
+    int got = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    return got;
+}
+
+int store_unlock(struct store *st, unsigned partition)
+{
+    char key[24];
+    snprintf(key, sizeof key, "%u", PARTITION_LOCK_BASE + partition);
+    const char *params[] = {key};
+    PGresult *r = run(st, PGRES_TUPLES_OK, "SELECT pg_advisory_unlock($1::bigint)", 1, params);
+    PQclear(r);
+    return r ? 0 : -1;
+}
+
+int store_count_replicas(struct store *st, const char *app_prefix)
+{
+    char like[128];
+    snprintf(like, sizeof like, "%s%%", app_prefix);
+    const char *params[] = {like};
+    PGresult *r =
+        run(st, PGRES_TUPLES_OK,
+            "SELECT count(DISTINCT application_name) FROM pg_stat_activity WHERE application_name LIKE $1", 1,
+            params);
+    if (!r)
+        return -1;
+    int n = atoi(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return n;
+}
+
+/* Appends one element of an array literal: quoted, with " and \ escaped, or
+ * NULL. */
+static void array_add(struct buf *b, const char *s)
+{
+    if (b->len > 1)
+        buf_putc(b, ',');
+    if (!s) {
+        buf_puts(b, "NULL");
+        return;
+    }
+    buf_putc(b, '"');
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            buf_putc(b, '\\');
+        buf_putc(b, *s);
+    }
+    buf_putc(b, '"');
+}
+
+static void array_start(struct buf *b)
+{
+    buf_init(b);
+    buf_putc(b, '{');
+}
+
+static const char *array_end(struct buf *b)
+{
+    buf_putc(b, '}');
+    return buf_cstr(b);
+}
+
+static void row_from(struct store_row *row, PGresult *r, int i, int col)
+{
+    snprintf(row->id, sizeof row->id, "%s", PQgetvalue(r, i, col));
+    snprintf(row->sender, sizeof row->sender, "%s", PQgetvalue(r, i, col + 1));
+    snprintf(row->recipient, sizeof row->recipient, "%s", PQgetvalue(r, i, col + 2));
+    snprintf(row->type, sizeof row->type, "%s", PQgetvalue(r, i, col + 3));
+    row->content = xstrdup(PQgetvalue(r, i, col + 4));
+    row->cmid = xstrdup(PQgetvalue(r, i, col + 5));
+    row->created_ms = atoll(PQgetvalue(r, i, col + 6));
+    row->read_ms = atoll(PQgetvalue(r, i, col + 7));
+    row->found = 1;
+}
+
+#define ROW_COLUMNS                                                                                          \
+    "m.id, m.sender_id, m.recipient_id, m.type, m.content, coalesce(m.client_message_id, ''), "              \
+    "floor(extract(epoch FROM m.created_at) * 1000)::bigint, "                                               \
+    "coalesce(floor(extract(epoch FROM m.read_at) * 1000)::bigint, 0)"
+
+int store_insert_batch(struct store *st, const struct store_msg *in, int n, struct store_row *out)
+{
+    struct buf ids, senders, recipients, types, contents, cmids, created;
+    array_start(&ids);
+    array_start(&senders);
+    array_start(&recipients);
+    array_start(&types);
+    array_start(&contents);
+    array_start(&cmids);
+    array_start(&created);
+    for (int i = 0; i < n; i++) {
+        char us[24];
+        snprintf(us, sizeof us, "%lld", in[i].created_us);
+        array_add(&ids, in[i].id);
+        array_add(&senders, in[i].sender);
+        array_add(&recipients, in[i].recipient);
+        array_add(&types, in[i].type);
+        array_add(&contents, in[i].content);
+        array_add(&cmids, *in[i].cmid ? in[i].cmid : NULL);
+        array_add(&created, us);
+    }
+    const char *params[] = {array_end(&ids),    array_end(&senders),  array_end(&recipients),
+                            array_end(&types),  array_end(&contents), array_end(&cmids),
+                            array_end(&created)};
+    int rc = -1;
+    PGresult *ins = NULL, *sel = NULL;
+    memset(out, 0, sizeof *out * (size_t)n);
+
+    if (db_exec(st->c, "BEGIN") != 0)
+        goto out;
+    ins = run(
+        st, PGRES_TUPLES_OK,
+        "INSERT INTO messages (id, sender_id, recipient_id, type, content, client_message_id, created_at) "
+        "SELECT t.id, t.s, t.r, t.ty, t.c, t.cm, 'epoch'::timestamptz + t.us * interval '1 microsecond' "
+        "FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::bigint[]) "
+        "AS t(id, s, r, ty, c, cm, us) ON CONFLICT DO NOTHING RETURNING id",
+        7, params);
+    if (!ins)
+        goto rollback;
+    /* For each input, its own row or the earlier one with its client id. */
+    const char *sel_params[] = {params[0], params[1], params[5]};
+    sel = run(st, PGRES_TUPLES_OK,
+              "SELECT DISTINCT ON (t.ord) t.ord, " ROW_COLUMNS
+              " FROM unnest($1::uuid[], $2::uuid[], $3::text[]) WITH ORDINALITY AS t(id, s, cm, ord) "
+              "JOIN messages m ON m.id = t.id OR (t.cm IS NOT NULL AND m.sender_id = t.s AND "
+              "m.client_message_id = t.cm) ORDER BY t.ord, (m.id = t.id) DESC",
+              3, sel_params);
+    if (!sel)
+        goto rollback;
+    if (db_exec(st->c, "COMMIT") != 0)
+        goto out;
+    for (int i = 0; i < PQntuples(sel); i++) {
+        int k = atoi(PQgetvalue(sel, i, 0)) - 1;
+        if (k < 0 || k >= n)
+            continue;
+        row_from(&out[k], sel, i, 1);
+    }
+    for (int i = 0; i < PQntuples(ins); i++)
+        for (int k = 0; k < n; k++)
+            if (strcmp(out[k].id, PQgetvalue(ins, i, 0)) == 0)
+                out[k].inserted = 1;
+    rc = 0;
+    goto out;
+rollback:
+    if (PQstatus(st->c) == CONNECTION_OK)
+        db_exec(st->c, "ROLLBACK");
+out:
+    PQclear(ins);
+    PQclear(sel);
+    buf_cleanup(&ids);
+    buf_cleanup(&senders);
+    buf_cleanup(&recipients);
+    buf_cleanup(&types);
+    buf_cleanup(&contents);
+    buf_cleanup(&cmids);
+    buf_cleanup(&created);
+    return rc;
+}
+
+void store_rows_cleanup(struct store_row *rows, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(rows[i].content);
+        free(rows[i].cmid);
+        rows[i].content = rows[i].cmid = NULL;
+    }
+}
+
+enum store_read store_mark_read(struct store *st, const char *message_id, const char *reader, char *sender,
+                                long long *read_ms)
+{
+    const char *params[] = {message_id, reader};
+    PGresult *r =
+        run(st, PGRES_TUPLES_OK,
+            "UPDATE messages SET read_at = now() WHERE id = $1 AND recipient_id = $2 AND read_at IS NULL "
+            "RETURNING sender_id, floor(extract(epoch FROM read_at) * 1000)::bigint",
+            2, params);
+    if (!r)
+        return STORE_READ_ERROR;
+    if (PQntuples(r) == 1) {
+        snprintf(sender, IDS_UUID_LEN + 1, "%s", PQgetvalue(r, 0, 0));
+        *read_ms = atoll(PQgetvalue(r, 0, 1));
+        PQclear(r);
+        return STORE_READ_OK;
+    }
+    PQclear(r);
+    /* Nothing updated: say why. */
+    r = run(st, PGRES_TUPLES_OK, "SELECT recipient_id = $2::uuid FROM messages WHERE id = $1", 2, params);
+    if (!r)
+        return STORE_READ_ERROR;
+    enum store_read res = PQntuples(r) == 0                       ? STORE_READ_NOT_FOUND
+                          : strcmp(PQgetvalue(r, 0, 0), "t") != 0 ? STORE_READ_FORBIDDEN
+                                                                  : STORE_READ_ALREADY;
+    PQclear(r);
+    return res;
+}
+
+int store_history(struct store *st, const char *user, const char *with, const char *before_id, int limit,
+                  struct store_row **rows)
+{
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *params[] = {user, with, *before_id ? before_id : NULL, lim};
+    PGresult *r = run(st, PGRES_TUPLES_OK,
+                      "SELECT " ROW_COLUMNS " FROM messages m "
+                      "WHERE least(m.sender_id, m.recipient_id) = least($1::uuid, $2::uuid) "
+                      "AND greatest(m.sender_id, m.recipient_id) = greatest($1::uuid, $2::uuid) "
+                      "AND ($3::uuid IS NULL OR (m.created_at, m.id) < "
+                      "(SELECT b.created_at, b.id FROM messages b WHERE b.id = $3::uuid)) "
+                      "ORDER BY m.created_at DESC, m.id DESC LIMIT $4::int",
+                      4, params);
+    if (!r)
+        return -1;
+    int n = PQntuples(r);
+    *rows = xcalloc((size_t)(n ? n : 1), sizeof **rows);
+    for (int i = 0; i < n; i++)
+        row_from(&(*rows)[i], r, i, 0);
+    PQclear(r);
+    return n;
+}

@@ -1,0 +1,73 @@
+/* store: messaging's PostgreSQL side, the only file of the service that
+ * speaks SQL. One struct store is one connection; use it from one thread at
+ * a time (libpq forbids sharing a connection between threads). */
+#ifndef STORE_H
+#define STORE_H
+
+#include <stddef.h>
+
+#include "ids.h"
+
+struct store;
+
+/* A message to insert. Strings are borrowed. cmid "" = none. */
+struct store_msg {
+    const char *id, *sender, *recipient, *type, *content, *cmid;
+    long long created_us; /* Unix microseconds */
+};
+
+/* A stored message. content and cmid are owned (store_rows_cleanup). */
+struct store_row {
+    char id[IDS_UUID_LEN + 1], sender[IDS_UUID_LEN + 1], recipient[IDS_UUID_LEN + 1];
+    char type[8];
+    char *content, *cmid;
+    long long created_ms, read_ms; /* read_ms 0 = unread */
+    int found;                     /* store_insert_batch: 0 if no row came back */
+    int inserted;                  /* store_insert_batch: 1 if this call stored it */
+};
+
+enum store_read {
+    STORE_READ_OK,
+    STORE_READ_ALREADY,
+    STORE_READ_NOT_FOUND,
+    STORE_READ_FORBIDDEN,
+    STORE_READ_ERROR
+};
+
+/* Connects (application_name app) or returns NULL when PostgreSQL cannot be
+ * reached (logged). */
+struct store *store_open(const char *conninfo, const char *app);
+void store_close(struct store *st);
+/* 0 when the connection is usable. */
+int store_ok(struct store *st);
+/* Creates or migrates messaging's tables. */
+int store_migrate(struct store *st);
+
+/* Partition ownership: a session-level advisory lock, released when the
+ * connection ends (crash included). try_lock: 1 taken, 0 held elsewhere, -1
+ * error. */
+int store_try_lock(struct store *st, unsigned partition);
+int store_unlock(struct store *st, unsigned partition);
+/* Number of messaging replicas connected to the database (by application
+ * name prefix), or -1. */
+int store_count_replicas(struct store *st, const char *app_prefix);
+
+/* Inserts n messages in one transaction (ON CONFLICT DO NOTHING on the id and
+ * on (sender, client message id)) and returns, for each input, the stored
+ * row: itself, or the earlier message with the same client message id.
+ * Returns 0, or -1 (rolled back; the connection may be gone). */
+int store_insert_batch(struct store *st, const struct store_msg *in, int n, struct store_row *out);
+void store_rows_cleanup(struct store_row *rows, int n);
+
+/* Marks message_id read by reader (only its recipient, only once). On
+ * STORE_READ_OK sets sender and read_ms. */
+enum store_read store_mark_read(struct store *st, const char *message_id, const char *reader, char *sender,
+                                long long *read_ms);
+
+/* The conversation of user and with, newest first, before the message
+ * before_id ("" = from the newest), at most limit rows. Returns the count
+ * (rows malloc'd into *rows), or -1. */
+int store_history(struct store *st, const char *user, const char *with, const char *before_id, int limit,
+                  struct store_row **rows);
+
+#endif

@@ -1,0 +1,43 @@
+/* presence: the service itself: NATS subjects in (chat.presence.session, .set,
+ * .query, chat.edge.heartbeat), PresenceChange broadcasts and ResyncRequests
+ * out, the roster in memory and the users table behind it. One lock covers the
+ * roster and the database connection; nats.c calls in on its threads, main on
+ * its own through presence_tick(). */
+#ifndef PRESENCE_H
+#define PRESENCE_H
+
+#include "bus.h"
+
+/* The environment, read by main through lib/config.h. */
+struct presence_config {
+    const char *nats_url;
+    const char *database_url; /* libpq conninfo or URI; "" = the PG* variables */
+    const char *log_level;
+    long edge_timeout_ms; /* an edge silent this long loses its sessions */
+    long resync_ms;       /* window after the ResyncRequest for edges to re-announce */
+    long max_query;       /* most ids in one PresenceQuery */
+};
+
+/* How often main must call presence_tick(): a quarter of the coarsest timer we
+ * serve, so that an edge is dropped at most this late. */
+#define PRESENCE_TICK_MS 250
+
+struct presence;
+
+/* cfg is borrowed for the life of the service. Returns NULL after logging on a
+ * bad DATABASE_URL. Connects to nothing yet. */
+struct presence *presence_create(const struct presence_config *cfg);
+/* Subscribes on bus (borrowed; connected or still retrying). Returns 0, or -1
+ * after logging. */
+int presence_start(struct presence *p, struct bus *bus);
+/* Timers: PostgreSQL re-dial, ResyncRequest on every NATS (re)connection, the
+ * end of the resync window, silent edges. */
+void presence_tick(struct presence *p);
+/* Unsubscribes. Then close the bus and wait for nats.c's threads
+ * (nats_CloseAndWait) before presence_destroy. */
+void presence_stop(struct presence *p);
+/* Writes what is still dirty when it can, closes PostgreSQL, frees. Accepts
+ * NULL. */
+void presence_destroy(struct presence *p);
+
+#endif

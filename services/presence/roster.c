@@ -1,0 +1,452 @@
+/* roster: the presence rules over three indexes: users by id, edges by id and
+ * sessions by (conn_id, edge_id). A session sits on two doubly linked lists, its
+ * user's and its edge's, so that dropping an edge or closing a tab costs only
+ * what it touches. It never reads a clock, a socket or the database: the
+ * service hands it times and database rows, and takes back the changes to
+ * broadcast and the users to write. */
+#include "roster.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "map.h"
+#include "mem.h"
+
+struct roster_edge {
+    char *id;
+    char *boot_id;
+    long long last_heard_ms; /* monotonic */
+    struct roster_session *sessions;
+};
+
+struct roster_session {
+    struct roster_user *user;
+    struct roster_edge *edge;
+    unsigned long long conn_id;
+    struct roster_session *user_prev, *user_next;
+    struct roster_session *edge_prev, *edge_next;
+};
+
+struct roster {
+    struct map users;    /* id -> struct roster_user */
+    struct map edges;    /* id -> struct roster_edge */
+    struct map sessions; /* session_key() -> struct roster_session */
+    int resyncing;
+    struct roster_change *changes;
+    size_t nchanges, changes_cap;
+    struct roster_user **dirty; /* in marking order, each user once */
+    size_t ndirty, dirty_cap;
+};
+
+/* "conn_id:edge_id": the decimal has no ':', so any edge id is unambiguous. The
+ * key is written into the caller's stackbuf, or on the heap when it does not
+ * fit; release it with key_free(). */
+static char *session_key(char *stackbuf, size_t size, const char *edge_id, unsigned long long conn_id)
+{
+    int n = snprintf(stackbuf, size, "%llu:%s", conn_id, edge_id);
+    if (n >= 0 && (size_t)n < size)
+        return stackbuf;
+    char *k = xmalloc((size_t)n + 1);
+    snprintf(k, (size_t)n + 1, "%llu:%s", conn_id, edge_id);
+    return k;
+}
+
+static void key_free(char *key, char *stackbuf)
+{
+    if (key != stackbuf)
+        free(key);
+}
+
+struct roster *roster_create(void)
+{
+    struct roster *r = xcalloc(1, sizeof *r);
+    map_init(&r->users);
+    map_init(&r->edges);
+    map_init(&r->sessions);
+    return r;
+}
+
+static void user_free(struct roster_user *u)
+{
+    free((char *)u->id);
+    free(u->username);
+    free(u);
+}
+
+void roster_destroy(struct roster *r)
+{
+    if (!r)
+        return;
+    size_t i;
+    for (struct map_entry *e = map_first(&r->sessions, &i); e; e = map_next(&r->sessions, e, &i))
+        free(e->value);
+    for (struct map_entry *e = map_first(&r->edges, &i); e; e = map_next(&r->edges, e, &i)) {
+        struct roster_edge *edge = e->value;
+        free(edge->id);
+        free(edge->boot_id);
+        free(edge);
+    }
+    for (struct map_entry *e = map_first(&r->users, &i); e; e = map_next(&r->users, e, &i))
+        user_free(e->value);
+    roster_changes_clear(r);
+    map_cleanup(&r->sessions);
+    map_cleanup(&r->edges);
+    map_cleanup(&r->users);
+    free(r->changes);
+    free(r->dirty);
+    free(r);
+}
+
+struct roster_user *roster_user_get(const struct roster *r, const char *id)
+{
+    return map_get(&r->users, id);
+}
+
+/* ---- bookkeeping ---- */
+
+static void mark_dirty(struct roster *r, struct roster_user *u)
+{
+    if (u->dirty)
+        return;
+    u->dirty = 1;
+    if (r->ndirty == r->dirty_cap) {
+        r->dirty_cap = r->dirty_cap ? r->dirty_cap * 2 : 16;
+        r->dirty = xrealloc(r->dirty, r->dirty_cap * sizeof *r->dirty);
+    }
+    r->dirty[r->ndirty++] = u;
+}
+
+static void queue_change(struct roster *r, struct roster_user *u, enum roster_status status)
+{
+    if (r->nchanges == r->changes_cap) {
+        r->changes_cap = r->changes_cap ? r->changes_cap * 2 : 16;
+        r->changes = xrealloc(r->changes, r->changes_cap * sizeof *r->changes);
+    }
+    r->changes[r->nchanges++] =
+        (struct roster_change){xstrdup(u->id), xstrdup(u->username), status, u->last_seen_ms};
+}
+
+static struct roster_user *user_new(struct roster *r, const struct roster_row *row)
+{
+    struct roster_user *u = xcalloc(1, sizeof *u);
+    u->id = xstrdup(row->id);
+    u->username = xstrdup(row->username ? row->username : "");
+    u->status = row->status;
+    u->last_seen_ms = row->last_seen_ms;
+    u->was_online = row->online;
+    map_put(&r->users, u->id, u);
+    return u;
+}
+
+static void set_username(struct roster *r, struct roster_user *u, const char *username)
+{
+    if (!username || !*username || strcmp(u->username, username) == 0)
+        return;
+    free(u->username);
+    u->username = xstrdup(username);
+    mark_dirty(r, u);
+}
+
+/* Unlinks and frees s. When it was the user's last session, the user goes
+ * offline at now_ms: that is the only way a user goes offline. */
+static void session_remove(struct roster *r, struct roster_session *s, long long now_ms)
+{
+    char buf[128];
+    char *key = session_key(buf, sizeof buf, s->edge->id, s->conn_id);
+    map_del(&r->sessions, key);
+    key_free(key, buf);
+
+    struct roster_user *u = s->user;
+    if (s->user_prev)
+        s->user_prev->user_next = s->user_next;
+    else
+        u->sessions = s->user_next;
+    if (s->user_next)
+        s->user_next->user_prev = s->user_prev;
+    if (s->edge_prev)
+        s->edge_prev->edge_next = s->edge_next;
+    else
+        s->edge->sessions = s->edge_next;
+    if (s->edge_next)
+        s->edge_next->edge_prev = s->edge_prev;
+    free(s);
+
+    assert(u->nsessions > 0);
+    if (--u->nsessions == 0) {
+        u->last_seen_ms = now_ms;
+        u->was_online = 0; /* announced offline: a later open is news again */
+        mark_dirty(r, u);
+        queue_change(r, u, ROSTER_OFFLINE);
+    }
+}
+
+static void edge_drop_sessions(struct roster *r, struct roster_edge *e, long long now_ms)
+{
+    while (e->sessions)
+        session_remove(r, e->sessions, now_ms);
+}
+
+/* ---- edges ---- */
+
+static struct roster_edge *edge_seen(struct roster *r, const char *edge_id, const char *boot_id,
+                                     long long mono_ms, long long now_ms)
+{
+    struct roster_edge *e = map_get(&r->edges, edge_id);
+    if (!boot_id)
+        boot_id = "";
+    if (!e) {
+        e = xcalloc(1, sizeof *e);
+        e->id = xstrdup(edge_id);
+        e->boot_id = xstrdup(boot_id);
+        map_put(&r->edges, e->id, e);
+    } else if (strcmp(e->boot_id, boot_id) != 0) {
+        /* The edge restarted: the sockets of its previous life are gone. */
+        edge_drop_sessions(r, e, now_ms);
+        free(e->boot_id);
+        e->boot_id = xstrdup(boot_id);
+    }
+    if (mono_ms > e->last_heard_ms)
+        e->last_heard_ms = mono_ms;
+    return e;
+}
+
+void roster_edge_seen(struct roster *r, const char *edge_id, const char *boot_id, long long mono_ms,
+                      long long now_ms)
+{
+    edge_seen(r, edge_id, boot_id, mono_ms, now_ms);
+}
+
+size_t roster_edge_expire(struct roster *r, long long mono_ms, long long timeout_ms, long long now_ms)
+{
+    /* Collect first: the map must not change while it is iterated. */
+    struct roster_edge **dead = NULL;
+    size_t ndead = 0, i;
+    for (struct map_entry *me = map_first(&r->edges, &i); me; me = map_next(&r->edges, me, &i)) {
+        struct roster_edge *e = me->value;
+        if (mono_ms - e->last_heard_ms > timeout_ms) {
+            dead = xrealloc(dead, (ndead + 1) * sizeof *dead);
+            dead[ndead++] = e;
+        }
+    }
+    for (size_t k = 0; k < ndead; k++) {
+        struct roster_edge *e = dead[k];
+        edge_drop_sessions(r, e, now_ms);
+        map_del(&r->edges, e->id);
+        free(e->id);
+        free(e->boot_id);
+        free(e);
+    }
+    free(dead);
+    return ndead;
+}
+
+void roster_edge_touch_all(struct roster *r, long long mono_ms)
+{
+    size_t i;
+    for (struct map_entry *me = map_first(&r->edges, &i); me; me = map_next(&r->edges, me, &i)) {
+        struct roster_edge *e = me->value;
+        if (mono_ms > e->last_heard_ms)
+            e->last_heard_ms = mono_ms;
+    }
+}
+
+/* ---- sessions ---- */
+
+static struct roster_session *session_find(const struct roster *r, const char *edge_id,
+                                           unsigned long long conn_id)
+{
+    char buf[128];
+    char *key = session_key(buf, sizeof buf, edge_id, conn_id);
+    struct roster_session *s = map_get(&r->sessions, key);
+    key_free(key, buf);
+    return s;
+}
+
+int roster_open(struct roster *r, const struct roster_event *ev, const struct roster_row *row)
+{
+    struct roster_edge *e = edge_seen(r, ev->edge_id, ev->boot_id, ev->mono_ms, ev->now_ms);
+    struct roster_session *s = session_find(r, ev->edge_id, ev->conn_id);
+    if (s && strcmp(s->user->id, ev->user_id) == 0) {
+        set_username(r, s->user, ev->username);
+        return 0;
+    }
+    if (s) /* the edge reused a connection id for another user: close the old one */
+        session_remove(r, s, ev->now_ms);
+
+    struct roster_user *u = map_get(&r->users, ev->user_id);
+    if (!u) {
+        struct roster_row fresh = {ev->user_id, "", ROSTER_ONLINE, 0, 0};
+        u = user_new(r, row && strcmp(row->id, ev->user_id) == 0 ? row : &fresh);
+        mark_dirty(r, u); /* at least users.online changes; a new user needs its row */
+    }
+    set_username(r, u, ev->username);
+
+    s = xcalloc(1, sizeof *s);
+    s->user = u;
+    s->edge = e;
+    s->conn_id = ev->conn_id;
+    s->user_next = u->sessions;
+    if (u->sessions)
+        u->sessions->user_prev = s;
+    u->sessions = s;
+    s->edge_next = e->sessions;
+    if (e->sessions)
+        e->sessions->edge_prev = s;
+    e->sessions = s;
+    char buf[128];
+    char *key = session_key(buf, sizeof buf, ev->edge_id, ev->conn_id);
+    map_put(&r->sessions, key, s);
+    key_free(key, buf);
+
+    if (++u->nsessions > 1)
+        return 0;
+    mark_dirty(r, u); /* online = true */
+    /* In the resync window, a re-announced session, or a user who was online
+     * before presence restarted and whose other sessions are not re-announced
+     * yet: the rest of the world still sees them as they were, so say nothing.
+     * After the window, a first session is news even when re-announced: the
+     * sweep (or nobody) told the world this user was offline. */
+    int quiet = r->resyncing && (ev->resync || u->was_online);
+    if (!quiet) {
+        u->status = ROSTER_ONLINE;
+        queue_change(r, u, ROSTER_ONLINE);
+    }
+    return 1;
+}
+
+int roster_close(struct roster *r, const struct roster_event *ev)
+{
+    edge_seen(r, ev->edge_id, ev->boot_id, ev->mono_ms, ev->now_ms);
+    struct roster_session *s = session_find(r, ev->edge_id, ev->conn_id);
+    if (!s)
+        return -1;
+    int last = s->user->nsessions == 1;
+    session_remove(r, s, ev->now_ms);
+    return last;
+}
+
+int roster_set_status(struct roster *r, const char *user_id, enum roster_status status)
+{
+    struct roster_user *u = map_get(&r->users, user_id);
+    if (!u || u->nsessions == 0)
+        return -1;
+    u->status = status;
+    mark_dirty(r, u);
+    queue_change(r, u, status);
+    return 0;
+}
+
+/* ---- resync ---- */
+
+void roster_resync_begin(struct roster *r)
+{
+    r->resyncing = 1;
+}
+
+void roster_resync_end(struct roster *r)
+{
+    r->resyncing = 0;
+}
+
+int roster_resyncing(const struct roster *r)
+{
+    return r->resyncing;
+}
+
+int roster_sweep_user(struct roster *r, const struct roster_row *row, long long now_ms)
+{
+    if (map_get(&r->users, row->id))
+        return 0; /* connected, or already gone offline with its write pending */
+    struct roster_user *u = user_new(r, row);
+    u->last_seen_ms = now_ms;
+    u->was_online = 0;
+    mark_dirty(r, u);
+    queue_change(r, u, ROSTER_OFFLINE);
+    return 1;
+}
+
+/* ---- output ---- */
+
+size_t roster_changes(const struct roster *r, const struct roster_change **out)
+{
+    *out = r->changes;
+    return r->nchanges;
+}
+
+void roster_changes_clear(struct roster *r)
+{
+    for (size_t i = 0; i < r->nchanges; i++) {
+        free(r->changes[i].user_id);
+        free(r->changes[i].username);
+    }
+    r->nchanges = 0;
+}
+
+size_t roster_flush(struct roster *r, int (*save)(void *ctx, const struct roster_user *u), void *ctx)
+{
+    size_t done = 0;
+    while (done < r->ndirty && save(ctx, r->dirty[done]) == 0)
+        r->dirty[done++]->dirty = 0;
+    for (size_t k = 0; k < done; k++) {
+        struct roster_user *u = r->dirty[k];
+        if (u->nsessions == 0 && !u->dirty) {
+            map_del(&r->users, u->id);
+            user_free(u);
+        }
+    }
+    if (done) {
+        memmove(r->dirty, r->dirty + done, (r->ndirty - done) * sizeof *r->dirty);
+        r->ndirty -= done;
+    }
+    return r->ndirty;
+}
+
+static void info_of(struct roster_info *out, const struct roster_user *u)
+{
+    out->user_id = u->id;
+    out->username = u->username;
+    out->status = u->nsessions > 0 ? u->status : ROSTER_OFFLINE;
+    out->last_seen_ms = u->last_seen_ms;
+    out->known = 1;
+}
+
+void roster_query(const struct roster *r, const char *const *ids, size_t n, struct roster_info *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct roster_user *u = map_get(&r->users, ids[i]);
+        if (u) {
+            info_of(&out[i], u);
+        } else {
+            out[i] = (struct roster_info){ids[i], "", ROSTER_OFFLINE, 0, 0};
+        }
+    }
+}
+
+size_t roster_online(const struct roster *r, struct roster_info **out)
+{
+    size_t n = 0, i;
+    *out = xmalloc((r->users.count ? r->users.count : 1) * sizeof **out);
+    for (struct map_entry *e = map_first(&r->users, &i); e; e = map_next(&r->users, e, &i)) {
+        const struct roster_user *u = e->value;
+        if (u->nsessions > 0 && u->status != ROSTER_OFFLINE)
+            info_of(&(*out)[n++], u);
+    }
+    return n;
+}
+
+size_t roster_nusers(const struct roster *r)
+{
+    return r->users.count;
+}
+
+size_t roster_nsessions(const struct roster *r)
+{
+    return r->sessions.count;
+}
+
+size_t roster_nedges(const struct roster *r)
+{
+    return r->edges.count;
+}

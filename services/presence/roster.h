@@ -1,0 +1,143 @@
+/* roster: presence's memory, and every rule that decides who is online. Users
+ * with their sessions (edge_id, conn_id), edges with their boot id and last
+ * sign of life, each user's chosen status, username and lastSeen. Pure: no
+ * I/O, no clock, no locking; the caller passes the times, publishes the
+ * changes the roster queues and writes the users it marks dirty. */
+#ifndef ROSTER_H
+#define ROSTER_H
+
+#include <stddef.h>
+
+/* The chosen status; the values are those of chat.v1.Status. */
+enum roster_status {
+    ROSTER_ONLINE = 1,
+    ROSTER_AWAY = 2,
+    ROSTER_OFFLINE = 3,
+};
+
+/* A user presence knows of: connected now, or disconnected with a row not yet
+ * written. Read-only for callers; valid until the next roster_flush(). */
+struct roster_user {
+    const char *id;            /* as given (callers normalise uuids first) */
+    char *username;            /* never NULL */
+    enum roster_status status; /* chosen status */
+    long long last_seen_ms;    /* Unix ms, 0 = never */
+    size_t nsessions;          /* online while > 0 */
+    int was_online;            /* users.online as loaded (resync window rule) */
+    int dirty;                 /* the row needs writing */
+    struct roster_session *sessions;
+};
+
+/* A broadcast to make (PresenceChange): a copy of the user's fields at the time
+ * of the change, with the status to announce. Owned by the roster until
+ * roster_changes_clear(). */
+struct roster_change {
+    char *user_id;
+    char *username;
+    enum roster_status status;
+    long long last_seen_ms;
+};
+
+/* One answer of roster_query() or roster_online(). Strings are borrowed from the
+ * roster (or from the query's ids) until the next roster call. */
+struct roster_info {
+    const char *user_id;
+    const char *username;
+    enum roster_status status;
+    long long last_seen_ms;
+    int known; /* 0: not in memory; the caller asks the database */
+};
+
+struct roster;
+
+struct roster *roster_create(void);
+/* Accepts NULL. */
+void roster_destroy(struct roster *r);
+
+/* NULL when unknown. */
+struct roster_user *roster_user_get(const struct roster *r, const char *id);
+
+/* A users row as the caller read it from the database. */
+struct roster_row {
+    const char *id;
+    const char *username;
+    enum roster_status status;
+    long long last_seen_ms; /* 0 = never */
+    int online;
+};
+
+/* A SessionEvent, with the times it was received at: mono_ms for edge
+ * liveness (a monotonic clock), now_ms for last_seen (Unix ms). */
+struct roster_event {
+    const char *edge_id;
+    const char *boot_id;
+    unsigned long long conn_id;
+    const char *user_id;
+    const char *username;
+    int resync;
+    long long mono_ms;
+    long long now_ms;
+};
+
+/* An edge's sign of life (heartbeat or session event) at mono_ms. A new boot id
+ * for a known edge means it restarted: all its sessions are dropped first, with
+ * OFFLINE changes (last_seen = now_ms) for users who lost their last one. */
+void roster_edge_seen(struct roster *r, const char *edge_id, const char *boot_id, long long mono_ms,
+                      long long now_ms);
+/* Drops the sessions of edges silent for more than timeout_ms, and forgets the
+ * edges. Returns how many edges were dropped. */
+size_t roster_edge_expire(struct roster *r, long long mono_ms, long long timeout_ms, long long now_ms);
+/* Counts every edge as heard from at mono_ms: presence itself was deaf (NATS
+ * outage), which says nothing about the edges. */
+void roster_edge_touch_all(struct roster *r, long long mono_ms);
+
+/* Session open. Counts as a sign of life of the edge (roster_edge_seen). A user
+ * not in memory is created from row (the database's copy; NULL = a new user:
+ * ONLINE, never seen). A first session queues an ONLINE change and makes the
+ * chosen status ONLINE, unless it is quiet: the resync window is open and
+ * resync is set or the row said online. A known session is left as it is
+ * (idempotent); a known session of another user is moved. An empty username
+ * keeps the previous one. Returns 1 for a user's first session, else 0. */
+int roster_open(struct roster *r, const struct roster_event *ev, const struct roster_row *row);
+/* Session close; also a sign of life of the edge. Unknown sessions are ignored
+ * (returns -1). The last session of a user sets last_seen = now_ms and queues an
+ * OFFLINE change (returns 1); otherwise returns 0. */
+int roster_close(struct roster *r, const struct roster_event *ev);
+
+/* Sets the chosen status of a connected user and queues a change with it.
+ * Returns -1 (nothing done) when the user has no session. */
+int roster_set_status(struct roster *r, const char *user_id, enum roster_status status);
+
+/* The resync window after a start: quiet opens (see roster_open). */
+void roster_resync_begin(struct roster *r);
+void roster_resync_end(struct roster *r);
+int roster_resyncing(const struct roster *r);
+/* End of the window: a user the database says is online. If presence has no
+ * record of them (nobody re-announced a session), they are added offline
+ * (last_seen = now_ms, dirty) with an OFFLINE change and 1 is returned; else 0. */
+int roster_sweep_user(struct roster *r, const struct roster_row *row, long long now_ms);
+
+/* The changes queued since the last roster_changes_clear(), oldest first. */
+size_t roster_changes(const struct roster *r, const struct roster_change **out);
+void roster_changes_clear(struct roster *r);
+
+/* Calls save for every dirty user, oldest mark first; a 0 return makes the user
+ * clean. Stops at the first failure (the store is down). Then forgets the clean
+ * users with no session: pointers to them die here. Returns the number of
+ * users still dirty. */
+size_t roster_flush(struct roster *r, int (*save)(void *ctx, const struct roster_user *u), void *ctx);
+
+/* One answer per id in order (duplicates kept): a connected user has their chosen
+ * status; a known user without session is OFFLINE with their last_seen; others
+ * are OFFLINE, "", 0 and known = 0. out holds n entries. */
+void roster_query(const struct roster *r, const char *const *ids, size_t n, struct roster_info *out);
+/* Every connected user whose chosen status is not OFFLINE (invisible users are
+ * left out). *out is malloc'd (free it); returns the count. */
+size_t roster_online(const struct roster *r, struct roster_info **out);
+
+/* Counts, for logs and tests. */
+size_t roster_nusers(const struct roster *r);
+size_t roster_nsessions(const struct roster *r);
+size_t roster_nedges(const struct roster *r);
+
+#endif

@@ -1,0 +1,766 @@
+/* presence_test: the real chat-presence binary against a real nats-server
+ * (started here on a free port, so that it can be restarted) and a throwaway
+ * PostgreSQL (started by run.sh: DATABASE_URL, the PG* variables and PG_DIR).
+ * This program plays the edges: it sends SessionEvents, heartbeats, SetStatus
+ * and queries as nats.c + protobuf-c messages, listens to chat.presence.status
+ * and chat.presence.resync, reads rows back with psql, kills and restarts the
+ * service, and takes NATS and PostgreSQL away. Every wait is bounded. Prints
+ * "presence: N passed, M failed"; exits 1 on any failure.
+ * usage: presence_test PRESENCE_BIN WORKDIR (logs and nats.pid go there) */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nats/nats.h>
+
+#include "chat.pb-c.h"
+
+#define EDGE_TIMEOUT_MS 1500
+#define RESYNC_MS 1000
+#define MAX_QUERY 5
+
+static int passed, failed;
+
+#define CHECK(cond, ...)                                                                                     \
+    do {                                                                                                     \
+        if (cond) {                                                                                          \
+            passed++;                                                                                        \
+        } else {                                                                                             \
+            failed++;                                                                                        \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                             \
+            fprintf(stderr, __VA_ARGS__);                                                                    \
+            fputc('\n', stderr);                                                                             \
+        }                                                                                                    \
+    } while (0)
+
+static natsConnection *nc;
+static natsSubscription *status_sub, *resync_sub;
+static const char *presence_bin, *workdir;
+static pid_t presence_pid = -1, nats_pid = -1;
+static int nats_port;
+static char nats_url[64];
+
+static long long now_ms(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static void uid(char *out, int n)
+{
+    snprintf(out, 37, "00000000-0000-4000-8000-%012d", n);
+}
+
+/* ---- the service process ---- */
+
+static void presence_start(void)
+{
+    presence_pid = fork();
+    if (presence_pid == 0) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/presence.log", workdir);
+        FILE *f = freopen(path, "a", stderr);
+        (void)f;
+        setenv("NATS_URL", nats_url, 1);
+        setenv("PRESENCE_EDGE_TIMEOUT_MS", "1500", 1);
+        setenv("PRESENCE_RESYNC_MS", "1000", 1);
+        setenv("PRESENCE_MAX_QUERY", "5", 1);
+        setenv("LOG_LEVEL", "debug", 1);
+        execl(presence_bin, presence_bin, (char *)NULL);
+        _exit(127);
+    }
+}
+
+/* Waits up to ms for *pid to exit; returns its wait status, -1 on timeout. */
+static int child_wait(pid_t *pid, long ms)
+{
+    for (long t = 0; t < ms; t += 20) {
+        int st;
+        if (waitpid(*pid, &st, WNOHANG) == *pid) {
+            *pid = -1;
+            return st;
+        }
+        sleep_ms(20);
+    }
+    return -1;
+}
+
+static int presence_wait(long ms)
+{
+    return child_wait(&presence_pid, ms);
+}
+
+/* ---- nats-server ---- */
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+static int port_open(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+/* Starts nats-server on nats_port; its pid goes to WORKDIR/nats.pid so that
+ * run.sh can stop it if this program dies. Returns 0 once it accepts. */
+static int nats_start(void)
+{
+    char port[16], path[512];
+    snprintf(port, sizeof port, "%d", nats_port);
+    nats_pid = fork();
+    if (nats_pid == 0) {
+        snprintf(path, sizeof path, "%s/nats.log", workdir);
+        FILE *f = freopen(path, "a", stderr);
+        f = freopen(path, "a", stdout);
+        (void)f;
+        execlp("nats-server", "nats-server", "-a", "127.0.0.1", "-p", port, (char *)NULL);
+        _exit(127);
+    }
+    snprintf(path, sizeof path, "%s/nats.pid", workdir);
+    FILE *pf = fopen(path, "w");
+    if (pf) {
+        fprintf(pf, "%d\n", (int)nats_pid);
+        fclose(pf);
+    }
+    for (int i = 0; i < 250; i++) {
+        if (port_open(nats_port))
+            return 0;
+        sleep_ms(20);
+    }
+    return -1;
+}
+
+static void nats_stop(void)
+{
+    if (nats_pid > 0) {
+        kill(nats_pid, SIGTERM);
+        if (child_wait(&nats_pid, 5000) == -1) {
+            kill(nats_pid, SIGKILL);
+            child_wait(&nats_pid, 5000);
+        }
+    }
+}
+
+/* ---- fake edges: heartbeats from a thread while alive ---- */
+
+struct edge {
+    const char *id;
+    char boot[32];
+    int beating;
+};
+
+static struct edge edges[] = {{"edge-1", "boot-1a", 1}, {"edge-2", "boot-2a", 1}, {"edge-3", "boot-3a", 1}};
+static pthread_mutex_t edges_mu = PTHREAD_MUTEX_INITIALIZER;
+static volatile int stop_beating;
+
+static void send_heartbeat(const char *id, const char *boot)
+{
+    Chat__V1__EdgeHeartbeat hb = CHAT__V1__EDGE_HEARTBEAT__INIT;
+    hb.edge_id = (char *)id;
+    hb.boot_id = (char *)boot;
+    hb.interval_ms = 300;
+    uint8_t buf[256];
+    size_t n = chat__v1__edge_heartbeat__pack(&hb, buf);
+    natsConnection_Publish(nc, "chat.edge.heartbeat", buf, (int)n);
+}
+
+static void *beat(void *arg)
+{
+    (void)arg;
+    while (!stop_beating) {
+        pthread_mutex_lock(&edges_mu);
+        for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++)
+            if (edges[i].beating)
+                send_heartbeat(edges[i].id, edges[i].boot);
+        pthread_mutex_unlock(&edges_mu);
+        sleep_ms(300);
+    }
+    return NULL;
+}
+
+/* ---- requests ---- */
+
+/* Sends a SessionEvent; with want_reply, as a request whose PresenceList is
+ * returned (NULL on timeout; free with chat__v1__presence_list__free_unpacked). */
+static Chat__V1__PresenceList *session(int open, struct edge *e, unsigned long long conn, const char *user,
+                                       const char *name, int resync, int want_reply)
+{
+    Chat__V1__SessionEvent se = CHAT__V1__SESSION_EVENT__INIT;
+    se.kind = open ? CHAT__V1__SESSION_EVENT__KIND__KIND_OPEN : CHAT__V1__SESSION_EVENT__KIND__KIND_CLOSE;
+    se.edge_id = (char *)e->id;
+    pthread_mutex_lock(&edges_mu);
+    char boot[32];
+    snprintf(boot, sizeof boot, "%s", e->boot);
+    pthread_mutex_unlock(&edges_mu);
+    se.boot_id = boot;
+    se.conn_id = conn;
+    se.user_id = (char *)user;
+    se.username = (char *)name;
+    se.resync = resync;
+    uint8_t buf[512];
+    size_t n = chat__v1__session_event__pack(&se, buf);
+    if (!want_reply) {
+        natsConnection_Publish(nc, "chat.presence.session", buf, (int)n);
+        natsConnection_Flush(nc);
+        return NULL;
+    }
+    natsMsg *reply = NULL;
+    if (natsConnection_Request(&reply, nc, "chat.presence.session", buf, (int)n, 3000) != NATS_OK)
+        return NULL;
+    Chat__V1__PresenceList *l = chat__v1__presence_list__unpack(NULL, (size_t)natsMsg_GetDataLength(reply),
+                                                                (const uint8_t *)natsMsg_GetData(reply));
+    natsMsg_Destroy(reply);
+    return l;
+}
+
+static void set_status(const char *user, Chat__V1__Status st)
+{
+    Chat__V1__SetStatus ss = CHAT__V1__SET_STATUS__INIT;
+    ss.user_id = (char *)user;
+    ss.status = st;
+    uint8_t buf[256];
+    size_t n = chat__v1__set_status__pack(&ss, buf);
+    natsConnection_Publish(nc, "chat.presence.set", buf, (int)n);
+    natsConnection_Flush(nc);
+}
+
+static Chat__V1__PresenceList *query(const char **ids, size_t n)
+{
+    Chat__V1__PresenceQuery q = CHAT__V1__PRESENCE_QUERY__INIT;
+    q.n_user_ids = n;
+    q.user_ids = (char **)ids;
+    uint8_t buf[4096];
+    size_t len = chat__v1__presence_query__pack(&q, buf);
+    natsMsg *reply = NULL;
+    if (natsConnection_Request(&reply, nc, "chat.presence.query", buf, (int)len, 3000) != NATS_OK)
+        return NULL;
+    Chat__V1__PresenceList *l = chat__v1__presence_list__unpack(NULL, (size_t)natsMsg_GetDataLength(reply),
+                                                                (const uint8_t *)natsMsg_GetData(reply));
+    natsMsg_Destroy(reply);
+    return l;
+}
+
+/* The entry of user in l, or NULL. */
+static const Chat__V1__PresenceInfo *find(const Chat__V1__PresenceList *l, const char *user)
+{
+    for (size_t i = 0; l && i < l->n_users; i++)
+        if (strcmp(l->users[i]->user_id, user) == 0)
+            return l->users[i];
+    return NULL;
+}
+
+/* ---- chat.presence.status, with a backlog so that waiting for one user does
+ * not lose another's change ---- */
+
+struct change {
+    char user[64], name[64];
+    int status;
+    long long last_seen;
+    long long at; /* monotonic ms when received */
+};
+
+static struct change backlog[512];
+static size_t nbacklog;
+
+static void pull(long timeout_ms)
+{
+    natsMsg *m = NULL;
+    if (natsSubscription_NextMsg(&m, status_sub, timeout_ms) != NATS_OK)
+        return;
+    Chat__V1__PresenceChange *pc = chat__v1__presence_change__unpack(NULL, (size_t)natsMsg_GetDataLength(m),
+                                                                     (const uint8_t *)natsMsg_GetData(m));
+    if (pc && pc->info && nbacklog < sizeof backlog / sizeof backlog[0]) {
+        struct change *c = &backlog[nbacklog++];
+        snprintf(c->user, sizeof c->user, "%s", pc->info->user_id);
+        snprintf(c->name, sizeof c->name, "%s", pc->info->username);
+        c->status = pc->info->status;
+        c->last_seen = pc->info->last_seen_ms;
+        c->at = now_ms(CLOCK_MONOTONIC);
+    }
+    chat__v1__presence_change__free_unpacked(pc, NULL);
+    natsMsg_Destroy(m);
+}
+
+static int take(const char *user, struct change *out)
+{
+    for (size_t i = 0; i < nbacklog; i++) {
+        if (strcmp(backlog[i].user, user) == 0) {
+            if (out)
+                *out = backlog[i];
+            memmove(&backlog[i], &backlog[i + 1], (nbacklog - i - 1) * sizeof backlog[0]);
+            nbacklog--;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The next change of user within timeout_ms: 1 and *out, or 0. */
+static int expect_change(const char *user, long timeout_ms, struct change *out)
+{
+    long long end = now_ms(CLOCK_MONOTONIC) + timeout_ms;
+    for (;;) {
+        if (take(user, out))
+            return 1;
+        long long left = end - now_ms(CLOCK_MONOTONIC);
+        if (left <= 0)
+            return 0;
+        pull(left);
+    }
+}
+
+/* How many changes of user arrive within ms (they are consumed). */
+static int count_changes(const char *user, long ms)
+{
+    long long end = now_ms(CLOCK_MONOTONIC) + ms;
+    long long left;
+    while ((left = end - now_ms(CLOCK_MONOTONIC)) > 0)
+        pull(left);
+    int n = 0;
+    while (take(user, NULL))
+        n++;
+    return n;
+}
+
+static void drain_changes(void)
+{
+    natsMsg *m = NULL;
+    while (natsSubscription_NextMsg(&m, status_sub, 100) == NATS_OK)
+        natsMsg_Destroy(m);
+    nbacklog = 0;
+}
+
+/* Waits for a ResyncRequest; copies its boot id. */
+static int expect_resync(long timeout_ms, char *boot, size_t size)
+{
+    natsMsg *m = NULL;
+    if (natsSubscription_NextMsg(&m, resync_sub, timeout_ms) != NATS_OK)
+        return 0;
+    Chat__V1__ResyncRequest *rr = chat__v1__resync_request__unpack(NULL, (size_t)natsMsg_GetDataLength(m),
+                                                                   (const uint8_t *)natsMsg_GetData(m));
+    int ok = rr && *rr->presence_boot_id;
+    if (ok)
+        snprintf(boot, size, "%s", rr->presence_boot_id);
+    chat__v1__resync_request__free_unpacked(rr, NULL);
+    natsMsg_Destroy(m);
+    return ok;
+}
+
+/* ---- the users table, read with psql ---- */
+
+/* "username|status|online|last_seen_ms" of user, or "" when there is no row. */
+static void row_of(const char *user, char *out, size_t size)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd,
+             "psql -XAtq -c \"SELECT username || '|' || status || '|' || online || '|' || "
+             "COALESCE(floor(extract(epoch FROM last_seen) * 1000)::bigint, 0) FROM users WHERE id = '%s'\"",
+             user);
+    out[0] = '\0';
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return;
+    if (!fgets(out, (int)size, p))
+        out[0] = '\0';
+    out[strcspn(out, "\n")] = '\0';
+    pclose(p);
+}
+
+/* ---- scenarios ---- */
+
+static char u1[37], u2[37], u3[37], u4[37], u5[37], u6[37], u7[37], u8[37], nobody[37];
+
+static void test_connect(void)
+{
+    Chat__V1__PresenceList *l = session(1, &edges[0], 1, u1, "alice", 0, 1);
+    CHECK(l != NULL, "open: no reply");
+    const Chat__V1__PresenceInfo *me = find(l, u1);
+    CHECK(me && me->status == CHAT__V1__STATUS__STATUS_ONLINE && strcmp(me->username, "alice") == 0 &&
+              me->last_seen_ms == 0,
+          "open: reply list lacks alice online");
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    struct change c;
+    CHECK(expect_change(u1, 2000, &c) && c.status == CHAT__V1__STATUS__STATUS_ONLINE &&
+              strcmp(c.name, "alice") == 0,
+          "open: no online broadcast for alice");
+    char row[256];
+    row_of(u1, row, sizeof row);
+    CHECK(strcmp(row, "alice|online|true|0") == 0, "open: row is '%s'", row);
+}
+
+static void test_two_sessions(void)
+{
+    Chat__V1__PresenceList *l = session(1, &edges[0], 2, u2, "bob", 0, 1);
+    CHECK(l && find(l, u1) && find(l, u2), "bob's list lacks alice or bob");
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    l = session(1, &edges[1], 2, u2, "bob", 0, 1); /* same conn id, other edge */
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    CHECK(count_changes(u2, 500) == 1, "two opens: want exactly one online broadcast");
+    session(0, &edges[0], 2, u2, "", 0, 0);
+    CHECK(count_changes(u2, 500) == 0, "closing one of two sessions broadcast something");
+    long long before = now_ms(CLOCK_REALTIME);
+    l = session(0, &edges[1], 2, u2, "", 0, 1); /* a close as a request: empty list */
+    CHECK(l && l->n_users == 0, "close request: want an empty list");
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    long long after = now_ms(CLOCK_REALTIME);
+    struct change c;
+    int got = expect_change(u2, 2000, &c);
+    CHECK(got && c.status == CHAT__V1__STATUS__STATUS_OFFLINE && c.last_seen >= before - 5 &&
+              c.last_seen <= after + 5,
+          "last close: want offline with last_seen now (got=%d status=%d)", got, got ? c.status : -1);
+    char row[256], want[256];
+    row_of(u2, row, sizeof row);
+    snprintf(want, sizeof want, "bob|online|false|%lld", got ? c.last_seen : -1);
+    CHECK(strcmp(row, want) == 0, "last close: row '%s', want '%s'", row, want);
+    session(0, &edges[1], 99, u2, "", 0, 0); /* unknown close */
+    CHECK(count_changes(u2, 300) == 0, "unknown close broadcast something");
+}
+
+static void test_set_status(void)
+{
+    set_status(u1, CHAT__V1__STATUS__STATUS_AWAY);
+    struct change c;
+    CHECK(expect_change(u1, 2000, &c) && c.status == CHAT__V1__STATUS__STATUS_AWAY, "set away: no broadcast");
+    char row[256];
+    row_of(u1, row, sizeof row);
+    CHECK(strncmp(row, "alice|away|true|", 16) == 0, "set away: row '%s'", row);
+    set_status(u2, CHAT__V1__STATUS__STATUS_AWAY); /* bob has no session */
+    set_status(u1, (Chat__V1__Status)7);           /* no such status */
+    CHECK(count_changes(u2, 300) == 0 && count_changes(u1, 0) == 0, "ignored set broadcast something");
+    Chat__V1__PresenceList *l = session(1, &edges[0], 3, u3, "carol", 0, 1);
+    const Chat__V1__PresenceInfo *a = find(l, u1);
+    CHECK(a && a->status == CHAT__V1__STATUS__STATUS_AWAY, "list: alice is not away");
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    set_status(u1, CHAT__V1__STATUS__STATUS_OFFLINE); /* invisible */
+    CHECK(expect_change(u1, 2000, &c) && c.status == CHAT__V1__STATUS__STATUS_OFFLINE && c.last_seen == 0,
+          "invisible: want offline with the stored last_seen (0)");
+    l = session(1, &edges[0], 4, u3, "carol", 0, 1);
+    CHECK(l && !find(l, u1) && find(l, u3), "invisible alice is in the list");
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    set_status(u1, CHAT__V1__STATUS__STATUS_ONLINE);
+    CHECK(expect_change(u1, 2000, &c) && c.status == CHAT__V1__STATUS__STATUS_ONLINE, "back online: nothing");
+    session(0, &edges[0], 3, u3, "", 0, 0);
+    session(0, &edges[0], 4, u3, "", 0, 0);
+    CHECK(expect_change(u3, 2000, &c) && c.status == CHAT__V1__STATUS__STATUS_ONLINE &&
+              expect_change(u3, 2000, &c) && c.status == CHAT__V1__STATUS__STATUS_OFFLINE,
+          "carol: want online then offline");
+}
+
+static void test_query(void)
+{
+    const char *ids[] = {u1, nobody, u2, u1, "not-a-uuid"};
+    Chat__V1__PresenceList *l = query(ids, 5);
+    CHECK(l && l->n_users == 5, "query: want 5 answers");
+    if (l && l->n_users == 5) {
+        for (int i = 0; i < 5; i++)
+            CHECK(strcmp(l->users[i]->user_id, ids[i]) == 0, "query: answer %d is for %s", i,
+                  l->users[i]->user_id);
+        CHECK(l->users[0]->status == CHAT__V1__STATUS__STATUS_ONLINE &&
+                  strcmp(l->users[0]->username, "alice") == 0,
+              "query: alice");
+        CHECK(l->users[3]->status == CHAT__V1__STATUS__STATUS_ONLINE, "query: duplicate alice");
+        CHECK(l->users[1]->status == CHAT__V1__STATUS__STATUS_OFFLINE && l->users[1]->last_seen_ms == 0 &&
+                  !*l->users[1]->username,
+              "query: unknown id");
+        char row[256];
+        row_of(u2, row, sizeof row);
+        const char *ls = strrchr(row, '|');
+        CHECK(l->users[2]->status == CHAT__V1__STATUS__STATUS_OFFLINE &&
+                  strcmp(l->users[2]->username, "bob") == 0 && ls &&
+                  l->users[2]->last_seen_ms == atoll(ls + 1) && l->users[2]->last_seen_ms > 0,
+              "query: bob (from the database) wants offline, last_seen of row '%s'", row);
+        CHECK(l->users[4]->status == CHAT__V1__STATUS__STATUS_OFFLINE, "query: not a uuid");
+    }
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    const char *many[MAX_QUERY + 1] = {u1, u1, u1, u1, u1, u1};
+    l = query(many, MAX_QUERY + 1);
+    CHECK(l && l->n_users == 0, "query over PRESENCE_MAX_QUERY: want an empty list");
+    chat__v1__presence_list__free_unpacked(l, NULL);
+}
+
+static void test_edge_timeout(void)
+{
+    struct edge *e = &edges[1];
+    Chat__V1__PresenceList *l = session(1, e, 10, u4, "dan", 0, 1);
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    pthread_mutex_lock(&edges_mu);
+    e->beating = 0;
+    pthread_mutex_unlock(&edges_mu);
+    long long last_life = now_ms(CLOCK_MONOTONIC); /* the open, or the heartbeat just before */
+    struct change c;
+    CHECK(expect_change(u4, 2000, &c) && c.status == CHAT__V1__STATUS__STATUS_ONLINE, "dan: no online");
+    int got = expect_change(u4, EDGE_TIMEOUT_MS + 2000, &c);
+    long long waited = got ? c.at - last_life : -1;
+    CHECK(got && c.status == CHAT__V1__STATUS__STATUS_OFFLINE, "silent edge: dan not dropped");
+    /* > the timeout after the last sign of life, and at most one tick (+ slack) late */
+    CHECK(got && waited >= EDGE_TIMEOUT_MS - 350 && waited <= EDGE_TIMEOUT_MS + 700,
+          "silent edge dropped after %lld ms, want about %d", waited, EDGE_TIMEOUT_MS);
+    char row[256];
+    row_of(u4, row, sizeof row);
+    CHECK(strncmp(row, "dan|online|false|", 17) == 0, "silent edge: row '%s'", row);
+    pthread_mutex_lock(&edges_mu);
+    e->beating = 1;
+    pthread_mutex_unlock(&edges_mu);
+}
+
+static void test_boot_change(void)
+{
+    struct edge *e = &edges[2];
+    Chat__V1__PresenceList *l = session(1, e, 1, u5, "erin", 0, 1);
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    struct change c;
+    CHECK(expect_change(u5, 2000, &c) && c.status == CHAT__V1__STATUS__STATUS_ONLINE, "erin: no online");
+    pthread_mutex_lock(&edges_mu);
+    snprintf(e->boot, sizeof e->boot, "boot-3b");
+    pthread_mutex_unlock(&edges_mu);
+    long long t0 = now_ms(CLOCK_MONOTONIC);
+    send_heartbeat(e->id, "boot-3b");
+    int got = expect_change(u5, 1000, &c);
+    CHECK(got && c.status == CHAT__V1__STATUS__STATUS_OFFLINE && c.at - t0 < 500,
+          "new boot id: erin not dropped at once");
+}
+
+static void test_bad_input(void)
+{
+    static const uint8_t junk[] = {0xff, 0xff, 0xff, 0x0f, 0x08, 0x96, 0x01, 0x12};
+    const char *subjects[] = {"chat.presence.session", "chat.presence.set", "chat.presence.query",
+                              "chat.edge.heartbeat"};
+    for (int i = 0; i < 4; i++) {
+        natsConnection_Publish(nc, subjects[i], junk, sizeof junk);
+        natsConnection_Publish(nc, subjects[i], "", 0);
+        natsMsg *r = NULL;
+        natsStatus s = natsConnection_Request(&r, nc, subjects[i], junk, sizeof junk, 300);
+        CHECK(s == NATS_TIMEOUT, "junk on %s was answered (%s)", subjects[i], natsStatus_GetText(s));
+        natsMsg_Destroy(r);
+    }
+    /* well-formed protobuf, bad fields */
+    Chat__V1__PresenceList *l = session(1, &edges[0], 50, "not-a-uuid", "x", 0, 0);
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    struct edge noid = {"", "b", 1};
+    session(1, &noid, 51, u6, "x", 0, 0);
+    CHECK(count_changes(u6, 300) == 0, "a session event without edge id was applied");
+    const char *ids[] = {u1};
+    l = query(ids, 1);
+    CHECK(l && l->n_users == 1 && l->users[0]->status == CHAT__V1__STATUS__STATUS_ONLINE,
+          "presence does not answer after junk");
+    chat__v1__presence_list__free_unpacked(l, NULL);
+}
+
+static void test_restart(void)
+{
+    struct edge *e = &edges[0];
+    char boot2[64] = "";
+    Chat__V1__PresenceList *l = session(1, e, 20, u6, "frank", 0, 1);
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    l = session(1, e, 21, u7, "gina", 0, 1);
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    struct change c;
+    CHECK(expect_change(u6, 2000, &c) && expect_change(u7, 2000, &c), "frank, gina: no online");
+    natsMsg *m = NULL;
+    while (natsSubscription_NextMsg(&m, resync_sub, 50) == NATS_OK) /* the first start's */
+        natsMsg_Destroy(m);
+
+    kill(presence_pid, SIGKILL);
+    CHECK(presence_wait(5000) != -1, "kill -9: presence did not die");
+    /* while presence is down, gina's socket closes: the close goes nowhere */
+    session(0, e, 21, u7, "", 0, 0);
+    drain_changes();
+
+    presence_start();
+    CHECK(expect_resync(5000, boot2, sizeof boot2), "restart: no ResyncRequest");
+    /* edge-1 re-announces what it still holds: alice (conn 1) as a request,
+     * frank as a plain publish */
+    l = session(1, e, 1, u1, "alice", 1, 1);
+    CHECK(l && find(l, u1), "resync request: list lacks alice");
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    session(1, e, 20, u6, "frank", 1, 0);
+    int gina = expect_change(u7, RESYNC_MS + 2000, &c);
+    CHECK(gina && c.status == CHAT__V1__STATUS__STATUS_OFFLINE && c.last_seen > 0,
+          "after the resync window: gina not set offline");
+    CHECK(count_changes(u1, 300) == 0 && count_changes(u6, 0) == 0, "resynced users flapped");
+    char row[256];
+    row_of(u7, row, sizeof row);
+    CHECK(strncmp(row, "gina|online|false|", 18) == 0, "gina's row '%s'", row);
+    row_of(u1, row, sizeof row);
+    CHECK(strncmp(row, "alice|online|true|", 18) == 0, "alice's row '%s'", row);
+    const char *ids[] = {u1, u6, u7};
+    l = query(ids, 3);
+    CHECK(l && l->n_users == 3 && l->users[0]->status == CHAT__V1__STATUS__STATUS_ONLINE &&
+              l->users[1]->status == CHAT__V1__STATUS__STATUS_ONLINE &&
+              l->users[2]->status == CHAT__V1__STATUS__STATUS_OFFLINE,
+          "after restart: query wants alice, frank online and gina offline");
+    chat__v1__presence_list__free_unpacked(l, NULL);
+}
+
+/* pg_ctl on run.sh's cluster (PG_DIR), as its owner. */
+static int pg_ctl(const char *args)
+{
+    char cmd[1024];
+    const char *dir = getenv("PG_DIR"), *port = getenv("PGPORT");
+    if (!dir || !port)
+        return -1;
+    snprintf(
+        cmd, sizeof cmd,
+        "%s \"$(pg_config --bindir)/pg_ctl\" -D '%s/pg/data' -l '%s/pg/server.log' -w -t 30 %s >/dev/null",
+        getuid() == 0 ? "runuser -u postgres --" : "", dir, dir, args);
+    if (strstr(args, "start")) {
+        char opts[512];
+        snprintf(opts, sizeof opts, " -o \"-p %s -k %s/pg -c listen_addresses=127.0.0.1 -c fsync=off\"", port,
+                 dir);
+        strncat(cmd, opts, sizeof cmd - strlen(cmd) - 1);
+    }
+    return system(cmd);
+}
+
+/* PostgreSQL goes away: presence keeps serving from memory, and writes the rows
+ * once the database is back. */
+static void test_postgres_outage(void)
+{
+    CHECK(pg_ctl("-m fast stop") == 0, "pg_ctl stop failed");
+    Chat__V1__PresenceList *l = session(1, &edges[0], 30, u8, "hank", 0, 1);
+    CHECK(l && find(l, u8) && find(l, u1), "database down: open not answered");
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    struct change c;
+    CHECK(expect_change(u8, 2000, &c) && c.status == CHAT__V1__STATUS__STATUS_ONLINE,
+          "database down: no online");
+    session(0, &edges[0], 30, u8, "", 0, 0);
+    int got = expect_change(u8, 2000, &c);
+    CHECK(got && c.status == CHAT__V1__STATUS__STATUS_OFFLINE, "database down: no offline");
+    const char *ids[] = {u1, u8};
+    l = query(ids, 2);
+    CHECK(l && l->n_users == 2 && l->users[0]->status == CHAT__V1__STATUS__STATUS_ONLINE &&
+              l->users[1]->status == CHAT__V1__STATUS__STATUS_OFFLINE &&
+              strcmp(l->users[1]->username, "hank") == 0,
+          "database down: query not served from memory");
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    sleep_ms(1500); /* a few failed dials: the backoff grows */
+    CHECK(pg_ctl("start") == 0, "pg_ctl start failed");
+    char row[256] = "", want[256];
+    snprintf(want, sizeof want, "hank|online|false|%lld", got ? c.last_seen : -1);
+    for (int i = 0; i < 80 && strcmp(row, want) != 0; i++) { /* backoff is at most 5 s */
+        sleep_ms(100);
+        row_of(u8, row, sizeof row);
+    }
+    CHECK(strcmp(row, want) == 0, "database back: row '%s', want '%s'", row, want);
+}
+
+/* NATS goes away for longer than the edge timeout: presence was deaf, the edges
+ * were not dead, so nobody goes offline; the ResyncRequest is sent again. */
+static void test_nats_outage(void)
+{
+    natsMsg *m = NULL;
+    while (natsSubscription_NextMsg(&m, resync_sub, 50) == NATS_OK)
+        natsMsg_Destroy(m);
+    drain_changes();
+    nats_stop();
+    sleep_ms(EDGE_TIMEOUT_MS + 1000);
+    CHECK(nats_start() == 0, "nats-server restart failed");
+    char boot[64];
+    CHECK(expect_resync(5000, boot, sizeof boot), "after a NATS outage: no new ResyncRequest");
+    CHECK(count_changes(u1, EDGE_TIMEOUT_MS + 1000) == 0, "after a NATS outage: alice flapped");
+    const char *ids[] = {u1};
+    Chat__V1__PresenceList *l = query(ids, 1);
+    CHECK(l && l->n_users == 1 && l->users[0]->status == CHAT__V1__STATUS__STATUS_ONLINE,
+          "after a NATS outage: alice not online");
+    chat__v1__presence_list__free_unpacked(l, NULL);
+}
+
+static void test_shutdown(void)
+{
+    kill(presence_pid, SIGTERM);
+    int st = presence_wait(10000);
+    CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: want exit 0 (status %d)", st);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s PRESENCE_BIN WORKDIR\n", argv[0]);
+        return 2;
+    }
+    presence_bin = argv[1];
+    workdir = argv[2];
+    nats_port = free_port();
+    snprintf(nats_url, sizeof nats_url, "nats://127.0.0.1:%d", nats_port);
+    natsOptions *opts = NULL;
+    if (nats_start() != 0 || natsOptions_Create(&opts) != NATS_OK ||
+        natsOptions_SetURL(opts, nats_url) != NATS_OK || natsOptions_SetMaxReconnect(opts, -1) != NATS_OK ||
+        natsOptions_SetReconnectWait(opts, 100) != NATS_OK || natsConnection_Connect(&nc, opts) != NATS_OK ||
+        natsConnection_SubscribeSync(&status_sub, nc, "chat.presence.status") != NATS_OK ||
+        natsConnection_SubscribeSync(&resync_sub, nc, "chat.presence.resync") != NATS_OK) {
+        fprintf(stderr, "cannot start or reach nats-server at %s\n", nats_url);
+        nats_stop();
+        return 2;
+    }
+    natsConnection_Flush(nc);
+    uid(u1, 1), uid(u2, 2), uid(u3, 3), uid(u4, 4), uid(u5, 5), uid(u6, 6), uid(u7, 7), uid(u8, 8);
+    uid(nobody, 99);
+
+    pthread_t beater;
+    pthread_create(&beater, NULL, beat, NULL);
+    presence_start();
+    char boot[64];
+    int up = expect_resync(10000, boot, sizeof boot);
+    CHECK(up, "start: no ResyncRequest within 10 s");
+    if (up) {
+        test_connect();
+        test_two_sessions();
+        test_set_status();
+        test_query();
+        test_edge_timeout();
+        test_boot_change();
+        test_bad_input();
+        test_restart();
+        test_postgres_outage();
+        test_nats_outage();
+        test_shutdown();
+    }
+    stop_beating = 1;
+    pthread_join(beater, NULL);
+    if (presence_pid > 0) {
+        kill(presence_pid, SIGKILL);
+        presence_wait(5000);
+    }
+    natsSubscription_Destroy(status_sub);
+    natsSubscription_Destroy(resync_sub);
+    natsConnection_Destroy(nc);
+    natsOptions_Destroy(opts);
+    nats_CloseAndWait(2000);
+    nats_stop();
+    printf("presence: %d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,374 @@
+/* test_roster: every presence rule of the roster, as scripts of steps (open,
+ * close, heartbeat, timer, set, resync, flush, query) with the broadcasts each
+ * step must queue, written as "user/username:status@last_seen". Times: the
+ * scripts use one number t for both the monotonic and the wall clock, so a
+ * last_seen equals the t of the step that caused it. No network, no clock. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mem.h"
+#include "roster.h"
+
+enum op {
+    OP_END,
+    OP_OPEN,   /* edge boot conn user name resync t [row]; ret = first session */
+    OP_CLOSE,  /* edge boot conn t; ret = -1 unknown, 1 last, 0 */
+    OP_HB,     /* edge boot t */
+    OP_EXPIRE, /* t, arg = timeout; ret = edges dropped */
+    OP_TOUCH,  /* t */
+    OP_SET,    /* user, arg = status; ret */
+    OP_RBEGIN,
+    OP_REND,
+    OP_SWEEP,  /* row, t; ret */
+    OP_FLUSH,  /* arg = how many saves succeed before the store fails; ret = still dirty; want = saved ids */
+    OP_ONLINE, /* want = sorted online list */
+    OP_QUERY,  /* user = space separated ids; want = answers in order, "?" = unknown */
+    OP_COUNTS, /* want = "users=U sessions=S edges=E" */
+};
+
+struct step {
+    enum op op;
+    const char *edge, *boot;
+    unsigned long long conn;
+    const char *user, *name;
+    int resync;
+    long long t;
+    const struct roster_row *row;
+    long long arg;
+    int ret;
+    const char *want; /* broadcasts queued by this step (or the op's output) */
+};
+
+#define OPEN(e, b, c, u, n, tm) .op = OP_OPEN, .edge = e, .boot = b, .conn = c, .user = u, .name = n, .t = tm
+#define CLOSE(e, b, c, tm) .op = OP_CLOSE, .edge = e, .boot = b, .conn = c, .t = tm
+#define HB(e, b, tm) .op = OP_HB, .edge = e, .boot = b, .t = tm
+#define EXPIRE(tm, timeout) .op = OP_EXPIRE, .t = tm, .arg = timeout
+#define SET(u, st) .op = OP_SET, .user = u, .arg = st
+#define QUERY(ids) .op = OP_QUERY, .user = ids
+#define ROW(id, name, st, ls, on) (&(const struct roster_row){id, name, st, ls, on})
+
+struct roster_case {
+    const char *name;
+    const struct step *steps;
+};
+
+/* ---- rendering ---- */
+
+static const char *st(enum roster_status s)
+{
+    return s == ROSTER_ONLINE ? "online" : s == ROSTER_AWAY ? "away" : s == ROSTER_OFFLINE ? "offline" : "?";
+}
+
+static void put_info(struct buf *b, const char *id, const char *name, enum roster_status s, long long ls)
+{
+    char tmp[256];
+    snprintf(tmp, sizeof tmp, "%s%s/%s:%s@%lld", b->len ? " " : "", id, name, st(s), ls);
+    buf_puts(b, tmp);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Records what roster_flush saved; fails after `left` saves. */
+struct saver {
+    struct buf saved;
+    long long left;
+};
+
+static int save(void *ctx, const struct roster_user *u)
+{
+    struct saver *s = ctx;
+    if (s->left-- <= 0)
+        return -1;
+    if (s->saved.len)
+        buf_putc(&s->saved, ' ');
+    buf_puts(&s->saved, u->id);
+    buf_puts(&s->saved, u->nsessions ? "+" : "-"); /* users.online as written */
+    return 0;
+}
+
+static void run_step(struct roster *r, const struct step *s, struct buf *out, int *ret)
+{
+    struct roster_event ev = {s->edge,   s->boot, s->conn, s->user, s->name ? s->name : "",
+                              s->resync, s->t,    s->t};
+    switch (s->op) {
+    case OP_OPEN:
+        *ret = roster_open(r, &ev, s->row);
+        break;
+    case OP_CLOSE:
+        *ret = roster_close(r, &ev);
+        break;
+    case OP_HB:
+        roster_edge_seen(r, s->edge, s->boot, s->t, s->t);
+        break;
+    case OP_EXPIRE:
+        *ret = (int)roster_edge_expire(r, s->t, s->arg, s->t);
+        break;
+    case OP_TOUCH:
+        roster_edge_touch_all(r, s->t);
+        break;
+    case OP_SET:
+        *ret = roster_set_status(r, s->user, (enum roster_status)s->arg);
+        break;
+    case OP_RBEGIN:
+        roster_resync_begin(r);
+        break;
+    case OP_REND:
+        roster_resync_end(r);
+        break;
+    case OP_SWEEP:
+        *ret = roster_sweep_user(r, s->row, s->t);
+        break;
+    case OP_FLUSH: {
+        struct saver sv = {{0}, s->arg};
+        buf_init(&sv.saved);
+        *ret = (int)roster_flush(r, save, &sv);
+        buf_append(out, sv.saved.data, sv.saved.len);
+        buf_cleanup(&sv.saved);
+        return;
+    }
+    case OP_ONLINE: {
+        struct roster_info *infos;
+        size_t n = roster_online(r, &infos);
+        char **lines = xcalloc(n ? n : 1, sizeof *lines);
+        for (size_t i = 0; i < n; i++) {
+            struct buf one;
+            buf_init(&one);
+            put_info(&one, infos[i].user_id, infos[i].username, infos[i].status, infos[i].last_seen_ms);
+            lines[i] = buf_steal(&one, NULL);
+        }
+        qsort(lines, n, sizeof *lines, cmp_str);
+        for (size_t i = 0; i < n; i++) {
+            if (i)
+                buf_putc(out, ' ');
+            buf_puts(out, lines[i]);
+            free(lines[i]);
+        }
+        free(lines);
+        free(infos);
+        return;
+    }
+    case OP_QUERY: {
+        char *copy = xstrdup(s->user), *save_ptr = NULL;
+        const char *ids[16];
+        size_t n = 0;
+        for (char *tok = strtok_r(copy, " ", &save_ptr); tok && n < 16; tok = strtok_r(NULL, " ", &save_ptr))
+            ids[n++] = tok;
+        struct roster_info infos[16];
+        roster_query(r, ids, n, infos);
+        for (size_t i = 0; i < n; i++) {
+            put_info(out, infos[i].user_id, infos[i].username, infos[i].status, infos[i].last_seen_ms);
+            if (!infos[i].known)
+                buf_putc(out, '?');
+        }
+        free(copy);
+        return;
+    }
+    case OP_COUNTS: {
+        char tmp[96];
+        snprintf(tmp, sizeof tmp, "users=%zu sessions=%zu edges=%zu", roster_nusers(r), roster_nsessions(r),
+                 roster_nedges(r));
+        buf_puts(out, tmp);
+        return;
+    }
+    case OP_END:
+        break;
+    }
+    const struct roster_change *c;
+    size_t n = roster_changes(r, &c);
+    for (size_t i = 0; i < n; i++)
+        put_info(out, c[i].user_id, c[i].username, c[i].status, c[i].last_seen_ms);
+    roster_changes_clear(r);
+}
+
+static void run_case(const struct roster_case *k)
+{
+    struct roster *r = roster_create();
+    int nstep = 1;
+    for (const struct step *s = k->steps; s->op != OP_END; s++, nstep++) {
+        struct buf out;
+        buf_init(&out);
+        int ret = 0;
+        run_step(r, s, &out, &ret);
+        char got[1024];
+        snprintf(got, sizeof got, "%s", buf_cstr(&out));
+        buf_cleanup(&out);
+        const char *want = s->want ? s->want : "";
+        if (strcmp(got, want) != 0 || ret != s->ret) {
+            roster_destroy(r);
+            fail_msg("%s, step %d: got \"%s\" ret %d, want \"%s\" ret %d", k->name, nstep, got, ret, want,
+                     s->ret);
+        }
+    }
+    roster_destroy(r);
+}
+
+/* ---- the rules ---- */
+
+static const struct roster_case cases[] = {
+    {"first session online, reply list, last session offline",
+     (const struct step[]){
+         {OPEN("A", "b1", 1, "u1", "alice", 100), .ret = 1, .want = "u1/alice:online@0"},
+         {.op = OP_ONLINE, .want = "u1/alice:online@0"},
+         {OPEN("A", "b1", 2, "u1", "alice", 110), .ret = 0, .want = ""}, /* second tab: quiet */
+         {OPEN("A", "b1", 2, "u1", "alice", 120), .ret = 0, .want = ""}, /* same session again: idempotent */
+         {.op = OP_COUNTS, .want = "users=1 sessions=2 edges=1"},
+         {CLOSE("A", "b1", 1, 200), .ret = 0, .want = ""},  /* one of two: nothing */
+         {CLOSE("A", "b1", 1, 210), .ret = -1, .want = ""}, /* unknown close: ignored */
+         {CLOSE("A", "b1", 2, 300), .ret = 1, .want = "u1/alice:offline@300"},
+         {.op = OP_ONLINE, .want = ""},
+         {QUERY("u1"), .want = "u1/alice:offline@300"}, /* known until written */
+         {.op = OP_FLUSH, .arg = 9, .ret = 0, .want = "u1-"},
+         {QUERY("u1"), .want = "u1/:offline@0?"}, /* written, forgotten: the caller asks the database */
+         {.op = OP_COUNTS, .want = "users=0 sessions=0 edges=1"},
+         {OPEN("A", "b1", 3, "u1", "alice2", 400), .ret = 1, .want = "u1/alice2:online@0"},
+         {.op = OP_END}}},
+    {"a database row gives username, last_seen and status",
+     (const struct step[]){
+         {OPEN("A", "b1", 1, "u1", "", 100), .row = ROW("u1", "bob", ROSTER_AWAY, 5000, 0), .ret = 1,
+          .want = "u1/bob:online@5000"}, /* a fresh connect makes the chosen status online */
+         {OPEN("A", "b1", 2, "u2", "carol", 100), .row = ROW("someone-else", "x", ROSTER_AWAY, 1, 1),
+          .ret = 1, .want = "u2/carol:online@0"}, /* a row for another id is not used */
+         {.op = OP_END}}},
+    {"multi-edge: a user stays online while any edge holds a session",
+     (const struct step[]){
+         {OPEN("A", "a1", 1, "u1", "alice", 0), .ret = 1, .want = "u1/alice:online@0"},
+         {OPEN("B", "b1", 1, "u1", "alice", 0), .ret = 0, .want = ""}, /* same conn id, other edge */
+         {.op = OP_COUNTS, .want = "users=1 sessions=2 edges=2"},
+         {CLOSE("A", "a1", 1, 50), .ret = 0, .want = ""},
+         {CLOSE("B", "b1", 1, 60), .ret = 1, .want = "u1/alice:offline@60"},
+         {.op = OP_END}}},
+    {"boot id change drops the edge's sessions at once",
+     (const struct step[]){
+         {OPEN("A", "a1", 1, "u1", "alice", 0), .ret = 1, .want = "u1/alice:online@0"},
+         {OPEN("A", "a1", 2, "u2", "bob", 0), .ret = 1, .want = "u2/bob:online@0"},
+         {OPEN("B", "b1", 7, "u2", "bob", 0), .ret = 0, .want = ""},
+         {HB("A", "a1", 10), .want = ""},
+         {HB("A", "a2", 20), .want = "u1/alice:offline@20"}, /* u2 keeps B */
+         {.op = OP_COUNTS, .want = "users=2 sessions=1 edges=2"},
+         {OPEN("A", "a2", 1, "u1", "alice", 30), .ret = 1, .want = "u1/alice:online@20"},
+         /* a session event with yet another boot id counts as a restart too */
+         {OPEN("A", "a3", 5, "u3", "dan", 40), .ret = 1, .want = "u1/alice:offline@40 u3/dan:online@0"},
+         {CLOSE("B", "b2", 99, 50), .ret = -1, .want = "u2/bob:offline@50"},
+         {.op = OP_END}}},
+    {"edge timeout drops silent edges, heartbeats keep them",
+     (const struct step[]){
+         {OPEN("A", "a1", 1, "u1", "alice", 0), .ret = 1, .want = "u1/alice:online@0"},
+         {OPEN("B", "b1", 1, "u2", "bob", 0), .ret = 1, .want = "u2/bob:online@0"},
+         {HB("B", "b1", 1000), .want = ""},
+         {EXPIRE(1500, 1500), .ret = 0, .want = ""}, /* exactly the timeout: not yet */
+         {EXPIRE(1501, 1500), .ret = 1, .want = "u1/alice:offline@1501"},
+         {.op = OP_COUNTS, .want = "users=2 sessions=1 edges=1"},
+         {EXPIRE(2400, 1500), .ret = 0, .want = ""},
+         {.op = OP_TOUCH, .t = 5000, .want = ""}, /* presence was deaf: the edges get a new grace */
+         {EXPIRE(6000, 1500), .ret = 0, .want = ""},
+         {EXPIRE(6501, 1500), .ret = 1, .want = "u2/bob:offline@6501"},
+         {HB("A", "a1", 7000), .want = ""}, /* a dropped edge that comes back starts empty */
+         {.op = OP_COUNTS, .want = "users=2 sessions=0 edges=1"},
+         {.op = OP_END}}},
+    {"resync window: re-announced sessions and users online before are quiet",
+     (const struct step[]){
+         {.op = OP_RBEGIN},
+         {OPEN("A", "a1", 1, "u1", "alice", 0), .resync = 1, .row = ROW("u1", "alice", ROSTER_AWAY, 500, 1),
+          .ret = 1, .want = ""},
+         {.op = OP_ONLINE, .want = "u1/alice:away@500"}, /* chosen status kept */
+         {OPEN("B", "b1", 1, "u2", "bob", 0), .row = ROW("u2", "bob", ROSTER_AWAY, 600, 1), .ret = 1,
+          .want = ""}, /* a new tab before its edge re-announced: still quiet */
+         {OPEN("B", "b1", 2, "u3", "carol", 0), .row = ROW("u3", "carol", ROSTER_ONLINE, 700, 0), .ret = 1,
+          .want = "u3/carol:online@700"}, /* was offline: news */
+         {OPEN("B", "b1", 3, "u4", "dan", 0), .resync = 1, .ret = 1, .want = ""},
+         {CLOSE("B", "b1", 1, 800), .ret = 1, .want = "u2/bob:offline@800"}, /* closes are never quiet */
+         {OPEN("B", "b1", 4, "u2", "bob", 0), .ret = 1, .want = "u2/bob:online@800"}, /* announced offline */
+         {.op = OP_REND},
+         /* the sweep: online in the database, no session re-announced */
+         {.op = OP_SWEEP,
+          .row = ROW("u9", "zed", ROSTER_AWAY, 100, 1),
+          .t = 900,
+          .ret = 1,
+          .want = "u9/zed:offline@900"},
+         {.op = OP_SWEEP, .row = ROW("u1", "alice", ROSTER_AWAY, 500, 1), .t = 900, .ret = 0, .want = ""},
+         {.op = OP_SWEEP, .row = ROW("u9", "zed", ROSTER_AWAY, 100, 1), .t = 950, .ret = 0, .want = ""},
+         /* after the window a re-announced first session is news (the world was told offline) */
+         {OPEN("C", "c1", 1, "u9", "zed", 1000), .resync = 1, .ret = 1, .want = "u9/zed:online@900"},
+         {OPEN("A", "a1", 1, "u1", "alice", 1000), .resync = 1, .ret = 0, .want = ""},
+         {.op = OP_END}}},
+    {"invisible users: set status, online list, query",
+     (const struct step[]){
+         {SET("u1", ROSTER_AWAY), .ret = -1, .want = ""}, /* no session: ignored */
+         {OPEN("A", "a1", 1, "u1", "alice", 0), .row = ROW("u1", "alice", ROSTER_ONLINE, 42, 0), .ret = 1,
+          .want = "u1/alice:online@42"},
+         {OPEN("A", "a1", 2, "u2", "bob", 0), .ret = 1, .want = "u2/bob:online@0"},
+         {SET("u1", ROSTER_AWAY), .ret = 0, .want = "u1/alice:away@42"},
+         {.op = OP_ONLINE, .want = "u1/alice:away@42 u2/bob:online@0"},
+         {SET("u2", ROSTER_OFFLINE), .ret = 0, .want = "u2/bob:offline@0"}, /* stored last_seen, may be 0 */
+         {.op = OP_ONLINE, .want = "u1/alice:away@42"},
+         {QUERY("u2 u1"), .want = "u2/bob:offline@0 u1/alice:away@42"},
+         {OPEN("A", "a1", 3, "u2", "bob", 0), .ret = 0, .want = ""}, /* still invisible */
+         {.op = OP_ONLINE, .want = "u1/alice:away@42"},
+         {SET("u2", ROSTER_ONLINE), .ret = 0, .want = "u2/bob:online@0"},
+         {CLOSE("A", "a1", 2, 10), .ret = 0, .want = ""},
+         {CLOSE("A", "a1", 3, 20), .ret = 1, .want = "u2/bob:offline@20"},
+         {SET("u2", ROSTER_AWAY), .ret = -1, .want = ""},
+         {.op = OP_END}}},
+    {"query: request order, duplicates, unknown ids",
+     (const struct step[]){
+         {OPEN("A", "a1", 1, "u1", "alice", 0), .ret = 1, .want = "u1/alice:online@0"},
+         {OPEN("A", "a1", 2, "u2", "bob", 0), .ret = 1, .want = "u2/bob:online@0"},
+         {CLOSE("A", "a1", 2, 77), .ret = 1, .want = "u2/bob:offline@77"},
+         {QUERY("zz u1 u2 u1 zz"),
+          .want = "zz/:offline@0? u1/alice:online@0 u2/bob:offline@77 u1/alice:online@0 zz/:offline@0?"},
+         {QUERY(""), .want = ""},
+         {.op = OP_END}}},
+    {"sessions: moved to another user, username updates",
+     (const struct step[]){
+         {OPEN("A", "a1", 1, "u1", "alice", 0), .ret = 1, .want = "u1/alice:online@0"},
+         {.op = OP_FLUSH, .arg = 9, .want = "u1+"},
+         {OPEN("A", "a1", 1, "u1", "", 0), .ret = 0, .want = ""}, /* empty username: kept */
+         {.op = OP_FLUSH, .arg = 9, .want = ""},
+         {OPEN("A", "a1", 1, "u1", "alicia", 0), .ret = 0, .want = ""},
+         {.op = OP_FLUSH, .arg = 9, .want = "u1+"}, /* the new name is written */
+         {OPEN("A", "a1", 1, "u2", "bob", 5), .ret = 1, .want = "u1/alicia:offline@5 u2/bob:online@0"},
+         {.op = OP_COUNTS, .want = "users=2 sessions=1 edges=1"},
+         {.op = OP_END}}},
+    {"flush and queries of an empty roster",
+     (const struct step[]){{.op = OP_FLUSH, .arg = 9, .ret = 0, .want = ""},
+                           {.op = OP_ONLINE, .want = ""},
+                           {EXPIRE(99999, 1), .ret = 0, .want = ""},
+                           {.op = OP_COUNTS, .want = "users=0 sessions=0 edges=0"},
+                           {.op = OP_END}}},
+    {"flush: stops at the first failure, keeps order, forgets offline users once written",
+     (const struct step[]){{OPEN("A", "a1", 1, "u1", "alice", 0), .ret = 1, .want = "u1/alice:online@0"},
+                           {OPEN("A", "a1", 2, "u2", "bob", 0), .ret = 1, .want = "u2/bob:online@0"},
+                           {CLOSE("A", "a1", 1, 10), .ret = 1, .want = "u1/alice:offline@10"},
+                           {.op = OP_FLUSH, .arg = 0, .ret = 2, .want = ""},    /* store down */
+                           {.op = OP_FLUSH, .arg = 1, .ret = 1, .want = "u1-"}, /* u1 written, so forgotten */
+                           {.op = OP_COUNTS, .want = "users=1 sessions=1 edges=1"},
+                           {OPEN("A", "a1", 3, "u1", "alice", 20),
+                            .row = ROW("u1", "alice", ROSTER_ONLINE, 10, 0), .ret = 1,
+                            .want = "u1/alice:online@10"},
+                           {.op = OP_FLUSH, .arg = 9, .ret = 0, .want = "u2+ u1+"},
+                           {.op = OP_COUNTS, .want = "users=2 sessions=2 edges=1"},
+                           {.op = OP_END}}},
+};
+
+static void test_case(void **state)
+{
+    run_case(*state);
+}
+
+int main(void)
+{
+    struct CMUnitTest tests[sizeof cases / sizeof cases[0]];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        tests[i] = (struct CMUnitTest){cases[i].name, test_case, NULL, NULL, (void *)&cases[i]};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
