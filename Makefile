@@ -26,10 +26,10 @@ PQ_LIBS    = $(shell pkg-config --libs libpq 2>/dev/null)
 
 GEN_C   := $(BUILD)/gen/chat.pb-c.c
 GEN_H   := $(BUILD)/gen/chat.pb-c.h
-LIB_SRC := lib/log.c lib/config.c lib/mem.c lib/map.c lib/bus.c lib/ids.c lib/streams.c
+LIB_SRC := lib/log.c lib/config.c lib/mem.c lib/map.c lib/bus.c lib/ids.c lib/streams.c lib/metrics.c lib/admin.c
 EDGE_SRC := services/edge/main.c services/edge/ws.c services/edge/polling.c services/edge/session.c services/edge/eio.c \
             services/edge/sio.c services/edge/sock.c services/edge/auth.c services/edge/chat.c services/edge/chat_json.c \
-            services/edge/conform.c services/edge/relay.c
+            services/edge/conform.c services/edge/relay.c services/edge/site.c
 DB_SRC  := lib/db.c
 MSG_SRC := services/messaging/main.c services/messaging/messaging.c services/messaging/store.c $(DB_SRC)
 PRS_SRC := services/presence/main.c services/presence/presence.c services/presence/roster.c \

@@ -22,6 +22,7 @@
 #include "ids.h"
 #include "log.h"
 #include "mem.h"
+#include "metrics.h"
 #include "relay.h"
 #include "streams.h"
 #include "subjects.h"
@@ -211,10 +212,18 @@ static void user_detach(struct chat *c, struct chat_sock *cs)
 
 /* ---------- answers to the client ---------- */
 
+static void count(const char *metric, const char *label, const char *value)
+{
+    char labels[96];
+    snprintf(labels, sizeof labels, "%s=\"%s\"", label, value);
+    metrics_add(metric, labels, 1);
+}
+
 static void send_error(struct chat_sock *cs, const char *event, int64_t ack_id, const char *code,
                        const char *message)
 {
     json_t *args;
+    count("chat_edge_errors_total", "code", code);
     if (ack_id >= 0) {
         args = json_pack("[{s:b,s:{s:s,s:s}}]", "ok", 0, "error", "code", code, "message", message);
         sock_ack(cs->k, ack_id, args);
@@ -341,6 +350,8 @@ static int request(struct chat_sock *cs, enum req_kind kind, int64_t ack_id, con
  * everyone's. */
 static void fan_out(struct chat *c, struct chat_user *user, json_t *args)
 {
+    const char *ev = json_string_value(json_array_get(args, 0));
+    count("chat_edge_fanouts_total", "event", ev ? ev : "?");
     struct buf text;
     buf_init(&text);
     sio_encode(&text, SIO_EVENT, "/", -1, 0, args);
@@ -500,6 +511,7 @@ static int authorize(struct sock *k, json_t *auth, json_t **error)
                                             (const unsigned char *)c->e->cfg->jwt_secret,
                                             strlen(c->e->cfg->jwt_secret), time(NULL), &why) != 0) {
         log_info("connect refused socket=%s reason=\"%s\"", k->id, why);
+        count("chat_edge_connects_total", "result", "unauthorized");
         *error = json_pack("{s:s}", "message", "unauthorized");
         return SOCK_REJECT;
     }
@@ -512,6 +524,7 @@ static int authorize(struct sock *k, json_t *auth, json_t **error)
     map_put(&c->socks, cs->num, cs);
     user_attach(c, cs, claims.user_id);
     log_info("connect user=%s socket=%s", claims.user_id, k->id);
+    count("chat_edge_connects_total", "result", "ok");
 
     Chat__V1__SessionEvent ev = CHAT__V1__SESSION_EVENT__INIT;
     ev.kind = CHAT__V1__SESSION_EVENT__KIND__KIND_OPEN;
@@ -880,6 +893,7 @@ static void on_packet(struct sock *k, struct sio_packet *p)
         for (size_t i = 0; i < sizeof handlers / sizeof handlers[0]; i++) {
             if (strcmp(handlers[i].name, name) != 0)
                 continue;
+            count("chat_edge_events_in_total", "event", handlers[i].name);
             json_t *arg = json_array_get(p->data, 1);
             if (handlers[i].array ? !json_is_array(arg) : !json_is_object(arg)) {
                 code = "bad_request";
@@ -920,9 +934,21 @@ static int subscribe(struct chat *c, natsSubscription **sub, const char *subject
     return 0;
 }
 
+static void describe_metrics(void)
+{
+    metrics_describe("chat_edge_events_in_total", "counter", "Client events received, by name.");
+    metrics_describe("chat_edge_errors_total", "counter", "Refusals sent to clients, by error code.");
+    metrics_describe("chat_edge_connects_total", "counter", "Socket.IO CONNECTs, by result.");
+    metrics_describe("chat_edge_fanouts_total", "counter", "Events fanned out to local sockets, by name.");
+    metrics_describe("chat_edge_sessions", "gauge", "Open Engine.IO sessions, by transport.");
+    metrics_describe("chat_edge_nats_reconnects_total", "counter", "NATS reconnections.");
+    metrics_describe("chat_edge_nats_connected", "gauge", "1 while NATS is connected.");
+}
+
 struct chat *chat_create(struct edge *e)
 {
     struct chat *c = xcalloc(1, sizeof *c);
+    describe_metrics();
     c->e = e;
     c->relay = relay_create(e->ctx, 256u * 1024 * 1024);
     map_init(&c->users);

@@ -28,6 +28,8 @@ struct edge_config {
     long max_presence_query;
     long partitions;
     long heartbeat_ms;
+    const char *static_dir;
+    long dev_login;
     const char *log_level;
 };
 
@@ -44,6 +46,7 @@ struct edge {
     struct map sessions;   /* sid -> struct session */
     uint64_t next_id;      /* ids for sockets, unique for this process */
     char boot_id[17];      /* random per start: tells presence a restart */
+    int dev_login;         /* POST /dev/login is served (demo only) */
     volatile int stopping; /* set by SIGTERM/SIGINT */
 };
 

@@ -12,6 +12,7 @@
 #include "edge.h"
 #include "ids.h"
 #include "log.h"
+#include "site.h"
 #include "sock.h"
 #include "ws.h"
 
@@ -48,6 +49,9 @@ static const struct config_var vars[] = {
     V("CHAT_PARTITIONS", CONFIG_INT, "8", 0, partitions, 1, 1024,
       "sender partitions; the same as messaging's"),
     V("EDGE_HEARTBEAT_MS", CONFIG_INT, "5000", 0, heartbeat_ms, 100, 600000, "period of chat.edge.heartbeat"),
+    V("EDGE_STATIC_DIR", CONFIG_STR, "", 0, static_dir, 0, 0,
+      "folder served at / (the demo page); empty: none"),
+    V("EDGE_DEV_LOGIN", CONFIG_INT, "0", 0, dev_login, 0, 1, "1: POST /dev/login issues tokens (demo only)"),
 };
 
 static struct edge edge;
@@ -90,6 +94,15 @@ int main(void)
     if (!edge.conformance && !*cfg.jwt_secret) {
         log_error("config: JWT_SECRET (or JWT_SECRET_FILE) is required in chat mode");
         return 1;
+    }
+    if (cfg.dev_login && !edge.conformance) {
+        if (!site_dev_secret(cfg.jwt_secret)) {
+            log_error(
+                "config: EDGE_DEV_LOGIN=1 needs a dev secret (JWT_SECRET starting with \"dev-\"): refused");
+            return 1;
+        }
+        edge.dev_login = 1;
+        log_warn("EDGE_DEV_LOGIN=1: POST /dev/login gives anyone a token for any name. DEMO ONLY.");
     }
     if (!*cfg.edge_id) {
         ids_random(random_id, 12);

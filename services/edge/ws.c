@@ -13,6 +13,7 @@
 #include "edge.h"
 #include "log.h"
 #include "session.h"
+#include "site.h"
 #include "sock.h"
 
 /* The Engine.IO application serving a request path, or NULL. Socket.IO
@@ -171,11 +172,19 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         break;
 
     case LWS_CALLBACK_HTTP:
-        return polling_request(wsi, pss, e, app_for_path(e, (const char *)in));
+        if (app_for_path(e, (const char *)in))
+            return polling_request(wsi, pss, e, app_for_path(e, (const char *)in));
+        return site_request(wsi, pss, e, (const char *)in);
     case LWS_CALLBACK_HTTP_BODY:
+        if (pss->role == WS_ROLE_LOGIN)
+            return site_body(wsi, pss, in, len);
         return polling_body(wsi, pss, in, len);
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (pss->role == WS_ROLE_LOGIN)
+            return site_body_done(wsi, pss, e);
         return polling_body_done(wsi, pss);
+    case LWS_CALLBACK_HTTP_FILE_COMPLETION:
+        return lws_http_transaction_completed(wsi) ? -1 : 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return polling_writeable(wsi, pss);
     case LWS_CALLBACK_CLOSED_HTTP:

@@ -18,6 +18,7 @@ enum ws_role {
     WS_ROLE_PROBE, /* a WebSocket probing an upgrade */
     WS_ROLE_GET,   /* a long-polling GET */
     WS_ROLE_POST,  /* a long-polling POST */
+    WS_ROLE_LOGIN, /* a POST /dev/login */
 };
 
 /* lws per-connection data (lws allocates and frees the struct; we free what

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <time.h>
 
+#include "admin.h"
 #include "bus.h"
 #include "config.h"
 #include "log.h"
@@ -23,6 +24,8 @@ static const struct config_var vars[] = {
     V("MESSAGING_BATCH", CONFIG_INT, "256", batch, 1, 10000, "largest batch per transaction"),
     V("MESSAGING_ACK_WAIT_MS", CONFIG_INT, "5000", ack_wait_ms, 500, 3600000,
       "redelivery delay of a command left unacked by a crashed replica"),
+    V("HEALTH_HOST", CONFIG_STR, "0.0.0.0", health_host, 0, 0, "address of GET /healthz and /metrics"),
+    V("HEALTH_PORT", CONFIG_INT, "9101", health_port, 0, 65535, "port of GET /healthz and /metrics; 0: off"),
 };
 
 static volatile sig_atomic_t stopping;
@@ -49,7 +52,8 @@ int main(void)
     if (bus_open(&bus, cfg.nats_url, "chat-messaging", 1) != 0)
         return 1;
     struct messaging *m = messaging_start(&cfg, &bus);
-    if (!m) {
+    if (!m || admin_start(cfg.health_host, cfg.health_port, messaging_healthy, m) != 0) {
+        messaging_stop(m);
         bus_close(&bus, 0);
         return 1;
     }
@@ -60,6 +64,7 @@ int main(void)
         nanosleep(&ts, NULL);
     }
     log_info("shutting down");
+    admin_stop();
     messaging_stop(m);
     bus_close(&bus, 1000);
     nats_CloseAndWait(1000);

@@ -14,6 +14,7 @@
 #include "ids.h"
 #include "log.h"
 #include "mem.h"
+#include "metrics.h"
 #include "store.h"
 #include "streams.h"
 #include "subjects.h"
@@ -43,6 +44,7 @@ struct messaging {
     atomic_int owned_count;
     atomic_int fair_share;
     atomic_int stopping;
+    atomic_int db_up; /* the read worker's last look at PostgreSQL */
     pthread_mutex_t setup_mu;
     int setup_done; /* streams, consumers and schema are there */
     pthread_mutex_t query_mu;
@@ -287,7 +289,9 @@ static void process_sends(struct worker *w, natsMsgList *list)
         k++;
     }
 
+    long long t0 = now_ms();
     if (k > 0 && store_insert_batch(w->st, in, k, out) != 0) {
+        metrics_add("chat_messaging_batch_failures_total", NULL, 1);
         /* Nothing is stored; JetStream gives the batch back (to this replica
          * once PostgreSQL is back, or to the next owner of the partition). */
         for (int i = 0; i < k; i++)
@@ -314,9 +318,15 @@ static void process_sends(struct worker *w, natsMsgList *list)
         publish_delivery(m, out[i].sender, &d);
         publish_result(m, cmds[i]->origin, "message:send", &msg, NULL, NULL);
         natsMsg_Ack(msgs[i], NULL);
+        if (out[i].inserted)
+            metrics_add("chat_messaging_messages_stored_total", NULL, 1);
     }
-    if (k > 0)
+    if (k > 0) {
         log_debug("stored batch partition=%u size=%d", w->partition, k);
+        metrics_add("chat_messaging_batches_total", NULL, 1);
+        metrics_add("chat_messaging_batch_size_sum", NULL, k);
+        metrics_add("chat_messaging_batch_seconds_sum", NULL, (double)(now_ms() - t0) / 1000.0);
+    }
 
     store_rows_cleanup(out, k);
     for (int i = 0; i < n; i++)
@@ -345,6 +355,7 @@ static void process_read(struct worker *w, natsMsg *nm)
     long long read_ms = 0;
     switch (store_mark_read(w->st, id, reader, sender, &read_ms)) {
     case STORE_READ_OK: {
+        metrics_add("chat_messaging_reads_total", NULL, 1);
         Chat__V1__ReadReceipt rr = CHAT__V1__READ_RECEIPT__INIT;
         rr.message_id = id;
         rr.sender_id = sender;
@@ -430,6 +441,22 @@ static void count_replicas(struct worker *w)
     atomic_store(&w->m->fair_share, (p + n - 1) / n);
 }
 
+/* Pending commands per partition (JetStream), refreshed by the read worker. */
+static void pending_gauges(struct messaging *m)
+{
+    for (int i = 0; i < m->nworkers; i++) {
+        char name[64], labels[96];
+        consumer_name(name, sizeof name, &m->workers[i]);
+        jsConsumerInfo *ci = NULL;
+        if (js_GetConsumerInfo(&ci, m->js, STREAM_CMD, name, NULL, NULL) == NATS_OK) {
+            snprintf(labels, sizeof labels, "consumer=\"%s\"", name);
+            metrics_set("chat_messaging_jetstream_pending", labels,
+                        (double)(ci->NumPending + ci->NumAckPending));
+        }
+        jsConsumerInfo_Destroy(ci);
+    }
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -439,16 +466,21 @@ static void *worker_main(void *arg)
         if (store_ok(w->st) != 0) {
             lose_db(w);
             if (!(w->st = store_open(m->cfg->database_url, m->app))) {
+                if (w->is_read)
+                    atomic_store(&m->db_up, 0);
                 nap(m, 1000);
                 continue;
             }
         }
+        if (w->is_read)
+            atomic_store(&m->db_up, 1);
         if (setup(m, w->st) != 0) {
             nap(m, 1000);
             continue;
         }
         if (w->is_read && now_ms() >= next_count) {
             count_replicas(w);
+            pending_gauges(m);
             next_count = now_ms() + 2000;
         }
         if (!own(w)) {
@@ -554,6 +586,19 @@ static void on_history(natsConnection *nc, natsSubscription *sub, natsMsg *nm, v
     free(ptrs);
     chat__v1__history_query__free_unpacked(q, NULL);
     natsMsg_Destroy(nm);
+}
+
+int messaging_healthy(void *closure)
+{
+    struct messaging *m = closure;
+    pthread_mutex_lock(&m->setup_mu);
+    int ready = m->setup_done;
+    pthread_mutex_unlock(&m->setup_mu);
+    int ok = bus_connected(m->bus) && ready && atomic_load(&m->db_up);
+    metrics_set("chat_messaging_partitions_owned", NULL, atomic_load(&m->owned_count));
+    metrics_set("chat_messaging_nats_connected", NULL, bus_connected(m->bus));
+    metrics_set("chat_messaging_postgres_up", NULL, atomic_load(&m->db_up));
+    return ok;
 }
 
 /* ---------- lifecycle ---------- */

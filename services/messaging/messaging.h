@@ -19,6 +19,8 @@ struct messaging_config {
     long partitions;  /* CHAT_PARTITIONS: the same value as the edges' */
     long batch;       /* largest fetch and transaction */
     long ack_wait_ms; /* JetStream redelivery delay of an unacked command */
+    const char *health_host;
+    long health_port; /* GET /healthz and /metrics; 0: off */
 };
 
 struct messaging;
@@ -26,6 +28,9 @@ struct messaging;
 /* Starts the workers (they connect to PostgreSQL and set up JetStream in the
  * background, retrying until both are there). */
 struct messaging *messaging_start(const struct messaging_config *cfg, struct bus *bus);
+/* For lib/admin.c (closure: the messaging): 1 when NATS, JetStream set-up and
+ * PostgreSQL are all there. */
+int messaging_healthy(void *closure);
 /* Stops and joins the workers, closes everything. */
 void messaging_stop(struct messaging *m);
 

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <time.h>
 
+#include "admin.h"
 #include "bus.h"
 #include "config.h"
 #include "log.h"
@@ -27,6 +28,10 @@ static const struct config_var vars[] = {
      "after start, how long edges have to re-announce their sessions"},
     {"PRESENCE_MAX_QUERY", CONFIG_INT, "500", 0, offsetof(struct presence_config, max_query), 1, 100000,
      "most user ids in one presence query"},
+    {"HEALTH_HOST", CONFIG_STR, "0.0.0.0", 0, offsetof(struct presence_config, health_host), 0, 0,
+     "address of GET /healthz and /metrics"},
+    {"HEALTH_PORT", CONFIG_INT, "9102", 0, offsetof(struct presence_config, health_port), 0, 65535,
+     "port of GET /healthz and /metrics; 0: off"},
 };
 
 int main(void)
@@ -61,6 +66,13 @@ int main(void)
         presence_destroy(p);
         return 1;
     }
+    if (admin_start(cfg.health_host, cfg.health_port, presence_healthy, p) != 0) {
+        presence_stop(p);
+        bus_close(&bus, 0);
+        nats_CloseAndWait(1000);
+        presence_destroy(p);
+        return 1;
+    }
     log_info("ready");
 
     presence_tick(p);
@@ -68,6 +80,7 @@ int main(void)
         presence_tick(p);
 
     log_info("stopping");
+    admin_stop();
     presence_stop(p);
     bus_close(&bus, 1000);
     nats_CloseAndWait(1000);

@@ -6,6 +6,8 @@
  * sees a PresenceChange can already read the row it describes. */
 #include "presence.h"
 
+#include "metrics.h"
+
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -465,4 +467,18 @@ void presence_destroy(struct presence *p)
     userdb_destroy(p->db);
     pthread_mutex_destroy(&p->mu);
     free(p);
+}
+
+int presence_healthy(void *closure)
+{
+    struct presence *p = closure;
+    pthread_mutex_lock(&p->mu);
+    int ok = bus_connected(p->bus) && userdb_up(p->db);
+    metrics_set("chat_presence_users", NULL, (double)roster_nusers(p->roster));
+    metrics_set("chat_presence_sessions", NULL, (double)roster_nsessions(p->roster));
+    metrics_set("chat_presence_edges", NULL, (double)roster_nedges(p->roster));
+    metrics_set("chat_presence_postgres_up", NULL, userdb_up(p->db));
+    metrics_set("chat_presence_nats_connected", NULL, bus_connected(p->bus));
+    pthread_mutex_unlock(&p->mu);
+    return ok;
 }

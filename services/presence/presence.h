@@ -16,6 +16,8 @@ struct presence_config {
     long edge_timeout_ms; /* an edge silent this long loses its sessions */
     long resync_ms;       /* window after the ResyncRequest for edges to re-announce */
     long max_query;       /* most ids in one PresenceQuery */
+    const char *health_host;
+    long health_port; /* GET /healthz and /metrics; 0: off */
 };
 
 /* How often main must call presence_tick(): a quarter of the coarsest timer we
@@ -36,6 +38,9 @@ void presence_tick(struct presence *p);
 /* Unsubscribes. Then close the bus and wait for nats.c's threads
  * (nats_CloseAndWait) before presence_destroy. */
 void presence_stop(struct presence *p);
+/* For lib/admin.c (closure: the presence): 1 when NATS and PostgreSQL are
+ * both reachable. Also refreshes the gauges of /metrics. */
+int presence_healthy(void *closure);
 /* Writes what is still dirty when it can, closes PostgreSQL, frees. Accepts
  * NULL. */
 void presence_destroy(struct presence *p);

@@ -265,6 +265,8 @@ async function startService(kind, bin, { nats, pg, name = kind, env = {}, ready,
     LSAN_OPTIONS: process.env.LSAN_OPTIONS,
     UBSAN_OPTIONS: process.env.UBSAN_OPTIONS,
     LOG_LEVEL: "debug",
+    HEALTH_HOST: "127.0.0.1",
+    HEALTH_PORT: String(await freePort()),
     ...(nats ? { NATS_URL: nats.url } : {}),
     ...(pg ? { DATABASE_URL: pg.url } : {}),
     ...env,
@@ -283,6 +285,8 @@ async function startService(kind, bin, { nats, pg, name = kind, env = {}, ready,
   const svc = {
     name,
     child,
+    /** GET /healthz and /metrics of the service. */
+    healthUrl: `http://127.0.0.1:${fullEnv.HEALTH_PORT}`,
     /** SIGTERM (checked: exit 0, no sanitizer report) or another signal (not checked). */
     async stop(signal = "SIGTERM", grace = 10000) {
       startedEdges.delete(svc);

@@ -38,6 +38,7 @@ for kv in $PG_ENV; do
 done
 export PGDATABASE=postgres PG_DIR
 export DATABASE_URL="postgresql://$PGUSER@$PGHOST:$PGPORT/postgres"
+export HEALTH_PORT=0 # no fixed port: other stacks may run on this machine
 
 rc=0
 "$TEST" "$BIN" "$WORK" || rc=$?
