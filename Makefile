@@ -28,7 +28,7 @@ GEN_C   := $(BUILD)/gen/chat.pb-c.c
 GEN_H   := $(BUILD)/gen/chat.pb-c.h
 LIB_SRC := lib/log.c lib/config.c lib/mem.c lib/map.c lib/bus.c lib/ids.c lib/streams.c lib/metrics.c lib/admin.c
 EDGE_SRC := services/edge/main.c services/edge/ws.c services/edge/polling.c services/edge/session.c services/edge/eio.c \
-            services/edge/sio.c services/edge/sock.c services/edge/auth.c services/edge/chat.c services/edge/chat_json.c \
+            services/edge/sio.c services/edge/sock.c services/edge/auth.c services/edge/chat.c services/edge/chat_json.c services/edge/chat_valid.c \
             services/edge/conform.c services/edge/relay.c services/edge/site.c
 DB_SRC  := lib/db.c
 MSG_SRC := services/messaging/main.c services/messaging/messaging.c services/messaging/store.c $(DB_SRC)
@@ -36,10 +36,11 @@ PRS_SRC := services/presence/main.c services/presence/presence.c services/presen
             services/presence/userdb.c $(DB_SRC)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
-BINS := $(BUILD)/bin/chat-edge $(BUILD)/bin/chat-messaging $(BUILD)/bin/chat-presence
-UNIT_TESTS := $(BUILD)/tests/test_eio $(BUILD)/tests/test_sio $(BUILD)/tests/test_auth $(BUILD)/tests/test_roster
+BINS := $(BUILD)/bin/chat-edge $(BUILD)/bin/chat-messaging $(BUILD)/bin/chat-presence $(BUILD)/bin/chat-tap
+UNIT_TESTS := $(BUILD)/tests/test_eio $(BUILD)/tests/test_sio $(BUILD)/tests/test_auth $(BUILD)/tests/test_roster \
+              $(BUILD)/tests/test_chat_valid
 
-.PHONY: all test test-unit test-e2e test-sanitize deps run format clean
+.PHONY: all test test-unit test-e2e test-sanitize deps run format clean clean-state
 all: $(BINS)
 
 $(GEN_C) $(GEN_H) &: proto/chat.proto
@@ -74,6 +75,11 @@ $(BUILD)/bin/chat-presence: $(call obj,$(PRS_SRC) $(LIB_SRC)) $(GEN_O)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(PQ_LIBS) -lpthread
 
+$(BUILD)/bin/chat-tap: $(call obj,tools/tap/main.c $(LIB_SRC)) $(GEN_O)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+
 # Unit tests: pure modules only; they link without lws, nats or libpq.
 $(BUILD)/tests/test_eio: $(call obj,tests/unit/test_eio.c services/edge/eio.c lib/mem.c)
 	@mkdir -p $(dir $@)
@@ -87,6 +93,11 @@ $(BUILD)/tests/test_auth: $(call obj,tests/unit/test_auth.c services/edge/auth.c
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson libjwt)
+$(BUILD)/tests/test_chat_valid: $(call obj,tests/unit/test_chat_valid.c services/edge/chat_valid.c \
+                                   services/edge/chat_json.c lib/ids.c lib/mem.c)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson)
 $(BUILD)/obj/tests/unit/test_roster.o: CFLAGS += -Iservices/presence
 $(BUILD)/tests/test_roster: $(call obj,tests/unit/test_roster.c services/presence/roster.c lib/map.c lib/mem.c)
 	@mkdir -p $(dir $@)
@@ -130,5 +141,9 @@ format:
 
 clean:
 	rm -rf build
+
+# Wipes what make run keeps between runs (NATS and PostgreSQL data, the dev secret).
+clean-state:
+	rm -rf var
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -14,7 +14,8 @@ export EDGE_PORT=${EDGE_PORT:-3000}
 export NATS_URL=${NATS_URL:-nats://127.0.0.1:$NATS_PORT}
 export LOG_LEVEL=${LOG_LEVEL:-info}
 if [ -z "${JWT_SECRET:-}" ]; then
-    [ -s "$STATE/jwt-secret" ] || head -c 32 /dev/urandom | base64 | tr -d '\n=' >"$STATE/jwt-secret"
+    # A dev secret ("dev-" prefix): the only kind the edge accepts with EDGE_DEV_LOGIN.
+    grep -q '^dev-' "$STATE/jwt-secret" 2>/dev/null || printf 'dev-%s' "$(head -c 32 /dev/urandom | base64 | tr -d '\n=/+')" >"$STATE/jwt-secret"
     JWT_SECRET=$(cat "$STATE/jwt-secret")
 fi
 export JWT_SECRET
@@ -49,13 +50,16 @@ build/bin/chat-messaging &
 pids+=($!)
 build/bin/chat-presence &
 pids+=($!)
-build/bin/chat-edge &
+DEV_LOGIN=0
+case "$JWT_SECRET" in dev-*) DEV_LOGIN=1 ;; esac # the demo login only with a dev secret
+EDGE_STATIC_DIR=${EDGE_STATIC_DIR:-web} EDGE_DEV_LOGIN=$DEV_LOGIN build/bin/chat-edge &
 pids+=($!)
 
 alice=0190a0b0-0000-7000-8000-00000000a11c
 bob=0190a0b0-0000-7000-8000-000000000b0b
 cat <<MSG
 
+run: the demo chat: open http://127.0.0.1:$EDGE_PORT/ in two browser tabs, one name in each
 run: Socket.IO on http://127.0.0.1:$EDGE_PORT/socket.io/ (NATS $NATS_URL, PostgreSQL port $PG_PORT, state in $STATE/)
 run: tokens for two demo users (valid 24 h):
   alice ($alice): $(node scripts/mint-token.mjs "$JWT_SECRET" $alice alice)

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import {
   EDGE_BIN, RawHttp, connectClient, httpRequest, shutdown, startEdge, startMessaging, startNats, startPostgres,
   startPresence, test, withTimeout,
@@ -149,5 +149,68 @@ describe("health, metrics, static files, dev login", () => {
     });
     assert.equal(r.status, 1);
     assert.match(r.stderr, /EDGE_DEV_LOGIN=1 needs a dev secret/);
+  });
+});
+
+describe("chat-tap", () => {
+  let nats, pg, edge;
+  before(async () => {
+    nats = await startNats();
+    pg = await startPostgres();
+    await startMessaging({ nats, pg });
+    edge = await startEdge({ nats, name: "tap" });
+  });
+  after(() => shutdown());
+
+  /** Runs chat-tap with args; resolves with its JSON lines once until(lines) is true (bounded). */
+  function tap(args, until, ms = 10000) {
+    const bin = path.join(path.dirname(EDGE_BIN), "chat-tap");
+    const child = spawn(bin, args, { env: { PATH: process.env.PATH, NATS_URL: nats.url, LSAN_OPTIONS: process.env.LSAN_OPTIONS } });
+    let out = "";
+    let err = "";
+    const subscribed = new Promise((resolve) => child.stderr.on("data", (d) => { err += d; if (/subscribed/.test(err)) resolve(); }));
+    const lines = () => out.split("\n").filter((l) => l).map((l) => JSON.parse(l));
+    const done = new Promise((resolve, reject) => {
+      child.stdout.on("data", (d) => {
+        out += d;
+        if (until(lines())) resolve();
+      });
+      child.once("exit", (code) => reject(new Error(`chat-tap exited (${code}) early: ${out}`)));
+    });
+    const stopped = () => new Promise((resolve) => { child.once("close", resolve); child.kill("SIGTERM"); });
+    return {
+      ready: () => withTimeout(subscribed, ms, "chat-tap to subscribe"),
+      result: withTimeout(done, ms, `chat-tap ${args.join(" ")}`).then(lines),
+      stopped,
+    };
+  }
+
+  test("live subjects as JSON lines, and a replay of CHAT_EVENTS with --since", async () => {
+    const alice = makeUser("alice"), bob = makeUser("bob");
+    const live = tap(["chat.>"], (ls) => ls.some((l) => l.subject === "chat.event.message.created"));
+    await live.ready();
+    const { socket } = await connectClient(edge.url, alice.token);
+    const res = await socket.timeout(5000).emitWithAck("message:send", { recipientId: bob.id, content: "tapped", type: "text" });
+    assert.equal(res.ok, true);
+    const lines = await live.result;
+    await live.stopped();
+    const created = lines.find((l) => l.subject === "chat.event.message.created");
+    assert.equal(created.type, "chat.v1.Message");
+    assert.equal(created.data.id, res.message.id);
+    assert.equal(created.data.content, "tapped");
+    assert.ok(lines.some((l) => l.subject === `chat.user.${bob.id}` && l.data.message_received?.id === res.message.id));
+    socket.close();
+
+    const replay = tap(["--since", "600", "chat.event.>"], (ls) => ls.some((l) => l.data.id === res.message.id));
+    const replayed = await replay.result;
+    await replay.stopped();
+    assert.equal(replayed[0].subject, "chat.event.message.created");
+  });
+
+  test("a bad argument is refused with a usage line", () => {
+    const bin = path.join(path.dirname(EDGE_BIN), "chat-tap");
+    const r = spawnSync(bin, ["--since", "yesterday", "chat.>"], { encoding: "utf8", timeout: 5000 });
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /--since takes/);
   });
 });
