@@ -14,7 +14,7 @@ as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; 
 free_port() {
     local p
     while :; do
-        p=$(shuf -i 20000-60999 -n 1)
+        p=$(shuf -i 20000-32000 -n 1) # below the kernel's ephemeral range (32768-60999)
         (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
     done
 }
@@ -33,11 +33,15 @@ start() {
         mv -T "$tmp" "$TEMPLATE" 2>/dev/null || rm -rf "$tmp"
     fi
     as_pg cp -a "$TEMPLATE" "$dir/pg/data"
-    local port
-    port=$(free_port)
-    as_pg "$PGBIN/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/server.log" -w -t 30 \
-        -o "-p $port -k $dir/pg -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=200" \
-        start >/dev/null
+    local port tries=0
+    while :; do
+        port=$(free_port)
+        as_pg "$PGBIN/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/server.log" -w -t 30 \
+            -o "-p $port -k $dir/pg -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=200" \
+            start >/dev/null && break
+        tries=$((tries + 1)) # the port was taken between the check and the bind: another one
+        [ $tries -lt 5 ] || { echo "testpg: cannot start PostgreSQL, see $dir/pg/server.log" >&2; exit 1; }
+    done
     echo "PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres DIR=$dir"
 }
 
