@@ -1,12 +1,15 @@
 #!/bin/sh
 # Installs what the build, the tests and `make run` need and is missing:
-# Debian packages through apt-get, then the pinned npm packages of tests/e2e.
+# Debian packages through apt-get (chromium for the browser test, docker-compose
+# to validate compose.yaml offline), then the pinned npm packages of tests/e2e,
+# tests/browser (playwright-core, which drives Debian's chromium: no browser is
+# downloaded) and web/ (the socket.io-client bundle the demo page loads).
 # Safe to run again: it does nothing when everything is there.
 set -eu
 cd "$(dirname "$0")/.."
 
 PKGS="gcc make pkg-config libwebsockets-dev libnats-dev libjwt-dev libjansson-dev libprotobuf-c-dev
-protobuf-c-compiler libcmocka-dev nats-server libpq-dev postgresql"
+protobuf-c-compiler libcmocka-dev nats-server libpq-dev postgresql chromium docker-compose"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -21,10 +24,12 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q $missing
 fi
 
-# npm packages, exactly as locked; reinstalled when the lockfile changes.
-stamp=tests/e2e/node_modules/.lock-stamp
-if [ ! -f "$stamp" ] || ! cmp -s tests/e2e/package-lock.json "$stamp"; then
-    echo "deps: npm ci in tests/e2e"
-    (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
-    cp tests/e2e/package-lock.json "$stamp"
-fi
+# npm packages, exactly as locked; reinstalled when a lockfile changes.
+for dir in tests/e2e tests/browser web; do
+    stamp=$dir/node_modules/.lock-stamp
+    if [ ! -f "$stamp" ] || ! cmp -s "$dir/package-lock.json" "$stamp"; then
+        echo "deps: npm ci in $dir"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+        cp "$dir/package-lock.json" "$stamp"
+    fi
+done

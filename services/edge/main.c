@@ -147,11 +147,11 @@ int main(void)
     lws_sul_cancel(&sul_grace);
     chat_stop(edge.chat);
     bus_close(&edge.bus, 1000);
+    nats_CloseAndWait(1000); /* no nats.c thread runs past this: none can reach freed state */
     ws_destroy_all(&edge);
     ws_stop(&edge);
     chat_destroy(edge.chat);
     map_cleanup(&edge.sessions);
-    nats_CloseAndWait(1000);
     log_info("stopped");
     return 0;
 }

@@ -67,11 +67,12 @@ int relay_push(struct relay *r, enum relay_kind kind, const char *key, const voi
         r->head = it;
     r->tail = it;
     r->bytes += len;
-    int wake = !r->wake_pending;
+    /* Woken under the lock: once relay_stop() returns, no thread can still be
+     * about to touch the lws context (which is destroyed after it). */
+    if (!r->wake_pending)
+        lws_cancel_service(r->ctx);
     r->wake_pending = 1;
     pthread_mutex_unlock(&r->mu);
-    if (wake)
-        lws_cancel_service(r->ctx);
     return 0;
 }
 
