@@ -29,7 +29,7 @@ GEN_H   := $(BUILD)/gen/chat.pb-c.h
 LIB_SRC := lib/log.c lib/config.c lib/mem.c lib/map.c lib/bus.c lib/ids.c lib/streams.c lib/metrics.c lib/admin.c
 EDGE_SRC := services/edge/main.c services/edge/ws.c services/edge/polling.c services/edge/session.c services/edge/eio.c \
             services/edge/sio.c services/edge/sock.c services/edge/auth.c services/edge/chat.c services/edge/chat_json.c services/edge/chat_valid.c \
-            services/edge/conform.c services/edge/relay.c services/edge/site.c
+            services/edge/conform.c services/edge/relay.c services/edge/site.c services/edge/abuse.c
 DB_SRC  := lib/db.c
 MSG_SRC := services/messaging/main.c services/messaging/messaging.c services/messaging/store.c $(DB_SRC)
 PRS_SRC := services/presence/main.c services/presence/presence.c services/presence/roster.c \
@@ -40,7 +40,7 @@ BINS := $(BUILD)/bin/chat-edge $(BUILD)/bin/chat-messaging $(BUILD)/bin/chat-pre
 UNIT_TESTS := $(BUILD)/tests/test_eio $(BUILD)/tests/test_sio $(BUILD)/tests/test_auth $(BUILD)/tests/test_roster \
               $(BUILD)/tests/test_chat_valid
 
-.PHONY: all test test-unit test-e2e test-sanitize deps run format clean clean-state
+.PHONY: all test test-unit test-e2e test-browser test-sanitize deps run format clean clean-state
 all: $(BINS)
 
 $(GEN_C) $(GEN_H) &: proto/chat.proto
@@ -109,8 +109,9 @@ deps:
 	@scripts/deps.sh
 
 test: deps
-	$(MAKE) all test-unit test-integration test-e2e
-	$(MAKE) SANITIZE=address,undefined all test-unit test-integration test-e2e
+	scripts/check-compose.sh
+	$(MAKE) all test-unit test-integration test-e2e test-browser
+	$(MAKE) SANITIZE=address,undefined all test-unit test-integration test-e2e test-browser
 
 test-unit: $(UNIT_TESTS)
 	@for t in $(UNIT_TESTS); do echo "== $$t"; $$t || exit 1; done
@@ -132,6 +133,12 @@ test-e2e: $(BINS)
 	  LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 npm test
 
+# The demo page in headless Chromium (Debian's) against the real stack.
+test-browser: $(BINS)
+	cd tests/browser && CHAT_EDGE_BIN=$(abspath $(BUILD)/bin/chat-edge) \
+	  LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 npm test
+
 run: deps
 	$(MAKE) all
 	scripts/run.sh
@@ -147,3 +154,87 @@ clean-state:
 	rm -rf var
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# ---------------------------------------------------------------------------
+# Fuzzing (tests/fuzz/): libFuzzer targets built with clang, ASan and UBSan,
+# for every parser of client input. Only the pure modules are linked (no lws,
+# nats or libpq). `make fuzz` runs each target for FUZZ_SECONDS, one at a
+# time, on build/fuzz/corpus-<target> (seeded from tests/fuzz/corpus/<target>,
+# kept between runs; the repository is never written); `make test-fuzz` runs
+# each for 5 s, and `make test` does too. Logs go to build/fuzz/<target>.log,
+# crash inputs to build/fuzz/artifacts/. A target passes when libFuzzer exits 0.
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_DIR     := build/fuzz
+FUZZ_TARGETS := eio sio chat jwt
+FUZZ_BINS    := $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_TARGETS))
+FUZZ_CFLAGS   = $(filter -std=% -D% -I% -W%,$(CFLAGS)) $(PKG_CFLAGS) -g -O1 -fno-omit-frame-pointer \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+
+FUZZ_eio_SRC  := services/edge/eio.c lib/mem.c
+FUZZ_sio_SRC  := services/edge/sio.c lib/mem.c
+FUZZ_chat_SRC := services/edge/chat_valid.c services/edge/chat_json.c lib/ids.c lib/mem.c
+FUZZ_jwt_SRC  := services/edge/auth.c lib/ids.c lib/mem.c
+FUZZ_eio_LIBS  :=
+FUZZ_sio_LIBS   = $(shell pkg-config --libs jansson)
+FUZZ_chat_LIBS  = $(shell pkg-config --libs jansson)
+FUZZ_jwt_LIBS   = $(shell pkg-config --libs jansson libjwt libcrypto)
+
+.PHONY: fuzz test-fuzz
+.SECONDEXPANSION:
+# Coarse but safe: any header of edge or lib rebuilds the targets.
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $$(FUZZ_$$*_SRC) $(wildcard services/edge/*.h lib/*.h) | $(GEN_H)
+	@mkdir -p $(dir $@)
+	@echo "  FUZZCC  $@"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*_SRC) $(FUZZ_$*_LIBS)
+
+# $(1): seconds per target. Runs every target (the corpus grows in place),
+# prints its runs and exec/s, then one summary line; fails if any target did.
+define fuzz_run
+	@mkdir -p $(FUZZ_DIR)/artifacts; pass=0; fail=0; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_DIR)/corpus-$$t; cp tests/fuzz/corpus/$$t/* $(FUZZ_DIR)/corpus-$$t/; \
+	  log=$(FUZZ_DIR)/fuzz_$$t.log; \
+	  if UBSAN_OPTIONS=print_stacktrace=1 $(FUZZ_DIR)/fuzz_$$t -max_total_time=$(1) -timeout=10 \
+	       -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/fuzz_$$t- \
+	       $(FUZZ_DIR)/corpus-$$t >$$log 2>&1; then \
+	    pass=$$((pass + 1)); res=ok; \
+	  else \
+	    fail=$$((fail + 1)); res="FAILED (see $$log)"; tail -n 40 $$log; \
+	  fi; \
+	  echo "fuzz_$$t: $$res, $(1) s, $$(sed -n 's/^stat::number_of_executed_units: *//p' $$log) runs," \
+	       "$$(sed -n 's/^stat::average_exec_per_sec: *//p' $$log) exec/s," \
+	       "corpus $$(ls $(FUZZ_DIR)/corpus-$$t | wc -l) inputs"; \
+	done; \
+	echo "fuzz: $$pass passed, $$fail failed"; [ $$fail -eq 0 ]
+endef
+
+fuzz: $(FUZZ_BINS)
+	$(call fuzz_run,$(FUZZ_SECONDS))
+
+test-fuzz: $(FUZZ_BINS)
+	$(call fuzz_run,5)
+
+# The issue asks `make test` to run the fuzz targets briefly, so they cannot rot.
+test: test-fuzz
+
+# ==== bench: BEGIN (load generator bench/chatload and the Node reference; see bench/run.sh) ====
+# `make bench` starts a private stack (PostgreSQL, NATS, the three services,
+# the Node reference) and runs every scenario against our services and the
+# Node reference; `make bench-smoke` (part of `make test`) runs each scenario
+# against our stack only, tiny and short, and fails unless each one produced
+# nonzero figures.
+BENCH_SRC := bench/chatload.c bench/load_client.c bench/load_util.c
+$(BUILD)/bin/chatload: $(call obj,$(BENCH_SRC))
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs libwebsockets jansson libjwt)
+
+.PHONY: bench bench-smoke
+bench: deps
+	$(MAKE) all $(BUILD)/bin/chatload
+	BIN_DIR=$(abspath $(BUILD)/bin) bench/run.sh full
+bench-smoke: $(BINS) $(BUILD)/bin/chatload
+	BIN_DIR=$(abspath $(BUILD)/bin) bench/run.sh smoke
+test: bench-smoke
+# ==== bench: END ====

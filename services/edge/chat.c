@@ -15,9 +15,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "abuse.h"
 #include "auth.h"
 #include "chat.pb-c.h"
 #include "chat_json.h"
+#include "chat_valid.h"
 #include "edge.h"
 #include "ids.h"
 #include "log.h"
@@ -29,13 +31,12 @@
 
 #define CONNECT_WAIT_MS 2000 /* longest wait for presence before a CONNECT reply */
 #define REQUEST_TIMEOUT_MS 5000
-#define HISTORY_MAX 100
-#define CLIENT_ID_MAX 64
 
 struct chat_user {
     char id[IDS_UUID_LEN + 1];
     natsSubscription *sub;
     struct chat_sock *socks; /* every local socket of the user */
+    int nsocks;
 };
 
 struct chat_sock {
@@ -44,7 +45,10 @@ struct chat_sock {
     struct chat_sock *next; /* in user->socks */
     struct chat *chat;
     char username[AUTH_MAX_USERNAME + 1];
-    char num[24]; /* k->num in decimal: key of chat->socks */
+    char num[24];                      /* k->num in decimal: key of chat->socks */
+    struct abuse_bucket events;        /* EDGE_EVENTS_PER_S */
+    long refused_in_row;               /* events refused by the rate limit, in a row */
+    lws_sorted_usec_list_t sul_expiry; /* the token's exp */
 };
 
 enum req_kind { REQ_CONNECT, REQ_HISTORY, REQ_PRESENCE };
@@ -182,6 +186,7 @@ static void user_attach(struct chat *c, struct chat_sock *cs, const char *id)
     cs->user = u;
     cs->next = u->socks;
     u->socks = cs;
+    u->nsocks++;
 }
 
 static void unsubscribe(natsSubscription **sub)
@@ -202,6 +207,7 @@ static void user_detach(struct chat *c, struct chat_sock *cs)
     if (*p)
         *p = cs->next;
     cs->user = NULL;
+    u->nsocks--;
     if (!u->socks) {
         if (!c->stopped)
             unsubscribe(&u->sub);
@@ -496,6 +502,14 @@ static int nsp_valid(const char *nsp)
     return strcmp(nsp, "/") == 0;
 }
 
+static void on_token_expiry(lws_sorted_usec_list_t *sul)
+{
+    struct chat_sock *cs = lws_container_of(sul, struct chat_sock, sul_expiry);
+    log_info("token expired user=%s socket=%s: disconnecting", cs->user->id, cs->k->id);
+    count("chat_edge_disconnects_total", "reason", "token_expired");
+    sock_disconnect(cs->k); /* frees cs (on_disconnect) */
+}
+
 /* architecture.md §Connect: verify the token, subscribe the user's subject,
  * announce the session to presence and answer the CONNECT with its reply.
  * The reply travels after the SUB on the same NATS connection, so once the
@@ -515,10 +529,22 @@ static int authorize(struct sock *k, json_t *auth, json_t **error)
         *error = json_pack("{s:s}", "message", "unauthorized");
         return SOCK_REJECT;
     }
+    struct chat_user *known = map_get(&c->users, claims.user_id);
+    if (known && known->nsocks >= c->e->cfg->max_sockets_per_user) {
+        log_info("connect refused user=%s reason=\"too many sockets\" sockets=%d", claims.user_id,
+                 known->nsocks);
+        count("chat_edge_connects_total", "result", "too_many_connections");
+        *error = json_pack("{s:s}", "message", "too many connections");
+        return SOCK_REJECT;
+    }
     struct chat_sock *cs = xcalloc(1, sizeof *cs);
     cs->k = k;
     cs->chat = c;
     memcpy(cs->username, claims.username, sizeof cs->username);
+    /* The socket lives as long as its token: DISCONNECT at exp. */
+    long long left = claims.exp - (long long)time(NULL);
+    lws_sul_schedule(c->e->ctx, 0, &cs->sul_expiry, on_token_expiry,
+                     (lws_usec_t)(left > 0 ? left : 0) * LWS_US_PER_SEC);
     snprintf(cs->num, sizeof cs->num, "%" PRIu64, k->num);
     k->app_state = cs;
     map_put(&c->socks, cs->num, cs);
@@ -550,6 +576,7 @@ static void on_disconnect(struct sock *k, const char *reason)
         return;
     struct chat *c = cs->chat;
     log_info("disconnect user=%s socket=%s reason=\"%s\"", cs->user->id, k->id, reason);
+    lws_sul_cancel(&cs->sul_expiry);
     if (!c->stopped)
         announce(cs, CHAT__V1__SESSION_EVENT__KIND__KIND_CLOSE, 0);
     map_del(&c->socks, cs->num);
@@ -571,15 +598,6 @@ typedef int (*handler_fn)(struct chat_sock *cs, json_t *arg, int64_t ack_id, con
         *msg = (m);                                                                                          \
         return -1;                                                                                           \
     } while (0)
-
-/* Reads a required uuid field of obj into out. */
-static int get_uuid(json_t *obj, const char *key, char *out, const char **code, const char **msg)
-{
-    json_t *v = json_object_get(obj, key);
-    if (!json_is_string(v) || ids_uuid_norm(out, json_string_value(v), json_string_length(v)) != 0)
-        FAIL("bad_request", !v ? "a required id field is missing" : "an id field is not a uuid");
-    return 0;
-}
 
 static Chat__V1__Origin origin_of(struct chat_sock *cs, int64_t ack_id)
 {
@@ -604,8 +622,8 @@ static int publish_delivery(struct chat_sock *cs, const char *to, Chat__V1__Deli
 static int relay_signal(struct chat_sock *cs, json_t *arg, Chat__V1__Delivery__EventCase which,
                         const char **code, const char **msg)
 {
-    char to[IDS_UUID_LEN + 1];
-    if (get_uuid(arg, "recipientId", to, code, msg))
+    struct chat_valid_recipient v;
+    if (chat_valid_recipient(&v, arg, code, msg))
         return -1;
     Chat__V1__UserSignal sig = CHAT__V1__USER_SIGNAL__INIT;
     sig.user_id = cs->user->id;
@@ -617,15 +635,15 @@ static int relay_signal(struct chat_sock *cs, json_t *arg, Chat__V1__Delivery__E
         d.audio_recording_start = &sig;
     else
         d.audio_recording_stop = &sig;
-    return publish_delivery(cs, to, &d, code, msg);
+    return publish_delivery(cs, v.to, &d, code, msg);
 }
 
 static int on_typing_start(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
                            const char **msg)
 {
     (void)ack_id;
-    char to[IDS_UUID_LEN + 1];
-    if (get_uuid(arg, "recipientId", to, code, msg))
+    struct chat_valid_recipient v;
+    if (chat_valid_recipient(&v, arg, code, msg))
         return -1;
     Chat__V1__TypingStart t = CHAT__V1__TYPING_START__INIT;
     t.user_id = cs->user->id;
@@ -633,7 +651,7 @@ static int on_typing_start(struct chat_sock *cs, json_t *arg, int64_t ack_id, co
     Chat__V1__Delivery d = CHAT__V1__DELIVERY__INIT;
     d.event_case = CHAT__V1__DELIVERY__EVENT_TYPING_START;
     d.typing_start = &t;
-    return publish_delivery(cs, to, &d, code, msg);
+    return publish_delivery(cs, v.to, &d, code, msg);
 }
 
 static int on_typing_stop(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
@@ -661,21 +679,16 @@ static int on_ghost_typing(struct chat_sock *cs, json_t *arg, int64_t ack_id, co
                            const char **msg)
 {
     (void)ack_id;
-    char to[IDS_UUID_LEN + 1];
-    if (get_uuid(arg, "recipientId", to, code, msg))
+    struct chat_valid_ghost v;
+    if (chat_valid_ghost(&v, arg, (size_t)cs->chat->e->cfg->max_ghost_text, code, msg))
         return -1;
-    json_t *text = json_object_get(arg, "text");
-    if (!json_is_string(text))
-        FAIL("bad_request", "text must be a string");
-    if (json_string_length(text) > (size_t)cs->chat->e->cfg->max_ghost_text)
-        FAIL("too_large", "text is longer than EDGE_MAX_GHOST_TEXT bytes");
     Chat__V1__GhostTyping g = CHAT__V1__GHOST_TYPING__INIT;
     g.user_id = cs->user->id;
-    g.text = (char *)json_string_value(text);
+    g.text = (char *)v.text;
     Chat__V1__Delivery d = CHAT__V1__DELIVERY__INIT;
     d.event_case = CHAT__V1__DELIVERY__EVENT_GHOST_TYPING;
     d.ghost_typing = &g;
-    return publish_delivery(cs, to, &d, code, msg);
+    return publish_delivery(cs, v.to, &d, code, msg);
 }
 
 /* audio:listening {messageId, senderId, isPlaying}: to the message's sender. */
@@ -683,20 +696,17 @@ static int on_audio_listening(struct chat_sock *cs, json_t *arg, int64_t ack_id,
                               const char **msg)
 {
     (void)ack_id;
-    char to[IDS_UUID_LEN + 1], message_id[IDS_UUID_LEN + 1];
-    if (get_uuid(arg, "messageId", message_id, code, msg) || get_uuid(arg, "senderId", to, code, msg))
+    struct chat_valid_listening v;
+    if (chat_valid_listening(&v, arg, code, msg))
         return -1;
-    json_t *playing = json_object_get(arg, "isPlaying");
-    if (!json_is_boolean(playing))
-        FAIL("bad_request", "isPlaying must be a boolean");
     Chat__V1__AudioListening l = CHAT__V1__AUDIO_LISTENING__INIT;
     l.user_id = cs->user->id;
-    l.message_id = message_id;
-    l.is_playing = json_is_true(playing);
+    l.message_id = v.message_id;
+    l.is_playing = v.is_playing;
     Chat__V1__Delivery d = CHAT__V1__DELIVERY__INIT;
     d.event_case = CHAT__V1__DELIVERY__EVENT_AUDIO_LISTENING;
     d.audio_listening = &l;
-    return publish_delivery(cs, to, &d, code, msg);
+    return publish_delivery(cs, v.to, &d, code, msg);
 }
 
 /* Publishes a command to JetStream without waiting (the lws thread never
@@ -727,21 +737,10 @@ static int publish_command(struct chat_sock *cs, const char *subject, const char
 static int on_message_send(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
                            const char **msg)
 {
-    char to[IDS_UUID_LEN + 1], id[IDS_UUID_LEN + 1];
-    if (get_uuid(arg, "recipientId", to, code, msg))
+    struct chat_valid_send v;
+    char id[IDS_UUID_LEN + 1];
+    if (chat_valid_send(&v, arg, (size_t)cs->chat->e->cfg->max_message_bytes, code, msg))
         return -1;
-    json_t *type = json_object_get(arg, "type");
-    json_t *content = json_object_get(arg, "content");
-    json_t *cmid = json_object_get(arg, "clientMessageId");
-    if (!json_is_string(type) || chat_json_type(json_string_value(type)) == 0)
-        FAIL("bad_request", "type must be text, audio or image");
-    if (!json_is_string(content) || json_string_length(content) == 0)
-        FAIL("bad_request", "content must be a non-empty string");
-    if (json_string_length(content) > (size_t)cs->chat->e->cfg->max_message_bytes)
-        FAIL("too_large", "content is longer than EDGE_MAX_MESSAGE_BYTES bytes");
-    if (cmid && !json_is_null(cmid) &&
-        (!json_is_string(cmid) || json_string_length(cmid) == 0 || json_string_length(cmid) > CLIENT_ID_MAX))
-        FAIL("bad_request", "clientMessageId must be a string of 1 to 64 bytes");
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ids_uuid7(id, (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
@@ -749,10 +748,10 @@ static int on_message_send(struct chat_sock *cs, json_t *arg, int64_t ack_id, co
     Chat__V1__Message m = CHAT__V1__MESSAGE__INIT;
     m.id = id;
     m.sender_id = cs->user->id;
-    m.recipient_id = to;
-    m.type = chat_json_type(json_string_value(type));
-    m.content = (char *)json_string_value(content);
-    m.client_message_id = json_is_string(cmid) ? (char *)json_string_value(cmid) : "";
+    m.recipient_id = v.to;
+    m.type = v.type;
+    m.content = (char *)v.content;
+    m.client_message_id = (char *)v.client_message_id;
     Chat__V1__Origin origin = origin_of(cs, ack_id);
     Chat__V1__SendMessage cmd = CHAT__V1__SEND_MESSAGE__INIT;
     cmd.message = &m;
@@ -768,14 +767,12 @@ static int on_message_send(struct chat_sock *cs, json_t *arg, int64_t ack_id, co
 static int on_message_read(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
                            const char **msg)
 {
-    char id[IDS_UUID_LEN + 1], sender[IDS_UUID_LEN + 1];
-    if (get_uuid(arg, "messageId", id, code, msg))
-        return -1;
-    if (json_object_get(arg, "senderId") && get_uuid(arg, "senderId", sender, code, msg))
+    struct chat_valid_read v;
+    if (chat_valid_read(&v, arg, code, msg))
         return -1;
     Chat__V1__Origin origin = origin_of(cs, ack_id);
     Chat__V1__MarkRead cmd = CHAT__V1__MARK_READ__INIT;
-    cmd.message_id = id;
+    cmd.message_id = v.message_id;
     cmd.reader_id = cs->user->id;
     cmd.origin = &origin;
     return publish_command(cs, SUBJ_CMD_READ, NULL, &cmd.base, code, msg);
@@ -786,26 +783,16 @@ static int on_message_read(struct chat_sock *cs, json_t *arg, int64_t ack_id, co
 static int on_message_history(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
                               const char **msg)
 {
-    char with[IDS_UUID_LEN + 1], before[IDS_UUID_LEN + 1] = "";
+    struct chat_valid_history v;
     if (ack_id < 0)
         FAIL("bad_request", "message:history answers through its ack: emit it with one");
-    if (get_uuid(arg, "withUserId", with, code, msg))
+    if (chat_valid_history(&v, arg, code, msg))
         return -1;
-    json_t *b = json_object_get(arg, "before");
-    if (b && !json_is_null(b) && get_uuid(arg, "before", before, code, msg))
-        return -1;
-    json_t *lim = json_object_get(arg, "limit");
-    json_int_t limit = 50;
-    if (lim && !json_is_null(lim)) {
-        if (!json_is_integer(lim) || json_integer_value(lim) < 1 || json_integer_value(lim) > HISTORY_MAX)
-            FAIL("bad_request", "limit must be an integer from 1 to 100");
-        limit = json_integer_value(lim);
-    }
     Chat__V1__HistoryQuery q = CHAT__V1__HISTORY_QUERY__INIT;
     q.user_id = cs->user->id;
-    q.with_user_id = with;
-    q.before_id = before;
-    q.limit = (uint32_t)limit;
+    q.with_user_id = v.with;
+    q.before_id = v.before;
+    q.limit = v.limit;
     if (request(cs, REQ_HISTORY, ack_id, SUBJ_QUERY_MESSAGES, &q.base, REQUEST_TIMEOUT_MS) != 0)
         FAIL("unavailable", "the message bus is unavailable; try again");
     return 1;
@@ -815,14 +802,13 @@ static int on_message_history(struct chat_sock *cs, json_t *arg, int64_t ack_id,
 static int on_presence_update(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
                               const char **msg)
 {
-    json_t *st = json_object_get(arg, "status");
-    Chat__V1__Status status = json_is_string(st) ? chat_json_status(json_string_value(st)) : 0;
-    if (status == CHAT__V1__STATUS__STATUS_UNSPECIFIED)
-        FAIL("bad_request", "status must be online, away or offline");
+    struct chat_valid_status v;
+    if (chat_valid_status(&v, arg, code, msg))
+        return -1;
     Chat__V1__Origin origin = origin_of(cs, ack_id);
     Chat__V1__SetStatus set = CHAT__V1__SET_STATUS__INIT;
     set.user_id = cs->user->id;
-    set.status = status;
+    set.status = v.status;
     set.origin = &origin;
     if (!bus_connected(&cs->chat->e->bus) ||
         bus_publish(&cs->chat->e->bus, SUBJ_PRESENCE_SET, &set.base) != 0)
@@ -834,33 +820,19 @@ static int on_presence_update(struct chat_sock *cs, json_t *arg, int64_t ack_id,
 static int on_presence_request(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
                                const char **msg)
 {
-    size_t n = json_array_size(arg);
-    if (n > (size_t)cs->chat->e->cfg->max_presence_query)
-        FAIL("too_large", "more user ids than EDGE_MAX_PRESENCE_QUERY");
-    char(*ids)[IDS_UUID_LEN + 1] = xcalloc(n ? n : 1, sizeof *ids);
-    char **ptrs = xcalloc(n ? n : 1, sizeof *ptrs);
-    int rc = 1;
-    for (size_t i = 0; i < n; i++) {
-        json_t *v = json_array_get(arg, i);
-        if (!json_is_string(v) || ids_uuid_norm(ids[i], json_string_value(v), json_string_length(v)) != 0) {
-            *code = "bad_request";
-            *msg = "every entry must be a user id (uuid)";
-            rc = -1;
-            goto out;
-        }
-        ptrs[i] = ids[i];
-    }
+    struct chat_valid_ids v;
+    if (chat_valid_ids(&v, arg, (size_t)cs->chat->e->cfg->max_presence_query, code, msg))
+        return -1;
     Chat__V1__PresenceQuery q = CHAT__V1__PRESENCE_QUERY__INIT;
-    q.n_user_ids = n;
-    q.user_ids = ptrs;
+    q.n_user_ids = v.n;
+    q.user_ids = v.ptrs;
+    int rc = 1;
     if (request(cs, REQ_PRESENCE, ack_id, SUBJ_PRESENCE_QUERY, &q.base, REQUEST_TIMEOUT_MS) != 0) {
         *code = "unavailable";
         *msg = "the message bus is unavailable; try again";
         rc = -1;
     }
-out:
-    free(ids);
-    free(ptrs);
+    chat_valid_ids_cleanup(&v);
     return rc;
 }
 
@@ -886,6 +858,22 @@ static void on_packet(struct sock *k, struct sio_packet *p)
     const char *name = json_is_string(name_v) ? json_string_value(name_v) : "";
     const char *code = "unknown_event", *msg = "no such event";
     int rc = -1;
+    const struct edge_config *cfg = cs->chat->e->cfg;
+    if (!abuse_take(&cs->events, (double)cfg->events_per_s, (double)cfg->events_burst, abuse_now_us())) {
+        /* Paced per socket: refused events say so; a client that keeps
+         * going past EDGE_RATE_DISCONNECT refusals in a row is cut off. */
+        if (++cs->refused_in_row >= cfg->rate_disconnect) {
+            log_warn("rate limit: disconnecting user=%s socket=%s", cs->user->id, k->id);
+            count("chat_edge_disconnects_total", "reason", "rate_limited");
+            sock_kick(k); /* frees cs */
+            return;
+        }
+        send_error(cs, name, p->ack_id, "rate_limited", "too many events: slow down");
+        return;
+    }
+    cs->refused_in_row = 0;
+    if (json_is_string(name_v) && strlen(name) != json_string_length(name_v))
+        name = ""; /* a NUL inside the name: no such event */
     if (p->type == SIO_BINARY_EVENT) {
         code = "bad_request";
         msg = "binary payloads are not accepted";
@@ -1006,6 +994,8 @@ void chat_stop(struct chat *c)
         jsPubOptions_Init(&po);
         po.MaxWait = 1000; /* bounded: NATS may be gone */
         js_PublishAsyncComplete(c->js, &po);
+        jsCtx_Destroy(c->js);
+        c->js = NULL;
     }
 }
 

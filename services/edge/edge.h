@@ -30,6 +30,12 @@ struct edge_config {
     long heartbeat_ms;
     const char *static_dir;
     long dev_login;
+    long max_conn_per_ip;      /* Engine.IO sessions per client address */
+    long handshakes_per_s;     /* new sessions per second per address (burst: twice) */
+    long events_per_s;         /* client events per second per socket */
+    long events_burst;         /* ... with this burst */
+    long rate_disconnect;      /* refused events in a row before the socket is disconnected */
+    long max_sockets_per_user; /* sockets of one user on this edge */
     const char *log_level;
 };
 
@@ -44,6 +50,7 @@ struct edge {
     struct relay *relay;   /* NATS threads -> lws thread */
     struct chat *chat;     /* the chat application, NULL in conformance mode */
     struct map sessions;   /* sid -> struct session */
+    struct map peers;      /* client address -> abuse.c state */
     uint64_t next_id;      /* ids for sockets, unique for this process */
     char boot_id[17];      /* random per start: tells presence a restart */
     int dev_login;         /* POST /dev/login is served (demo only) */

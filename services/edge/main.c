@@ -11,6 +11,7 @@
 #include "conform.h"
 #include "edge.h"
 #include "ids.h"
+#include "abuse.h"
 #include "log.h"
 #include "site.h"
 #include "sock.h"
@@ -52,6 +53,18 @@ static const struct config_var vars[] = {
     V("EDGE_STATIC_DIR", CONFIG_STR, "", 0, static_dir, 0, 0,
       "folder served at / (the demo page); empty: none"),
     V("EDGE_DEV_LOGIN", CONFIG_INT, "0", 0, dev_login, 0, 1, "1: POST /dev/login issues tokens (demo only)"),
+    V("EDGE_MAX_CONN_PER_IP", CONFIG_INT, "1024", 0, max_conn_per_ip, 0, 10000000,
+      "sessions per client address; 0: no limit (behind a proxy)"),
+    V("EDGE_HANDSHAKES_PER_S", CONFIG_INT, "50", 0, handshakes_per_s, 0, 1000000,
+      "new sessions per second per client address, burst twice that; 0: no limit"),
+    V("EDGE_EVENTS_PER_S", CONFIG_INT, "30", 0, events_per_s, 1, 1000000,
+      "client events per second per socket"),
+    V("EDGE_EVENTS_BURST", CONFIG_INT, "60", 0, events_burst, 1, 1000000,
+      "burst of client events per socket"),
+    V("EDGE_RATE_DISCONNECT", CONFIG_INT, "200", 0, rate_disconnect, 1, 1000000,
+      "rate-limited events in a row before the socket is disconnected"),
+    V("EDGE_MAX_SOCKETS_PER_USER", CONFIG_INT, "32", 0, max_sockets_per_user, 1, 1000000,
+      "sockets of one user on this edge"),
 };
 
 static struct edge edge;
@@ -117,6 +130,7 @@ int main(void)
     signal(SIGINT, on_signal);
 
     map_init(&edge.sessions);
+    map_init(&edge.peers);
     if (ws_start(&edge) != 0)
         return 1;
     if (edge.conformance) {
@@ -152,6 +166,7 @@ int main(void)
     ws_stop(&edge);
     chat_destroy(edge.chat);
     map_cleanup(&edge.sessions);
+    abuse_cleanup(&edge);
     log_info("stopped");
     return 0;
 }

@@ -135,6 +135,16 @@ static void on_check_timer(lws_sorted_usec_list_t *sul)
     lws_sul_schedule(lws_get_context(pss->wsi), 0, &pss->sul_check, on_check_timer, CHECK_US);
 }
 
+int polling_origin_ok(struct lws *wsi, const char *allowed)
+{
+    struct ws_pss tmp;
+    char origin[8];
+    if (!*allowed || lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) <= 0)
+        return 1; /* no policy, or not a browser */
+    cors_check(wsi, &tmp, allowed);
+    return tmp.origin[0] != '\0';
+}
+
 void polling_finish_get(struct lws *wsi, const char *body)
 {
     struct ws_pss *pss = lws_wsi_user(wsi);
@@ -257,7 +267,13 @@ int polling_request(struct lws *wsi, struct ws_pss *pss, struct edge *e, const s
         pss->close_after = 1;
         return respond_error(wsi, pss, HTTP_STATUS_BAD_REQUEST, ERR_BAD_HANDSHAKE_METHOD);
     }
-    struct session *s = session_create(e, app, SESSION_POLLING);
+    char ip[64] = "";
+    lws_get_peer_simple(wsi, ip, sizeof ip);
+    struct session *s = session_create(e, app, SESSION_POLLING, ip);
+    if (!s) {
+        pss->close_after = 1;
+        return respond_error(wsi, pss, 429 /* Too Many Requests */, ERR_FORBIDDEN);
+    }
     s->poll_get = wsi;
     pss->s = s;
     pss->role = WS_ROLE_GET;

@@ -20,6 +20,9 @@ int polling_body_done(struct lws *wsi, struct ws_pss *pss);
 int polling_writeable(struct lws *wsi, struct ws_pss *pss);
 /* LWS_CALLBACK_CLOSED_HTTP: an aborted held GET ends its session. */
 void polling_closed(struct lws *wsi, struct ws_pss *pss);
+/* 1 when a WebSocket upgrade may proceed under EDGE_CORS_ORIGINS (allowed):
+ * no policy, no Origin header (not a browser), or an allowed origin. */
+int polling_origin_ok(struct lws *wsi, const char *allowed);
 /* Answers a held GET with body (e.g. "6") and detaches it from its session. */
 void polling_finish_get(struct lws *wsi, const char *body);
 /* Queues a plain HTTP response on wsi (JSON or text). */

@@ -13,6 +13,7 @@
 
 #include "edge.h"
 #include "ids.h"
+#include "abuse.h"
 #include "log.h"
 #include "mem.h"
 #include "polling.h"
@@ -97,9 +98,13 @@ static struct frame *frame_new(size_t len, int binary)
     return f;
 }
 
-struct session *session_create(struct edge *e, const struct session_app *app, enum session_transport t)
+struct session *session_create(struct edge *e, const struct session_app *app, enum session_transport t,
+                               const char *ip)
 {
+    if (abuse_admit(e, ip) != 0)
+        return NULL;
     struct session *s = xcalloc(1, sizeof *s);
+    snprintf(s->ip, sizeof s->ip, "%s", ip);
     s->edge = e;
     s->app = app;
     s->transport = t;
@@ -140,6 +145,7 @@ void session_destroy(struct session *s, const char *reason)
     lws_sul_cancel(&s->sul_close);
     lws_sul_cancel(&s->sul_upgrade);
     map_del(&s->edge->sessions, s->sid);
+    abuse_release(s->edge, s->ip);
     s->closing = 1; /* the app may try to send while closing: dropped */
     if (s->app->on_close)
         s->app->on_close(s, reason);

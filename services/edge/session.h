@@ -40,6 +40,7 @@ enum session_transport { SESSION_WEBSOCKET, SESSION_POLLING };
 struct session {
     struct edge *edge;
     char sid[21];
+    char ip[64]; /* the client's address, for abuse.c */
     const struct session_app *app;
     void *app_state;
     enum session_transport transport;
@@ -60,10 +61,12 @@ struct session {
     const char *close_reason;
 };
 
-/* Creates a session, queues the open packet (upgrades: ["websocket"] on
- * polling, [] on a WebSocket) and arms the heartbeat. The caller binds its
- * connection (s->ws or s->poll_get). */
-struct session *session_create(struct edge *e, const struct session_app *app, enum session_transport t);
+/* Admits a session from ip (abuse.c), or returns NULL when ip is over its
+ * limits. Then queues the open packet (upgrades: ["websocket"] on polling,
+ * [] on a WebSocket) and arms the heartbeat. The caller binds its connection
+ * (s->ws or s->poll_get). */
+struct session *session_create(struct edge *e, const struct session_app *app, enum session_transport t,
+                               const char *ip);
 /* Tells the app, releases the transport's connections, frees everything. */
 void session_destroy(struct session *s, const char *reason);
 /* Looks a session up by sid; NULL when unknown. */

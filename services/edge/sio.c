@@ -200,10 +200,12 @@ int sio_decode(struct sio_packet *p, const char *s, size_t len, const char **err
 
     /* What remains is JSON or nothing. Without JSON_DECODE_ANY jansson only
      * accepts an array or object at the top, and it refuses trailing bytes,
-     * so "42abc[...]" fails here (§3.7). */
+     * so "42abc[...]" fails here (§3.7). "\u0000" is valid JSON (a JS peer
+     * sends it): strings may hold NUL, so users of their values must go by
+     * json_string_length, not strlen. */
     if (pos < len) {
         json_error_t e;
-        p->data = json_loadb(s + pos, len - pos, JSON_REJECT_DUPLICATES, &e);
+        p->data = json_loadb(s + pos, len - pos, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &e);
         if (!p->data)
             return fail(err, "payload is not valid JSON");
     }

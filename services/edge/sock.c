@@ -145,6 +145,13 @@ void sock_disconnect(struct sock *k)
     drop(k, "server namespace disconnect");
 }
 
+void sock_kick(struct sock *k)
+{
+    struct session *s = k->conn->s;
+    sock_disconnect(k);
+    session_close(s, "forced close");
+}
+
 static void on_connect_packet(struct sock_conn *c, struct sio_packet *p)
 {
     if (find(c, p->nsp)) {

@@ -67,5 +67,7 @@ void sock_send_encoded(struct sock *k, const char *text, size_t len);
 /* Server-side disconnect: sends DISCONNECT (the client will not reconnect)
  * and frees the socket; the Engine.IO session stays. */
 void sock_disconnect(struct sock *k);
+/* The same, then the whole Engine.IO session is closed (an abusive client). */
+void sock_kick(struct sock *k);
 
 #endif

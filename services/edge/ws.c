@@ -121,7 +121,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         /* A sid that cannot be upgraded is refused after the 101 (ESTABLISHED),
          * as the reference does: clients then see a close, not an error. */
         if (get_path(wsi, path, sizeof path) || !app_for_path(e, path) || !ws_query_ok(e, wsi, &s, 0) ||
-            e->stopping) {
+            !polling_origin_ok(wsi, e->cfg->cors_origins) || e->stopping) {
             log_debug("websocket upgrade refused path=%.64s", path);
             return -1;
         }
@@ -135,7 +135,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             pss->s = s;
             session_probe_attach(s, wsi);
         } else {
-            s = session_create(e, app_for_path(e, path), SESSION_WEBSOCKET);
+            char ip[64] = "";
+            lws_get_peer_simple(wsi, ip, sizeof ip);
+            if (!(s = session_create(e, app_for_path(e, path), SESSION_WEBSOCKET, ip)))
+                return -1; /* over the address's limits */
             pss->role = WS_ROLE_WS;
             pss->s = s;
             s->ws = wsi;

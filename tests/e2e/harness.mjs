@@ -378,6 +378,13 @@ export async function startEdge({ nats = null, name = "edge", env = {}, listenTi
     EDGE_HOST: "127.0.0.1",
     EDGE_PORT: String(port),
     EDGE_ID: name,
+    // Every test client comes from 127.0.0.1 and some send fast on purpose:
+    // the abuse limits are off unless a test sets them (abuse.test.mjs).
+    EDGE_MAX_CONN_PER_IP: "0",
+    EDGE_HANDSHAKES_PER_S: "0",
+    EDGE_EVENTS_PER_S: "1000000",
+    EDGE_EVENTS_BURST: "1000000",
+    EDGE_MAX_SOCKETS_PER_USER: "100000",
     JWT_SECRET,
     LOG_LEVEL: "debug",
     ...(nats ? { NATS_URL: nats.url } : {}),

@@ -217,7 +217,9 @@ static const struct dec_case dec_cases[] = {
     BAD("42 "),
     BAD("42[\"chat\"]x"),
     BAD("42[\"chat\"][\"x\"]"),
-    BAD("42[\"\\u0000\"]"),
+    /* "\u0000" is valid JSON: decoded (users go by json_string_length). */
+    OK("42[\"\\u0000\"]", SIO_EVENT, "/", -1, 0, "[\"\\u0000\"]"),
+    OK("42[\"m\",\"a\\u0000b\"]", SIO_EVENT, "/", -1, 0, "[\"m\",\"a\\u0000b\"]"),
     BAD("42[\"x\",01]"),
     BAD("42[\"x\",]"),
     BAD("42['x']"),
