@@ -110,6 +110,7 @@ deps:
 
 test: deps
 	scripts/check-compose.sh
+	$(MAKE) test-fuzz
 	$(MAKE) all test-unit test-integration test-e2e test-browser
 	$(MAKE) SANITIZE=address,undefined all test-unit test-integration test-e2e test-browser
 
