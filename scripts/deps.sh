@@ -9,7 +9,8 @@ set -eu
 cd "$(dirname "$0")/.."
 
 PKGS="gcc make pkg-config libwebsockets-dev libnats-dev libjwt-dev libjansson-dev libprotobuf-c-dev
-protobuf-c-compiler libcmocka-dev nats-server libpq-dev postgresql chromium docker-compose"
+protobuf-c-compiler libcmocka-dev nats-server libpq-dev postgresql chromium docker-compose
+clang libclang-rt-14-dev libssl-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
