@@ -4,18 +4,22 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 enum log_level log_min_level = LOG_INFO;
 static char service_name[32] = "chat";
+static int json_format; /* LOG_FORMAT=json: one JSON object per line */
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 int log_init(const char *service, const char *level)
 {
     snprintf(service_name, sizeof service_name, "%s", service);
+    const char *format = getenv("LOG_FORMAT");
+    json_format = format && strcmp(format, "json") == 0;
     for (int i = 0; i < 4; i++) {
         if (level && strcmp(level, level_names[i]) == 0) {
             log_min_level = (enum log_level)i;
@@ -44,6 +48,29 @@ void log_write(enum log_level level, const char *fmt, ...)
         len = sizeof line - 2;
     while (len > 0 && line[len - 1] == '\n')
         len--;
+    if (json_format) {
+        /* {"time":..,"level":..,"service":..,"msg":..}: the text after the
+         * prefix, JSON-escaped (control bytes as \u00XX). */
+        char out[sizeof line * 6 + 128];
+        size_t o = (size_t)snprintf(out, sizeof out,
+                                    "{\"time\":\"%.24s\",\"level\":\"%s\",\"service\":\"%s\",\"msg\":\"",
+                                    line, level_names[level], service_name);
+        for (size_t i = (size_t)n; i < len && o < sizeof out - 8; i++) {
+            unsigned char c = (unsigned char)line[i];
+            if (c == '"' || c == '\\') {
+                out[o++] = '\\';
+                out[o++] = (char)c;
+            } else if (c < 0x20) {
+                o += (size_t)snprintf(out + o, 7, "\\u%04x", c);
+            } else {
+                out[o++] = (char)c;
+            }
+        }
+        memcpy(out + o, "\"}\n", 3);
+        ssize_t w = write(STDERR_FILENO, out, o + 3);
+        (void)w;
+        return;
+    }
     line[len++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;

@@ -10,7 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { spawn, spawnSync } from "node:child_process";
 import {
-  EDGE_BIN, RawHttp, connectClient, httpRequest, shutdown, startEdge, startMessaging, startNats, startPostgres,
+  EDGE_BIN, RawHttp, connectClient, freePort, httpRequest, shutdown, startEdge, startMessaging, startNats, startPostgres,
   startPresence, test, withTimeout,
 } from "./harness.mjs";
 import { makeUser } from "./tokens.mjs";
@@ -139,6 +139,24 @@ describe("health, metrics, static files, dev login", () => {
       const r = await raw(devEdge, "POST", "/dev/login", { body });
       assert.equal(r.status, 400, `${body} must be refused`);
     }
+  });
+
+  test("LOG_FORMAT=json: every log line is one JSON object with time, level, service and msg", async () => {
+    const port = await freePort();
+    const r = spawnSync(EDGE_BIN, [], {
+      env: { PATH: process.env.PATH, EDGE_HOST: "127.0.0.1", EDGE_PORT: String(port), EDGE_MODE: "conformance", LOG_FORMAT: "json", LSAN_OPTIONS: process.env.LSAN_OPTIONS },
+      encoding: "utf8",
+      timeout: 1500,
+    });
+    const lines = r.stderr.split("\n").filter((l) => l);
+    assert.ok(lines.length >= 2, r.stderr);
+    for (const l of lines) {
+      const o = JSON.parse(l);
+      assert.deepEqual(Object.keys(o), ["time", "level", "service", "msg"]);
+      assert.match(o.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+      assert.equal(o.service, "edge");
+    }
+    assert.ok(lines.some((l) => JSON.parse(l).msg.startsWith("listening ")));
   });
 
   test("EDGE_DEV_LOGIN=1 with a secret that is not a dev secret: the edge refuses to start", async () => {
