@@ -542,9 +542,10 @@ static int authorize(struct sock *k, json_t *auth, json_t **error)
     cs->chat = c;
     memcpy(cs->username, claims.username, sizeof cs->username);
     /* The socket lives as long as its token: DISCONNECT at exp. */
-    long long left = claims.exp - (long long)time(NULL);
-    lws_sul_schedule(c->e->ctx, 0, &cs->sul_expiry, on_token_expiry,
-                     (lws_usec_t)(left > 0 ? left : 0) * LWS_US_PER_SEC);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    long long left_us = (claims.exp - (long long)now.tv_sec) * 1000000LL - now.tv_nsec / 1000;
+    lws_sul_schedule(c->e->ctx, 0, &cs->sul_expiry, on_token_expiry, (lws_usec_t)(left_us > 0 ? left_us : 0));
     snprintf(cs->num, sizeof cs->num, "%" PRIu64, k->num);
     k->app_state = cs;
     map_put(&c->socks, cs->num, cs);

@@ -138,8 +138,7 @@ static void on_check_timer(lws_sorted_usec_list_t *sul)
 int polling_origin_ok(struct lws *wsi, const char *allowed)
 {
     struct ws_pss tmp;
-    char origin[8];
-    if (!*allowed || lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) <= 0)
+    if (!*allowed || lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) <= 0)
         return 1; /* no policy, or not a browser */
     cors_check(wsi, &tmp, allowed);
     return tmp.origin[0] != '\0';

@@ -191,7 +191,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return polling_writeable(wsi, pss);
     case LWS_CALLBACK_CLOSED_HTTP:
-        polling_closed(wsi, pss);
+        if (pss) /* lws closes some connections (e.g. oversized headers) before it attaches user data */
+            polling_closed(wsi, pss);
         break;
 
     default:

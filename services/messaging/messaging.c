@@ -52,6 +52,28 @@ struct messaging {
     natsSubscription *query_sub;
 };
 
+/* Deliveries are core NATS publishes: after NATS comes back, the edges need a
+ * moment to re-subscribe their users' subjects, or what is stored right then
+ * is delivered to nobody. Workers hold their fetches for this long after a
+ * reconnection (not after the first connection). */
+#define RECONNECT_GRACE_MS 2000
+static atomic_int connections;
+static atomic_llong reconnected_at; /* CLOCK_MONOTONIC ms */
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void messaging_bus_connected(void *closure)
+{
+    (void)closure;
+    if (atomic_fetch_add(&connections, 1) > 0)
+        atomic_store(&reconnected_at, mono_ms());
+}
+
 static void nap(struct messaging *m, int ms)
 {
     for (; ms > 0 && !atomic_load(&m->stopping); ms -= 50) {
@@ -485,6 +507,11 @@ static void *worker_main(void *arg)
         }
         if (!own(w)) {
             nap(m, 500);
+            continue;
+        }
+        long long since = mono_ms() - atomic_load(&reconnected_at);
+        if (atomic_load(&reconnected_at) && since < RECONNECT_GRACE_MS) {
+            nap(m, (int)(RECONNECT_GRACE_MS - since));
             continue;
         }
         if (!w->sub) {

@@ -28,6 +28,9 @@ struct messaging;
 /* Starts the workers (they connect to PostgreSQL and set up JetStream in the
  * background, retrying until both are there). */
 struct messaging *messaging_start(const struct messaging_config *cfg, struct bus *bus);
+/* bus on_connect hook (nats.c thread): after a reconnection, deliveries
+ * wait a grace period for the edges to re-subscribe. */
+void messaging_bus_connected(void *closure);
 /* For lib/admin.c (closure: the messaging): 1 when NATS, JetStream set-up and
  * PostgreSQL are all there. */
 int messaging_healthy(void *closure);

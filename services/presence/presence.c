@@ -371,16 +371,20 @@ void presence_tick(struct presence *p)
         p->reconnects = reconnects;
         if (!p->resync_started) {
             send_resync_request(p);
-            /* The window counts from the request: edges cannot answer before. */
+            /* The window counts from the request: edges cannot answer before.
+             * It was opened at start (presence_start), so that events heard
+             * before this tick are quiet too. */
             p->resync_started = 1;
             p->resync_end = mono + p->cfg->resync_ms;
-            roster_resync_begin(p->roster);
         } else {
             /* Presence was deaf, not the edges: give them a full timeout again.
              * The NATS server may have restarted: let the edges reconnect too
-             * before asking, or they would miss the request. */
+             * before asking, or they would miss the request. Closes heard
+             * meanwhile may be missing: a new window settles who is still there. */
             roster_edge_touch_all(p->roster, mono);
             p->resync_due = mono + RECONNECT_SETTLE_MS;
+            roster_resync_begin(p->roster);
+            p->resync_end = p->resync_due + p->cfg->resync_ms;
         }
     }
     p->nats_up = up;
@@ -388,8 +392,9 @@ void presence_tick(struct presence *p)
         send_resync_request(p);
         p->resync_due = 0;
     }
-    if (roster_resyncing(p->roster) && mono >= p->resync_end) {
-        roster_resync_end(p->roster);
+    if (roster_resyncing(p->roster) && p->resync_started && !p->resync_due && mono >= p->resync_end) {
+        roster_resync_end(p->roster, clock_ms(CLOCK_REALTIME));
+        commit(p);
         p->sweep_pending = 1;
     }
     if (p->sweep_pending)
@@ -425,6 +430,11 @@ int presence_start(struct presence *p, struct bus *bus)
                                                 SUBJ_EDGE_HEARTBEAT};
     static natsMsgHandler const handlers[NSUBS] = {on_session, on_set, on_query, on_heartbeat};
     p->bus = bus;
+    /* The resync window opens before the first event can arrive: until the
+     * edges have re-announced, a close may not be anyone's last. */
+    pthread_mutex_lock(&p->mu);
+    roster_resync_begin(p->roster);
+    pthread_mutex_unlock(&p->mu);
     natsStatus st = natsStatistics_Create(&p->stats);
     if (st != NATS_OK) {
         log_error("nats statistics: %s", natsStatus_GetText(st));

@@ -25,6 +25,7 @@ struct roster_session {
     struct roster_user *user;
     struct roster_edge *edge;
     unsigned long long conn_id;
+    int stale; /* known before the resync window, not re-announced yet */
     struct roster_session *user_prev, *user_next;
     struct roster_session *edge_prev, *edge_next;
 };
@@ -174,7 +175,12 @@ static void session_remove(struct roster *r, struct roster_session *s, long long
     free(s);
 
     assert(u->nsessions > 0);
-    if (--u->nsessions == 0) {
+    if (--u->nsessions == 0 && r->resyncing) {
+        /* In the resync window the user's other sessions may not be
+         * re-announced yet: decide at the end of the window. */
+        u->last_seen_ms = now_ms;
+        u->offline_pending = 1;
+    } else if (u->nsessions == 0) {
         u->last_seen_ms = now_ms;
         u->was_online = 0; /* announced offline: a later open is news again */
         mark_dirty(r, u);
@@ -269,6 +275,7 @@ int roster_open(struct roster *r, const struct roster_event *ev, const struct ro
     struct roster_edge *e = edge_seen(r, ev->edge_id, ev->boot_id, ev->mono_ms, ev->now_ms);
     struct roster_session *s = session_find(r, ev->edge_id, ev->conn_id);
     if (s && strcmp(s->user->id, ev->user_id) == 0) {
+        s->stale = 0;
         set_username(r, s->user, ev->username);
         return 0;
     }
@@ -343,11 +350,37 @@ int roster_set_status(struct roster *r, const char *user_id, enum roster_status 
 void roster_resync_begin(struct roster *r)
 {
     r->resyncing = 1;
+    /* After a NATS outage the edges announce what they hold now: sessions
+     * that are not announced again by the end of the window closed while
+     * presence could not hear it. */
+    size_t i;
+    for (struct map_entry *m = map_first(&r->sessions, &i); m; m = map_next(&r->sessions, m, &i))
+        ((struct roster_session *)m->value)->stale = 1;
 }
 
-void roster_resync_end(struct roster *r)
+void roster_resync_end(struct roster *r, long long now_ms)
 {
     r->resyncing = 0;
+    size_t i;
+    struct map_entry *m = map_first(&r->sessions, &i);
+    while (m) {
+        struct map_entry *next = map_next(&r->sessions, m, &i);
+        struct roster_session *s = m->value;
+        if (s->stale)
+            session_remove(r, s, now_ms); /* next is another entry: still valid */
+        m = next;
+    }
+    for (m = map_first(&r->users, &i); m; m = map_next(&r->users, m, &i)) {
+        struct roster_user *u = m->value;
+        if (!u->offline_pending)
+            continue;
+        u->offline_pending = 0;
+        if (u->nsessions == 0) {
+            u->was_online = 0;
+            mark_dirty(r, u);
+            queue_change(r, u, ROSTER_OFFLINE);
+        }
+    }
 }
 
 int roster_resyncing(const struct roster *r)

@@ -24,6 +24,7 @@ struct roster_user {
     long long last_seen_ms;    /* Unix ms, 0 = never */
     size_t nsessions;          /* online while > 0 */
     int was_online;            /* users.online as loaded (resync window rule) */
+    int offline_pending;       /* last session closed in the resync window */
     int dirty;                 /* the row needs writing */
     struct roster_session *sessions;
 };
@@ -110,7 +111,9 @@ int roster_set_status(struct roster *r, const char *user_id, enum roster_status 
 
 /* The resync window after a start: quiet opens (see roster_open). */
 void roster_resync_begin(struct roster *r);
-void roster_resync_end(struct roster *r);
+/* Ends the window: sessions not re-announced are removed, and users left with
+ * no session go offline (broadcast). */
+void roster_resync_end(struct roster *r, long long now_ms);
 int roster_resyncing(const struct roster *r);
 /* End of the window: a user the database says is online. If presence has no
  * record of them (nobody re-announced a session), they are added offline

@@ -695,13 +695,16 @@ describe("CORS (polling only)", () => {
     });
   }
 
-  test("WebSocket is not subject to CORS: a disallowed Origin still opens a session, the 101 has no CORS headers", async () => {
-    const ws = await openRaw(eio, { path: "/engine.io/", headers: { Origin: "https://evil.example" } });
-    const r = await withTimeout(ws.opened, 3000, "the WebSocket upgrade");
+  test("WebSocket upgrades are checked against EDGE_CORS_ORIGINS: a listed Origin opens (no CORS headers on the 101), another is refused", async () => {
+    const ok = await openRaw(eio, { path: "/engine.io/", headers: { Origin: CORS_LIST[0] } });
+    const r = await withTimeout(ok.opened, 3000, "the WebSocket upgrade");
     assert.ok(r.ok, JSON.stringify(r));
-    for (const k of Object.keys(ws.upgradeHeaders)) assert.ok(!k.startsWith("access-control-"), `unexpected ${k} on the 101`);
-    assert.match(await ws.nextText(3000, "the open packet"), /^0\{/);
-    ws.close();
+    for (const k of Object.keys(ok.upgradeHeaders)) assert.ok(!k.startsWith("access-control-"), `unexpected ${k} on the 101`);
+    assert.match(await ok.nextText(3000, "the open packet"), /^0\{/);
+    ok.close();
+    const evil = await openRaw(eio, { path: "/engine.io/", headers: { Origin: "https://evil.example" } });
+    const refused = await withTimeout(evil.opened, 3000, "the refused upgrade");
+    assert.equal(refused.ok, false, JSON.stringify(refused));
   });
 });
 

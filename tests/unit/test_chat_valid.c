@@ -70,16 +70,16 @@ static const struct vcase cases[] = {
      NOT_UUID},
     {"recipient not hex", EV_RECIPIENT, "{\"recipientId\":\"0190a0b0-0000-7000-8000-00000000a11g\"}", BAD,
      NOT_UUID},
-    {"recipient non-ASCII", EV_RECIPIENT,
-     "{\"recipientId\":\"0190a0b0-0000-7000-8000-00000000a11\\u00e9\"}", BAD, NOT_UUID},
+    {"recipient non-ASCII", EV_RECIPIENT, "{\"recipientId\":\"0190a0b0-0000-7000-8000-00000000a11\\u00e9\"}",
+     BAD, NOT_UUID},
 
     /* ghost:typing */
     {"ghost ok", EV_GHOST, "{\"recipientId\":\"" U1 "\",\"text\":\"hi\"}", NULL, NULL},
     {"ghost empty text", EV_GHOST, "{\"recipientId\":\"" U1 "\",\"text\":\"\"}", NULL, NULL},
     {"ghost at limit", EV_GHOST, "{\"recipientId\":\"" U1 "\",\"text\":\"12345678\"}", NULL, NULL},
     {"ghost over limit", EV_GHOST, "{\"recipientId\":\"" U1 "\",\"text\":\"123456789\"}", BIG, GHOST_BIG},
-    {"ghost limit in bytes", EV_GHOST, "{\"recipientId\":\"" U1 "\",\"text\":\"\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\"}",
-     BIG, GHOST_BIG},
+    {"ghost limit in bytes", EV_GHOST,
+     "{\"recipientId\":\"" U1 "\",\"text\":\"\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\"}", BIG, GHOST_BIG},
     {"ghost text missing", EV_GHOST, "{\"recipientId\":\"" U1 "\"}", BAD, GHOST_TEXT},
     {"ghost text null", EV_GHOST, "{\"recipientId\":\"" U1 "\",\"text\":null}", BAD, GHOST_TEXT},
     {"ghost text number", EV_GHOST, "{\"recipientId\":\"" U1 "\",\"text\":7}", BAD, GHOST_TEXT},
@@ -105,7 +105,8 @@ static const struct vcase cases[] = {
      "{\"messageId\":\"" U1 "\",\"senderId\":\"" U2 "\",\"isPlaying\":null}", BAD, PLAYING},
 
     /* message:send */
-    {"send text", EV_SEND, "{\"recipientId\":\"" U1 "\",\"content\":\"hello\",\"type\":\"text\"}", NULL, NULL},
+    {"send text", EV_SEND, "{\"recipientId\":\"" U1 "\",\"content\":\"hello\",\"type\":\"text\"}", NULL,
+     NULL},
     {"send audio", EV_SEND, "{\"recipientId\":\"" U1 "\",\"content\":\"a.ogg\",\"type\":\"audio\"}", NULL,
      NULL},
     {"send image", EV_SEND, "{\"recipientId\":\"" U1 "\",\"content\":\"i.png\",\"type\":\"image\"}", NULL,
@@ -115,11 +116,13 @@ static const struct vcase cases[] = {
     {"send over limit", EV_SEND,
      "{\"recipientId\":\"" U1 "\",\"content\":\"0123456789abcdefg\",\"type\":\"text\"}", BIG, CONTENT_BIG},
     {"send limit in bytes", EV_SEND,
-     "{\"recipientId\":\"" U1 "\",\"content\":\"\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\","
+     "{\"recipientId\":\"" U1
+     "\",\"content\":\"\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\","
      "\"type\":\"text\"}",
      BIG, CONTENT_BIG},
-    {"send cmid", EV_SEND, "{\"recipientId\":\"" U1 "\",\"content\":\"x\",\"type\":\"text\",\"clientMessageId\":\"c1\"}",
-     NULL, NULL},
+    {"send cmid", EV_SEND,
+     "{\"recipientId\":\"" U1 "\",\"content\":\"x\",\"type\":\"text\",\"clientMessageId\":\"c1\"}", NULL,
+     NULL},
     {"send cmid null", EV_SEND,
      "{\"recipientId\":\"" U1 "\",\"content\":\"x\",\"type\":\"text\",\"clientMessageId\":null}", NULL, NULL},
     {"send cmid 64", EV_SEND,
@@ -140,7 +143,8 @@ static const struct vcase cases[] = {
     {"send no type", EV_SEND, "{\"recipientId\":\"" U1 "\",\"content\":\"x\"}", BAD, TYPE},
     {"send type unknown", EV_SEND, "{\"recipientId\":\"" U1 "\",\"content\":\"x\",\"type\":\"video\"}", BAD,
      TYPE},
-    {"send type case", EV_SEND, "{\"recipientId\":\"" U1 "\",\"content\":\"x\",\"type\":\"TEXT\"}", BAD, TYPE},
+    {"send type case", EV_SEND, "{\"recipientId\":\"" U1 "\",\"content\":\"x\",\"type\":\"TEXT\"}", BAD,
+     TYPE},
     {"send type number", EV_SEND, "{\"recipientId\":\"" U1 "\",\"content\":\"x\",\"type\":1}", BAD, TYPE},
     {"send type before content", EV_SEND, "{\"recipientId\":\"" U1 "\",\"content\":\"\",\"type\":\"\"}", BAD,
      TYPE},
@@ -150,7 +154,8 @@ static const struct vcase cases[] = {
     {"send content object", EV_SEND, "{\"recipientId\":\"" U1 "\",\"content\":{},\"type\":\"text\"}", BAD,
      CONTENT},
     {"send content before cmid", EV_SEND,
-     "{\"recipientId\":\"" U1 "\",\"content\":\"0123456789abcdefg\",\"type\":\"text\",\"clientMessageId\":\"\"}",
+     "{\"recipientId\":\"" U1
+     "\",\"content\":\"0123456789abcdefg\",\"type\":\"text\",\"clientMessageId\":\"\"}",
      BIG, CONTENT_BIG},
 
     /* message:read */
@@ -163,7 +168,8 @@ static const struct vcase cases[] = {
 
     /* message:history (the ack id check is the handler's) */
     {"history ok", EV_HISTORY, "{\"withUserId\":\"" U1 "\"}", NULL, NULL},
-    {"history all", EV_HISTORY, "{\"withUserId\":\"" U1 "\",\"before\":\"" U2 "\",\"limit\":100}", NULL, NULL},
+    {"history all", EV_HISTORY, "{\"withUserId\":\"" U1 "\",\"before\":\"" U2 "\",\"limit\":100}", NULL,
+     NULL},
     {"history nulls", EV_HISTORY, "{\"withUserId\":\"" U1 "\",\"before\":null,\"limit\":null}", NULL, NULL},
     {"history limit 1", EV_HISTORY, "{\"withUserId\":\"" U1 "\",\"limit\":1}", NULL, NULL},
     {"history no with", EV_HISTORY, "{\"limit\":1}", BAD, MISSING},
@@ -175,7 +181,8 @@ static const struct vcase cases[] = {
     {"history limit 0", EV_HISTORY, "{\"withUserId\":\"" U1 "\",\"limit\":0}", BAD, LIMIT},
     {"history limit 101", EV_HISTORY, "{\"withUserId\":\"" U1 "\",\"limit\":101}", BAD, LIMIT},
     {"history limit -1", EV_HISTORY, "{\"withUserId\":\"" U1 "\",\"limit\":-1}", BAD, LIMIT},
-    {"history limit huge", EV_HISTORY, "{\"withUserId\":\"" U1 "\",\"limit\":9223372036854775807}", BAD, LIMIT},
+    {"history limit huge", EV_HISTORY, "{\"withUserId\":\"" U1 "\",\"limit\":9223372036854775807}", BAD,
+     LIMIT},
     {"history limit real", EV_HISTORY, "{\"withUserId\":\"" U1 "\",\"limit\":1.5}", BAD, LIMIT},
     {"history limit real whole", EV_HISTORY, "{\"withUserId\":\"" U1 "\",\"limit\":10.0}", BAD, LIMIT},
     {"history limit string", EV_HISTORY, "{\"withUserId\":\"" U1 "\",\"limit\":\"10\"}", BAD, LIMIT},
