@@ -111,7 +111,7 @@ deps:
 test: deps
 	scripts/check-compose.sh
 	$(MAKE) test-fuzz
-	$(MAKE) all test-unit test-integration test-e2e test-browser
+	$(MAKE) all test-unit test-integration test-e2e test-browser bench-smoke
 	$(MAKE) SANITIZE=address,undefined all test-unit test-integration test-e2e test-browser
 
 test-unit: $(UNIT_TESTS)
@@ -182,9 +182,12 @@ FUZZ_chat_LIBS  = $(shell pkg-config --libs jansson)
 FUZZ_jwt_LIBS   = $(shell pkg-config --libs jansson libjwt libcrypto)
 
 .PHONY: fuzz test-fuzz
-.SECONDEXPANSION:
+$(FUZZ_DIR)/fuzz_eio: $(FUZZ_eio_SRC)
+$(FUZZ_DIR)/fuzz_sio: $(FUZZ_sio_SRC)
+$(FUZZ_DIR)/fuzz_chat: $(FUZZ_chat_SRC)
+$(FUZZ_DIR)/fuzz_jwt: $(FUZZ_jwt_SRC)
 # Coarse but safe: any header of edge or lib rebuilds the targets.
-$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $$(FUZZ_$$*_SRC) $(wildcard services/edge/*.h lib/*.h) | $(GEN_H)
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard services/edge/*.h lib/*.h) | $(GEN_H)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZCC  $@"
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*_SRC) $(FUZZ_$*_LIBS)
@@ -237,5 +240,4 @@ bench: deps
 	BIN_DIR=$(abspath $(BUILD)/bin) bench/run.sh full
 bench-smoke: $(BINS) $(BUILD)/bin/chatload
 	BIN_DIR=$(abspath $(BUILD)/bin) bench/run.sh smoke
-test: bench-smoke
 # ==== bench: END ====
