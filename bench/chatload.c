@@ -472,6 +472,7 @@ static void fig_connected(double secs)
     fig("connected", (double)count_ready(), "sockets");
     fig("connect_failed", (double)lc_counts.failed, "sockets");
     fig("connect_seconds", secs, "s (first start to last ready)");
+    fig("closed_by_server", (double)lc_counts.closed, "sockets closed by the server after they were ready");
     fig("connected_without_list", (double)lc_counts.no_list,
         "sockets whose CONNECT reply came without presence:update");
 }
