@@ -161,8 +161,9 @@ clean-state:
 # for every parser of client input. Only the pure modules are linked (no lws,
 # nats or libpq). `make fuzz` runs each target for FUZZ_SECONDS, one at a
 # time, on build/fuzz/corpus-<target> (seeded from tests/fuzz/corpus/<target>,
-# kept between runs; the repository is never written); `make test-fuzz` runs
-# each for 5 s, and `make test` does too. Logs go to build/fuzz/<target>.log,
+# kept between runs; the repository is never written), with the dictionary
+# tests/fuzz/fuzz_<target>.dict when there is one; `make test-fuzz` runs
+# each for 5 s, and `make test` does too. Logs go to build/fuzz/fuzz_<target>.log,
 # crash inputs to build/fuzz/artifacts/. A target passes when libFuzzer exits 0.
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
@@ -198,8 +199,9 @@ define fuzz_run
 	@mkdir -p $(FUZZ_DIR)/artifacts; pass=0; fail=0; \
 	for t in $(FUZZ_TARGETS); do \
 	  mkdir -p $(FUZZ_DIR)/corpus-$$t; cp tests/fuzz/corpus/$$t/* $(FUZZ_DIR)/corpus-$$t/; \
-	  log=$(FUZZ_DIR)/fuzz_$$t.log; \
+	  log=$(FUZZ_DIR)/fuzz_$$t.log; dict=tests/fuzz/fuzz_$$t.dict; \
 	  if UBSAN_OPTIONS=print_stacktrace=1 $(FUZZ_DIR)/fuzz_$$t -max_total_time=$(1) -timeout=10 \
+	       $$([ -f $$dict ] && echo -dict=$$dict) \
 	       -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/fuzz_$$t- \
 	       $(FUZZ_DIR)/corpus-$$t >$$log 2>&1; then \
 	    pass=$$((pass + 1)); res=ok; \

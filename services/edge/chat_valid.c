@@ -82,7 +82,8 @@ int chat_valid_send(struct chat_valid_send *out, const json_t *arg, size_t max_b
     const json_t *type = json_object_get(arg, "type");
     const json_t *content = json_object_get(arg, "content");
     const json_t *cmid = json_object_get(arg, "clientMessageId");
-    if (!json_is_string(type) || chat_json_type(json_string_value(type)) == 0)
+    /* has_nul: strcmp would take "text\u0000x" for "text". */
+    if (!json_is_string(type) || has_nul(type) || chat_json_type(json_string_value(type)) == 0)
         return bad_request(code, msg, "type must be text, audio or image");
     if (!json_is_string(content) || json_string_length(content) == 0)
         return bad_request(code, msg, "content must be a non-empty string");
@@ -136,7 +137,7 @@ int chat_valid_history(struct chat_valid_history *out, const json_t *arg, const 
 int chat_valid_status(struct chat_valid_status *out, const json_t *arg, const char **code, const char **msg)
 {
     const json_t *st = json_object_get(arg, "status");
-    out->status = json_is_string(st) ? chat_json_status(json_string_value(st)) : 0;
+    out->status = json_is_string(st) && !has_nul(st) ? chat_json_status(json_string_value(st)) : 0;
     if (out->status == CHAT__V1__STATUS__STATUS_UNSPECIFIED)
         return bad_request(code, msg, "status must be online, away or offline");
     return 0;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat_json.h"
 #include "chat_valid.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -79,8 +80,11 @@ static void validate(const json_t *arg)
         check_uuid(s.to);
         CHECK(s.type != CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_UNSPECIFIED);
         CHECK(s.content && s.content_len >= 1 && s.content_len <= MAX_BYTES);
-        CHECK(strlen(s.content) == s.content_len);
+        CHECK(strlen(s.content) == s.content_len); /* no U+0000: it goes on as a C string */
         CHECK(s.client_message_id && strlen(s.client_message_id) <= CHAT_VALID_CLIENT_ID_MAX);
+        /* the type is exactly one of the names, not a prefix of the value */
+        const json_t *type = json_object_get(arg, "type");
+        CHECK(json_string_length(type) == strlen(chat_json_type_name(s.type)));
     }
 
     struct chat_valid_read rd;
@@ -102,9 +106,12 @@ static void validate(const json_t *arg)
 
     struct chat_valid_status st;
     code = msg = NULL;
-    if (checked(chat_valid_status(&st, arg, &code, &msg), code, msg) == 0)
+    if (checked(chat_valid_status(&st, arg, &code, &msg), code, msg) == 0) {
         CHECK(st.status == CHAT__V1__STATUS__STATUS_ONLINE || st.status == CHAT__V1__STATUS__STATUS_AWAY ||
               st.status == CHAT__V1__STATUS__STATUS_OFFLINE);
+        const json_t *status = json_object_get(arg, "status");
+        CHECK(json_string_length(status) == strlen(chat_json_status_name(st.status)));
+    }
 
     struct chat_valid_ids ids;
     code = msg = NULL;
@@ -122,11 +129,12 @@ static void validate(const json_t *arg)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    /* The flags sio_decode uses, plus DECODE_ANY: a handler may get any
-     * value as its argument (on_packet checks object/array first, the
-     * validators must not rely on it). */
+    /* The flags sio_decode uses (strings may hold U+0000), plus DECODE_ANY:
+     * a handler may get any value as its argument (on_packet checks
+     * object/array first, the validators must not rely on it). */
     json_error_t e;
-    json_t *v = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &e);
+    json_t *v =
+        json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &e);
     if (!v)
         return 0;
     validate(v);

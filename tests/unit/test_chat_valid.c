@@ -39,6 +39,9 @@
 #define STATUS "status must be online, away or offline"
 #define IDS_BIG "more user ids than EDGE_MAX_PRESENCE_QUERY"
 #define IDS_ENTRY "every entry must be a user id (uuid)"
+#define GHOST_NUL "text must not contain U+0000"
+#define CONTENT_NUL "content must not contain U+0000"
+#define CMID_NUL "clientMessageId must not contain U+0000"
 
 enum ev { EV_RECIPIENT, EV_GHOST, EV_LISTENING, EV_SEND, EV_READ, EV_HISTORY, EV_STATUS, EV_IDS };
 
@@ -70,6 +73,8 @@ static const struct vcase cases[] = {
      NOT_UUID},
     {"recipient not hex", EV_RECIPIENT, "{\"recipientId\":\"0190a0b0-0000-7000-8000-00000000a11g\"}", BAD,
      NOT_UUID},
+    {"recipient with U+0000", EV_RECIPIENT,
+     "{\"recipientId\":\"0190a0b0-0000-7000-8000-00000000a11\\u0000\"}", BAD, NOT_UUID},
     {"recipient non-ASCII", EV_RECIPIENT, "{\"recipientId\":\"0190a0b0-0000-7000-8000-00000000a11\\u00e9\"}",
      BAD, NOT_UUID},
 
@@ -84,6 +89,10 @@ static const struct vcase cases[] = {
     {"ghost text null", EV_GHOST, "{\"recipientId\":\"" U1 "\",\"text\":null}", BAD, GHOST_TEXT},
     {"ghost text number", EV_GHOST, "{\"recipientId\":\"" U1 "\",\"text\":7}", BAD, GHOST_TEXT},
     {"ghost recipient first", EV_GHOST, "{\"text\":7}", BAD, MISSING},
+    {"ghost text with U+0000", EV_GHOST, "{\"recipientId\":\"" U1 "\",\"text\":\"a\\u0000b\"}", BAD,
+     GHOST_NUL},
+    {"ghost length before U+0000", EV_GHOST, "{\"recipientId\":\"" U1 "\",\"text\":\"\\u000012345678\"}", BIG,
+     GHOST_BIG},
     {"ghost bad recipient", EV_GHOST, "{\"recipientId\":\"bob\",\"text\":\"hi\"}", BAD, NOT_UUID},
 
     /* audio:listening */
@@ -137,6 +146,13 @@ static const struct vcase cases[] = {
      "{\"recipientId\":\"" U1 "\",\"content\":\"x\",\"type\":\"text\",\"clientMessageId\":5}", BAD, CMID},
     {"send cmid false", EV_SEND,
      "{\"recipientId\":\"" U1 "\",\"content\":\"x\",\"type\":\"text\",\"clientMessageId\":false}", BAD, CMID},
+    {"send content with U+0000", EV_SEND,
+     "{\"recipientId\":\"" U1 "\",\"content\":\"a\\u0000b\",\"type\":\"text\"}", BAD, CONTENT_NUL},
+    {"send cmid with U+0000", EV_SEND,
+     "{\"recipientId\":\"" U1 "\",\"content\":\"x\",\"type\":\"text\",\"clientMessageId\":\"c\\u0000\"}", BAD,
+     CMID_NUL},
+    {"send type with U+0000 (fuzz_chat)", EV_SEND,
+     "{\"recipientId\":\"" U1 "\",\"content\":\"x\",\"type\":\"text\\u0000x\"}", BAD, TYPE},
     {"send no recipient", EV_SEND, "{\"content\":\"x\",\"type\":\"text\"}", BAD, MISSING},
     {"send bad recipient first", EV_SEND, "{\"recipientId\":\"x\",\"content\":\"\",\"type\":\"video\"}", BAD,
      NOT_UUID},
@@ -197,6 +213,7 @@ static const struct vcase cases[] = {
     {"status empty", EV_STATUS, "{\"status\":\"\"}", BAD, STATUS},
     {"status number", EV_STATUS, "{\"status\":1}", BAD, STATUS},
     {"status missing", EV_STATUS, "{}", BAD, STATUS},
+    {"status with U+0000 (fuzz_chat)", EV_STATUS, "{\"status\":\"away\\u0000\"}", BAD, STATUS},
 
     /* presence:request */
     {"ids empty", EV_IDS, "[]", NULL, NULL},
@@ -207,6 +224,7 @@ static const struct vcase cases[] = {
     {"ids number", EV_IDS, "[\"" U1 "\",1]", BAD, IDS_ENTRY},
     {"ids null", EV_IDS, "[null]", BAD, IDS_ENTRY},
     {"ids not uuid", EV_IDS, "[\"bob\"]", BAD, IDS_ENTRY},
+    {"ids with U+0000", EV_IDS, "[\"0190a0b0-0000-7000-8000-00000000a11\\u0000\"]", BAD, IDS_ENTRY},
     {"ids nested", EV_IDS, "[[\"" U1 "\"]]", BAD, IDS_ENTRY},
 };
 
@@ -254,8 +272,8 @@ static int run(enum ev ev, const json_t *arg, const char **code, const char **ms
 static json_t *load(const char *text)
 {
     json_error_t e;
-    /* The flags sio_decode parses payloads with. */
-    json_t *v = json_loads(text, JSON_REJECT_DUPLICATES, &e);
+    /* The flags sio_decode parses payloads with: strings may hold U+0000. */
+    json_t *v = json_loadb(text, strlen(text), JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &e);
     if (!v)
         fail_msg("bad test JSON %s: %s", text, e.text);
     return v;
@@ -366,6 +384,28 @@ static void test_fields(void **state)
     json_decref(a);
 }
 
+/* Found by fuzz_chat: with U+0000 allowed in JSON strings, a name the
+ * validators compare with strcmp ("away\u0000", "text\u0000x") matched as its
+ * prefix. The fuzzer's input, then the same for message:send's type. */
+static void test_fuzz_nul_after_a_name(void **state)
+{
+    (void)state;
+    const char *code = NULL, *msg = NULL;
+    json_t *a = load("{\"status\":\"away\\u0000\"}");
+    struct chat_valid_status st;
+    assert_int_equal(chat_valid_status(&st, a, &code, &msg), -1);
+    assert_string_equal(code, BAD);
+    assert_string_equal(msg, STATUS);
+    json_decref(a);
+
+    a = load("{\"recipientId\":\"" U1 "\",\"content\":\"x\",\"type\":\"image\\u0000\"}");
+    struct chat_valid_send s;
+    assert_int_equal(chat_valid_send(&s, a, MAX_BYTES, &code, &msg), -1);
+    assert_string_equal(code, BAD);
+    assert_string_equal(msg, TYPE);
+    json_decref(a);
+}
+
 /* On -1 the ids struct holds nothing: cleanup is optional (ASan checks). */
 static void test_ids_refused_hold_nothing(void **state)
 {
@@ -386,6 +426,7 @@ int main(void)
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_fields),
         cmocka_unit_test(test_ids_refused_hold_nothing),
+        cmocka_unit_test(test_fuzz_nul_after_a_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
