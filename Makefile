@@ -26,7 +26,7 @@ PQ_LIBS    = $(shell pkg-config --libs libpq 2>/dev/null)
 
 GEN_C   := $(BUILD)/gen/chat.pb-c.c
 GEN_H   := $(BUILD)/gen/chat.pb-c.h
-LIB_SRC := lib/log.c lib/config.c lib/mem.c lib/map.c lib/bus.c lib/ids.c lib/streams.c lib/metrics.c lib/admin.c
+LIB_SRC := lib/log.c lib/config.c lib/mem.c lib/map.c lib/bus.c lib/ids.c lib/streams.c lib/metrics.c lib/admin.c lib/msgtype.c
 EDGE_SRC := services/edge/main.c services/edge/ws.c services/edge/polling.c services/edge/session.c services/edge/eio.c \
             services/edge/sio.c services/edge/sock.c services/edge/auth.c services/edge/chat.c services/edge/chat_json.c services/edge/chat_valid.c \
             services/edge/conform.c services/edge/relay.c services/edge/site.c services/edge/abuse.c
@@ -93,7 +93,7 @@ $(BUILD)/tests/test_auth: $(call obj,tests/unit/test_auth.c services/edge/auth.c
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson libjwt)
-$(BUILD)/tests/test_chat_valid: $(call obj,tests/unit/test_chat_valid.c services/edge/chat_valid.c \
+$(BUILD)/tests/test_chat_valid: $(call obj,tests/unit/test_chat_valid.c services/edge/chat_valid.c lib/msgtype.c \
                                    services/edge/chat_json.c lib/ids.c lib/mem.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
@@ -175,7 +175,7 @@ FUZZ_CFLAGS   = $(filter -std=% -D% -I% -W%,$(CFLAGS)) $(PKG_CFLAGS) -g -O1 -fno
 
 FUZZ_eio_SRC  := services/edge/eio.c lib/mem.c
 FUZZ_sio_SRC  := services/edge/sio.c lib/mem.c
-FUZZ_chat_SRC := services/edge/chat_valid.c services/edge/chat_json.c lib/ids.c lib/mem.c
+FUZZ_chat_SRC := services/edge/chat_valid.c services/edge/chat_json.c lib/msgtype.c lib/ids.c lib/mem.c
 FUZZ_jwt_SRC  := services/edge/auth.c lib/ids.c lib/mem.c
 FUZZ_eio_LIBS  :=
 FUZZ_sio_LIBS   = $(shell pkg-config --libs jansson)

@@ -2,6 +2,8 @@
  * §Server → Client Events). */
 #include "chat_json.h"
 
+#include "msgtype.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -17,31 +19,6 @@ json_t *chat_json_time(long long ms)
     snprintf(out, sizeof out, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
     return json_string(out);
-}
-
-const char *chat_json_type_name(Chat__V1__MessageType t)
-{
-    switch (t) {
-    case CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_TEXT:
-        return "text";
-    case CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_AUDIO:
-        return "audio";
-    case CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_IMAGE:
-        return "image";
-    default:
-        return NULL;
-    }
-}
-
-Chat__V1__MessageType chat_json_type(const char *name)
-{
-    if (strcmp(name, "text") == 0)
-        return CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_TEXT;
-    if (strcmp(name, "audio") == 0)
-        return CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_AUDIO;
-    if (strcmp(name, "image") == 0)
-        return CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_IMAGE;
-    return CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_UNSPECIFIED;
 }
 
 const char *chat_json_status_name(Chat__V1__Status s)
@@ -69,7 +46,7 @@ Chat__V1__Status chat_json_status(const char *name)
 
 json_t *chat_json_message(const Chat__V1__Message *m)
 {
-    const char *type = chat_json_type_name(m->type);
+    const char *type = msgtype_name(m->type);
     json_t *o =
         json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:o}", "id", m->id, "senderId", m->sender_id, "recipientId",
                   m->recipient_id, "content", m->content, "type", type ? type : "text", "createdAt",

@@ -19,9 +19,6 @@ json_t *chat_json_presence(const Chat__V1__PresenceInfo *p);
 json_t *chat_json_presence_list(const Chat__V1__PresenceList *l);
 /* The event for a Delivery: [name, payload], or NULL for an unknown one. */
 json_t *chat_json_delivery(const Chat__V1__Delivery *d);
-/* The wire name of a message type, NULL for an unknown one, and back. */
-const char *chat_json_type_name(Chat__V1__MessageType t);
-Chat__V1__MessageType chat_json_type(const char *name);
 /* Status names: "online", "away", "offline"; unknown -> STATUS_UNSPECIFIED. */
 const char *chat_json_status_name(Chat__V1__Status s);
 Chat__V1__Status chat_json_status(const char *name);

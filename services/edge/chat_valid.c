@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "chat_json.h"
+#include "msgtype.h"
 #include "mem.h"
 
 /* The Socket.IO decoder accepts "\u0000" (valid JSON); C strings, protobuf and
@@ -83,7 +84,7 @@ int chat_valid_send(struct chat_valid_send *out, const json_t *arg, size_t max_b
     const json_t *content = json_object_get(arg, "content");
     const json_t *cmid = json_object_get(arg, "clientMessageId");
     /* has_nul: strcmp would take "text\u0000x" for "text". */
-    if (!json_is_string(type) || has_nul(type) || chat_json_type(json_string_value(type)) == 0)
+    if (!json_is_string(type) || has_nul(type) || msgtype_parse(json_string_value(type)) == 0)
         return bad_request(code, msg, "type must be text, audio or image");
     if (!json_is_string(content) || json_string_length(content) == 0)
         return bad_request(code, msg, "content must be a non-empty string");
@@ -97,7 +98,7 @@ int chat_valid_send(struct chat_valid_send *out, const json_t *arg, size_t max_b
         return bad_request(code, msg, "clientMessageId must be a string of 1 to 64 bytes");
     if (json_is_string(cmid) && has_nul(cmid))
         return bad_request(code, msg, "clientMessageId must not contain U+0000");
-    out->type = chat_json_type(json_string_value(type));
+    out->type = msgtype_parse(json_string_value(type));
     out->content = json_string_value(content);
     out->content_len = json_string_length(content);
     out->client_message_id = json_is_string(cmid) ? json_string_value(cmid) : "";

@@ -14,6 +14,7 @@
 #include "ids.h"
 #include "log.h"
 #include "mem.h"
+#include "msgtype.h"
 #include "metrics.h"
 #include "store.h"
 #include "streams.h"
@@ -158,31 +159,6 @@ static int setup(struct messaging *m, struct store *st)
 
 /* ---------- publishing ---------- */
 
-static Chat__V1__MessageType type_of(const char *s)
-{
-    if (strcmp(s, "text") == 0)
-        return CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_TEXT;
-    if (strcmp(s, "audio") == 0)
-        return CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_AUDIO;
-    if (strcmp(s, "image") == 0)
-        return CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_IMAGE;
-    return CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_UNSPECIFIED;
-}
-
-static const char *type_name(Chat__V1__MessageType t)
-{
-    switch (t) {
-    case CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_TEXT:
-        return "text";
-    case CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_AUDIO:
-        return "audio";
-    case CHAT__V1__MESSAGE_TYPE__MESSAGE_TYPE_IMAGE:
-        return "image";
-    default:
-        return NULL;
-    }
-}
-
 /* Fills a Message from a row; strings are borrowed from the row. */
 static void message_from_row(Chat__V1__Message *msg, struct store_row *r)
 {
@@ -190,7 +166,7 @@ static void message_from_row(Chat__V1__Message *msg, struct store_row *r)
     msg->id = r->id;
     msg->sender_id = r->sender;
     msg->recipient_id = r->recipient;
-    msg->type = type_of(r->type);
+    msg->type = msgtype_parse(r->type);
     msg->content = r->content;
     msg->client_message_id = r->cmid;
     msg->created_at_ms = r->created_ms;
@@ -258,7 +234,7 @@ static int send_valid(const Chat__V1__SendMessage *c)
     const Chat__V1__Message *msg = c->message;
     return msg && ids_uuid_norm(tmp, msg->id, strlen(msg->id)) == 0 &&
            ids_uuid_norm(tmp, msg->sender_id, strlen(msg->sender_id)) == 0 &&
-           ids_uuid_norm(tmp, msg->recipient_id, strlen(msg->recipient_id)) == 0 && type_name(msg->type) &&
+           ids_uuid_norm(tmp, msg->recipient_id, strlen(msg->recipient_id)) == 0 && msgtype_name(msg->type) &&
            *msg->content && strlen(msg->client_message_id) <= 64;
 }
 
@@ -304,7 +280,7 @@ static void process_sends(struct worker *w, natsMsgList *list)
         in[k] = (struct store_msg){c->message->id,
                                    c->message->sender_id,
                                    c->message->recipient_id,
-                                   type_name(c->message->type),
+                                   msgtype_name(c->message->type),
                                    c->message->content,
                                    c->message->client_message_id,
                                    us};

@@ -10,6 +10,7 @@
 
 #include "chat_json.h"
 #include "chat_valid.h"
+#include "msgtype.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -84,7 +85,7 @@ static void validate(const json_t *arg)
         CHECK(s.client_message_id && strlen(s.client_message_id) <= CHAT_VALID_CLIENT_ID_MAX);
         /* the type is exactly one of the names, not a prefix of the value */
         const json_t *type = json_object_get(arg, "type");
-        CHECK(json_string_length(type) == strlen(chat_json_type_name(s.type)));
+        CHECK(json_string_length(type) == strlen(msgtype_name(s.type)));
     }
 
     struct chat_valid_read rd;
