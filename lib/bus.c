@@ -29,9 +29,11 @@ int bus_open(struct bus *b, const char *url, const char *name, int send_asap)
     natsStatus s;
     void (*on_connect)(void *) = b->on_connect;
     void *closure = b->on_connect_closure;
+    int no_echo = b->no_echo;
     memset(b, 0, sizeof *b);
     b->on_connect = on_connect;
     b->on_connect_closure = closure;
+    b->no_echo = no_echo;
     s = natsOptions_Create(&b->opts);
     if (s == NATS_OK)
         s = natsOptions_SetURL(b->opts, url);
@@ -49,6 +51,8 @@ int bus_open(struct bus *b, const char *url, const char *name, int send_asap)
         s = natsOptions_UseGlobalMessageDelivery(b->opts, true);
     if (s == NATS_OK)
         s = natsOptions_SetSendAsap(b->opts, send_asap ? true : false);
+    if (s == NATS_OK && no_echo)
+        s = natsOptions_SetNoEcho(b->opts, true);
     if (s == NATS_OK)
         s = natsOptions_SetDisconnectedCB(b->opts, on_disconnected, b);
     if (s == NATS_OK)

@@ -16,10 +16,13 @@ struct bus {
      * bus_open. */
     void (*on_connect)(void *closure);
     void *on_connect_closure;
+    /* Set before bus_open: the connection does not receive what it publishes
+     * itself (NATS no_echo), for a process that delivers its own locally. */
+    int no_echo;
 };
 
 /* Connects (or keeps trying in the background when the server is not up).
- * Keeps on_connect/on_connect_closure if the caller set them.
+ * Keeps on_connect/on_connect_closure and no_echo if the caller set them.
  * send_asap: 1 for request/reply responders (lower latency, see c-stack.md).
  * Returns 0, or -1 after logging the nats.c error (bad URL...). */
 int bus_open(struct bus *b, const char *url, const char *name, int send_asap);

@@ -45,10 +45,10 @@ struct chat_sock {
     struct chat_sock *next; /* in user->socks */
     struct chat *chat;
     char username[AUTH_MAX_USERNAME + 1];
-    char num[24];                      /* k->num in decimal: key of chat->socks */
-    struct abuse_bucket events;        /* EDGE_EVENTS_PER_S */
-    long refused_in_row;               /* events refused by the rate limit, in a row */
-    lws_sorted_usec_list_t sul_expiry; /* the token's exp */
+    char num[24];                /* k->num in decimal: key of chat->socks */
+    struct abuse_bucket events;  /* EDGE_EVENTS_PER_S */
+    long refused_in_row;         /* events refused by the rate limit, in a row */
+    struct wheel_timer t_expiry; /* the token's exp */
 };
 
 enum req_kind { REQ_CONNECT, REQ_HISTORY, REQ_PRESENCE };
@@ -60,7 +60,7 @@ struct chat_req {
     char key[24];      /* request number: last token of the reply subject */
     char sock_num[24]; /* the socket it answers */
     int64_t ack_id;
-    lws_sorted_usec_list_t sul;
+    struct wheel_timer timer;
 };
 
 struct chat {
@@ -266,7 +266,7 @@ static void emit(struct chat_sock *cs, const char *event, json_t *payload)
 
 static void req_done(struct chat_req *r)
 {
-    lws_sul_cancel(&r->sul);
+    wheel_lws_cancel(&r->chat->e->wheel, &r->timer);
     map_del(&r->chat->reqs, r->key);
     free(r);
 }
@@ -314,9 +314,9 @@ static void req_answer(struct chat_req *r, const uint8_t *data, size_t len)
     }
 }
 
-static void on_req_timeout(lws_sorted_usec_list_t *sul)
+static void on_req_timeout(struct wheel_timer *t)
 {
-    struct chat_req *r = lws_container_of(sul, struct chat_req, sul);
+    struct chat_req *r = lws_container_of(t, struct chat_req, timer);
     log_debug("request timed out kind=%d", (int)r->kind);
     req_answer(r, NULL, 0);
     req_done(r);
@@ -346,7 +346,7 @@ static int request(struct chat_sock *cs, enum req_kind kind, int64_t ack_id, con
         return -1;
     }
     map_put(&c->reqs, r->key, r);
-    lws_sul_schedule(c->e->ctx, 0, &r->sul, on_req_timeout, (lws_usec_t)timeout_ms * LWS_US_PER_MS);
+    wheel_lws_schedule(&c->e->wheel, &r->timer, on_req_timeout, (int64_t)timeout_ms * 1000);
     return 0;
 }
 
@@ -361,19 +361,21 @@ static void fan_out(struct chat *c, struct chat_user *user, json_t *args)
     struct buf text;
     buf_init(&text);
     sio_encode(&text, SIO_EVENT, "/", -1, 0, args);
+    struct frame *f = frame_text(EIO_MESSAGE, text.data, text.len);
+    buf_cleanup(&text);
     if (user) {
         for (struct chat_sock *cs = user->socks; cs; cs = cs->next)
             if (cs->k->state == SOCK_OPEN)
-                sock_send_encoded(cs->k, text.data, text.len);
+                sock_send_frame(cs->k, f);
     } else {
         size_t i;
         for (struct map_entry *m = map_first(&c->socks, &i); m; m = map_next(&c->socks, m, &i)) {
             struct chat_sock *cs = m->value;
             if (cs->k->state == SOCK_OPEN)
-                sock_send_encoded(cs->k, text.data, text.len);
+                sock_send_frame(cs->k, f);
         }
     }
-    buf_cleanup(&text);
+    frame_unref(f);
 }
 
 static void deliver(struct chat *c, const char *user_id, const uint8_t *data, size_t len)
@@ -502,9 +504,9 @@ static int nsp_valid(const char *nsp)
     return strcmp(nsp, "/") == 0;
 }
 
-static void on_token_expiry(lws_sorted_usec_list_t *sul)
+static void on_token_expiry(struct wheel_timer *t)
 {
-    struct chat_sock *cs = lws_container_of(sul, struct chat_sock, sul_expiry);
+    struct chat_sock *cs = lws_container_of(t, struct chat_sock, t_expiry);
     log_info("token expired user=%s socket=%s: disconnecting", cs->user->id, cs->k->id);
     count("chat_edge_disconnects_total", "reason", "token_expired");
     sock_disconnect(cs->k); /* frees cs (on_disconnect) */
@@ -545,7 +547,7 @@ static int authorize(struct sock *k, json_t *auth, json_t **error)
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     long long left_us = (claims.exp - (long long)now.tv_sec) * 1000000LL - now.tv_nsec / 1000;
-    lws_sul_schedule(c->e->ctx, 0, &cs->sul_expiry, on_token_expiry, (lws_usec_t)(left_us > 0 ? left_us : 0));
+    wheel_lws_schedule(&c->e->wheel, &cs->t_expiry, on_token_expiry, left_us > 0 ? left_us : 0);
     snprintf(cs->num, sizeof cs->num, "%" PRIu64, k->num);
     k->app_state = cs;
     map_put(&c->socks, cs->num, cs);
@@ -577,7 +579,7 @@ static void on_disconnect(struct sock *k, const char *reason)
         return;
     struct chat *c = cs->chat;
     log_info("disconnect user=%s socket=%s reason=\"%s\"", cs->user->id, k->id, reason);
-    lws_sul_cancel(&cs->sul_expiry);
+    wheel_lws_cancel(&c->e->wheel, &cs->t_expiry);
     if (!c->stopped)
         announce(cs, CHAT__V1__SESSION_EVENT__KIND__KIND_CLOSE, 0);
     map_del(&c->socks, cs->num);
@@ -609,13 +611,24 @@ static Chat__V1__Origin origin_of(struct chat_sock *cs, int64_t ack_id)
     return o;
 }
 
+/* To the recipient's sockets on other edges (and to whoever taps
+ * chat.user.>) through NATS; to its sockets here directly: the edge's
+ * connection does not hear its own publications (no_echo). Either both or
+ * neither: a bus that does not take it is an error for the client. */
 static int publish_delivery(struct chat_sock *cs, const char *to, Chat__V1__Delivery *d, const char **code,
                             const char **msg)
 {
+    struct chat *c = cs->chat;
     char subj[64];
     snprintf(subj, sizeof subj, SUBJ_USER_FMT, to);
-    if (!bus_connected(&cs->chat->e->bus) || bus_publish(&cs->chat->e->bus, subj, &d->base) != 0)
+    if (!bus_connected(&c->e->bus) || bus_publish(&c->e->bus, subj, &d->base) != 0)
         FAIL("unavailable", "the message bus is unavailable; try again");
+    struct chat_user *u = map_get(&c->users, to);
+    json_t *args = u ? chat_json_delivery(d) : NULL;
+    if (args) {
+        fan_out(c, u, args);
+        json_decref(args);
+    }
     return 0;
 }
 

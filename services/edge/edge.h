@@ -9,6 +9,7 @@
 
 #include "bus.h"
 #include "map.h"
+#include "wheel.h"
 
 struct edge_config {
     const char *nats_url;
@@ -51,6 +52,7 @@ struct edge {
     struct chat *chat;     /* the chat application, NULL in conformance mode */
     struct map sessions;   /* sid -> struct session */
     struct map peers;      /* client address -> abuse.c state */
+    struct wheel wheel;    /* every per-session and per-request timer */
     uint64_t next_id;      /* ids for sockets, unique for this process */
     char boot_id[17];      /* random per start: tells presence a restart */
     int dev_login;         /* POST /dev/login is served (demo only) */

@@ -133,13 +133,16 @@ int main(void)
     map_init(&edge.peers);
     if (ws_start(&edge) != 0)
         return 1;
+    wheel_lws_init(&edge.wheel, edge.ctx);
     if (edge.conformance) {
         sock_set_app(&conform_sock_app);
     } else {
         sock_set_app(&chat_sock_app);
         edge.bus.on_connect = chat_bus_connected;
+        edge.bus.no_echo = 1; /* chat.c delivers to this edge's own sockets itself */
         if (bus_open(&edge.bus, cfg.nats_url, "chat-edge", 0) != 0 || !(edge.chat = chat_create(&edge))) {
             bus_close(&edge.bus, 0);
+            wheel_lws_cleanup(&edge.wheel);
             ws_stop(&edge);
             return 1;
         }
@@ -163,6 +166,7 @@ int main(void)
     bus_close(&edge.bus, 1000);
     nats_CloseAndWait(1000); /* no nats.c thread runs past this: none can reach freed state */
     ws_destroy_all(&edge);
+    wheel_lws_cleanup(&edge.wheel);
     ws_stop(&edge);
     chat_destroy(edge.chat);
     map_cleanup(&edge.sessions);

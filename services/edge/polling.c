@@ -18,7 +18,7 @@
 #include "mem.h"
 
 #define TEXT_PLAIN "text/plain; charset=UTF-8"
-#define CHECK_US (1000 * LWS_US_PER_MS) /* how often a held GET is checked for an abort */
+#define CHECK_US 1000000 /* how often a held GET is checked for an abort */
 #define APP_JSON "application/json"
 
 /* engine.io-protocol §Errors: HTTP 400 with {"code":N,"message":...}. */
@@ -35,9 +35,15 @@ static const char *const err_text[] = {
     "Transport unknown", "Session ID unknown", "Bad handshake method",
     "Bad request",       "Forbidden",          "Unsupported protocol version"};
 
+static struct wheel *wheel_of(struct lws *wsi)
+{
+    return &((struct edge *)lws_context_user(lws_get_context(wsi)))->wheel;
+}
+
 static void reset(struct ws_pss *pss)
 {
-    lws_sul_cancel(&pss->sul_check);
+    if (pss->wsi)
+        wheel_lws_cancel(wheel_of(pss->wsi), &pss->t_check);
     buf_cleanup(&pss->body);
     pss->s = NULL;
     pss->role = WS_ROLE_NONE;
@@ -115,16 +121,16 @@ static void get_aborted(struct session *s, struct lws *wsi)
 {
     struct ws_pss *pss = lws_wsi_user(wsi);
     log_debug("held poll aborted sid=%s", s->sid);
-    lws_sul_cancel(&pss->sul_check);
+    wheel_lws_cancel(wheel_of(wsi), &pss->t_check);
     s->poll_get = NULL;
     pss->s = NULL;
     session_kill(s, "transport error");
     lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
-static void on_check_timer(lws_sorted_usec_list_t *sul)
+static void on_check_timer(struct wheel_timer *t)
 {
-    struct ws_pss *pss = lws_container_of(sul, struct ws_pss, sul_check);
+    struct ws_pss *pss = lws_container_of(t, struct ws_pss, t_check);
     struct session *s = pss->s;
     if (!s || pss->role != WS_ROLE_GET || s->poll_get != pss->wsi)
         return;
@@ -132,7 +138,7 @@ static void on_check_timer(lws_sorted_usec_list_t *sul)
         get_aborted(s, pss->wsi);
         return;
     }
-    lws_sul_schedule(lws_get_context(pss->wsi), 0, &pss->sul_check, on_check_timer, CHECK_US);
+    wheel_lws_schedule(wheel_of(pss->wsi), &pss->t_check, on_check_timer, CHECK_US);
 }
 
 int polling_origin_ok(struct lws *wsi, const char *allowed)
@@ -178,8 +184,8 @@ static int on_session_request(struct lws *wsi, struct ws_pss *pss, struct edge *
         long hold_s = (e->cfg->ping_interval_ms + e->cfg->ping_timeout_ms) / 1000 + 5;
         lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, (int)hold_s);
         pss->wsi = wsi;
-        lws_sul_schedule(lws_get_context(wsi), 0, &pss->sul_check, on_check_timer, CHECK_US);
-        if (s->upgrading || s->head)
+        wheel_lws_schedule(wheel_of(wsi), &pss->t_check, on_check_timer, CHECK_US);
+        if (s->upgrading || s->qlen)
             lws_callback_on_writable(wsi);
         return 0;
     }
@@ -336,11 +342,11 @@ static void drain_queue(struct session *s, struct buf *body)
             buf_putc(body, 0x1e);
         if (f->binary) {
             buf_putc(body, 'b');
-            eio_base64_encode(body, f->buf + LWS_PRE, f->len);
+            eio_base64_encode(body, frame_data(f), f->len);
         } else {
-            buf_append(body, f->buf + LWS_PRE, f->len);
+            buf_append(body, frame_data(f), f->len);
         }
-        free(f);
+        frame_unref(f);
     }
 }
 
@@ -393,11 +399,11 @@ int polling_writeable(struct lws *wsi, struct ws_pss *pss)
             get_aborted(s, wsi); /* keep the queue: nothing is written into a dead socket */
             return -1;
         }
-        lws_sul_cancel(&pss->sul_check);
+        wheel_lws_cancel(wheel_of(wsi), &pss->t_check);
         if (s->upgrading) {
             buf_cleanup(&pss->body);
             buf_append(&pss->body, "6", 1); /* §Upgrade: free the poll */
-        } else if (s->head) {
+        } else if (s->qlen) {
             drain_queue(s, &pss->body);
         } else {
             return 0; /* nothing queued yet: keep holding */
@@ -408,7 +414,7 @@ int polling_writeable(struct lws *wsi, struct ws_pss *pss)
         pss->ctype = TEXT_PLAIN;
         pss->phase = 1;
         lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
-        if (s->closing && !s->head)
+        if (s->closing && !s->qlen)
             session_kill(s, s->close_reason); /* "1" went out: the session is over */
     }
     if (pss->phase == 1) {

@@ -22,22 +22,30 @@
 #define UPGRADE_TIMEOUT_MS 10000 /* what the reference server allows */
 #define CLOSE_GRACE_MS 5000      /* polling: longest wait for the GET that fetches "1" */
 
-static void on_ping_timer(lws_sorted_usec_list_t *sul);
+static void on_ping_timer(struct wheel_timer *t);
 
 static void arm(struct session *s, long ms)
 {
-    lws_sul_schedule(s->edge->ctx, 0, &s->sul_ping, on_ping_timer, (lws_usec_t)ms * LWS_US_PER_MS);
+    wheel_lws_schedule(&s->edge->wheel, &s->t_ping, on_ping_timer, (int64_t)ms * 1000);
 }
 
-static void on_close_timer(lws_sorted_usec_list_t *sul)
+static void on_close_timer(struct wheel_timer *t)
 {
-    struct session *s = lws_container_of(sul, struct session, sul_close);
+    struct session *s = lws_container_of(t, struct session, t_close);
     session_destroy(s, s->close_reason ? s->close_reason : "forced close");
 }
 
-static void on_ping_timer(lws_sorted_usec_list_t *sul)
+/* session_kill: a timer due at once (lws's sorted list takes it at its head,
+ * the wheel would wait for its next tick). */
+static void on_kill(lws_sorted_usec_list_t *sul)
 {
-    struct session *s = lws_container_of(sul, struct session, sul_ping);
+    struct session *s = lws_container_of(sul, struct session, sul_kill);
+    session_destroy(s, s->close_reason ? s->close_reason : "forced close");
+}
+
+static void on_ping_timer(struct wheel_timer *t)
+{
+    struct session *s = lws_container_of(t, struct session, t_ping);
     if (s->pong_due) {
         log_debug("session ping timeout sid=%s", s->sid);
         session_kill(s, "ping timeout");
@@ -64,38 +72,93 @@ void session_kill(struct session *s, const char *reason)
     if (s->transport == SESSION_WEBSOCKET && s->ws)
         lws_set_timeout(s->ws, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC); /* CLOSED destroys */
     else
-        lws_sul_schedule(s->edge->ctx, 0, &s->sul_close, on_close_timer, 1);
+        lws_sul_schedule(s->edge->ctx, 0, &s->sul_kill, on_kill, 1);
 }
 
-static void enqueue(struct session *s, struct frame *f)
+/* ---------- frames ---------- */
+
+static struct frame *frame_new(size_t len, int binary)
 {
-    if (s->closing) {
-        free(f);
-        return;
+    struct frame *f = xmalloc(sizeof *f + FRAME_HEAD + len);
+    f->refs = 1;
+    f->len = len;
+    f->binary = (uint8_t)binary;
+    unsigned char *h = f->buf; /* RFC 6455 §5.2: FIN, opcode, length; no mask */
+    h[0] = 0x80 | (binary ? 0x2 : 0x1);
+    if (len < 126) {
+        h[1] = (unsigned char)len;
+        f->ws_hlen = 2;
+    } else if (len <= 0xffff) {
+        h[1] = 126;
+        h[2] = (unsigned char)(len >> 8);
+        h[3] = (unsigned char)len;
+        f->ws_hlen = 4;
+    } else {
+        h[1] = 127;
+        for (int i = 0; i < 8; i++)
+            h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+        f->ws_hlen = 10;
     }
-    if (s->queued + f->len > (size_t)s->edge->cfg->max_queue_bytes) {
+    if (f->ws_hlen < FRAME_HEAD) /* the header ends where the data starts */
+        memmove(f->buf + FRAME_HEAD - f->ws_hlen, h, f->ws_hlen);
+    return f;
+}
+
+struct frame *frame_text(enum eio_type type, const void *payload, size_t len)
+{
+    struct frame *f = frame_new(len + 1, 0);
+    frame_data(f)[0] = (unsigned char)('0' + type);
+    if (len)
+        memcpy(frame_data(f) + 1, payload, len);
+    return f;
+}
+
+struct frame *frame_binary(const void *data, size_t len)
+{
+    struct frame *f = frame_new(len, 1);
+    if (len)
+        memcpy(frame_data(f), data, len);
+    return f;
+}
+
+void frame_unref(struct frame *f)
+{
+    if (f && --f->refs == 0)
         free(f);
+}
+
+/* ---------- the output queue ---------- */
+
+void session_send_frame(struct session *s, struct frame *f)
+{
+    if (s->closing)
+        return;
+    if (s->queued + f->len > (size_t)s->edge->cfg->max_queue_bytes) {
         log_warn("session output queue full sid=%s queued=%zu: closing slow client", s->sid, s->queued);
         session_kill(s, "transport error");
         return;
     }
-    f->next = NULL;
-    if (s->tail)
-        s->tail->next = f;
-    else
-        s->head = f;
-    s->tail = f;
+    if (s->qlen == s->qcap) { /* grow the ring, oldest first */
+        uint32_t cap = s->qcap ? s->qcap * 2 : 8;
+        struct frame **q = xmalloc(cap * sizeof *q);
+        for (uint32_t i = 0; i < s->qlen; i++)
+            q[i] = s->q[(s->qhead + i) % s->qcap];
+        free(s->q);
+        s->q = q;
+        s->qcap = cap;
+        s->qhead = 0;
+    }
+    s->q[(s->qhead + s->qlen) % s->qcap] = f;
+    f->refs++;
     s->queued += f->len;
-    session_kick(s);
+    if (s->qlen++ == 0) /* a non-empty queue has its writable callback asked for */
+        session_kick(s);
 }
 
-static struct frame *frame_new(size_t len, int binary)
+static void enqueue(struct session *s, struct frame *f)
 {
-    struct frame *f = xmalloc(sizeof *f + LWS_PRE + len);
-    f->len = len;
-    f->binary = binary;
-    f->next = NULL;
-    return f;
+    session_send_frame(s, f);
+    frame_unref(f);
 }
 
 struct session *session_create(struct edge *e, const struct session_app *app, enum session_transport t,
@@ -141,9 +204,10 @@ void session_destroy(struct session *s, const char *reason)
         return;
     if (s->close_reason)
         reason = s->close_reason;
-    lws_sul_cancel(&s->sul_ping);
-    lws_sul_cancel(&s->sul_close);
-    lws_sul_cancel(&s->sul_upgrade);
+    wheel_lws_cancel(&s->edge->wheel, &s->t_ping);
+    wheel_lws_cancel(&s->edge->wheel, &s->t_close);
+    lws_sul_cancel(&s->sul_kill);
+    wheel_lws_cancel(&s->edge->wheel, &s->t_upgrade);
     map_del(&s->edge->sessions, s->sid);
     abuse_release(s->edge, s->ip);
     s->closing = 1; /* the app may try to send while closing: dropped */
@@ -163,12 +227,10 @@ void session_destroy(struct session *s, const char *reason)
     if (s->poll_post)
         ws_detach(s->poll_post, 0); /* it still gets its answer */
 
-    struct frame *f = s->head;
-    while (f) {
-        struct frame *next = f->next;
-        free(f);
-        f = next;
-    }
+    struct frame *f;
+    while ((f = session_pop(s)))
+        frame_unref(f);
+    free(s->q);
     eio_rx_cleanup(&s->rx);
     free(s);
 }
@@ -240,11 +302,7 @@ int session_ws_receive(struct session *s, const void *in, size_t len, int first,
 
 void session_send(struct session *s, enum eio_type type, const void *payload, size_t len)
 {
-    struct frame *f = frame_new(len + 1, 0);
-    f->buf[LWS_PRE] = (unsigned char)('0' + type);
-    if (len)
-        memcpy(f->buf + LWS_PRE + 1, payload, len);
-    enqueue(s, f);
+    enqueue(s, frame_text(type, payload, len));
 }
 
 void session_send_message(struct session *s, const void *text, size_t len)
@@ -254,10 +312,7 @@ void session_send_message(struct session *s, const void *text, size_t len)
 
 void session_send_binary(struct session *s, const void *data, size_t len)
 {
-    struct frame *f = frame_new(len, 1);
-    if (len)
-        memcpy(f->buf + LWS_PRE, data, len);
-    enqueue(s, f);
+    enqueue(s, frame_binary(data, len));
 }
 
 void session_close(struct session *s, const char *reason)
@@ -268,8 +323,7 @@ void session_close(struct session *s, const char *reason)
         /* engine.io-protocol §close: "1" goes out on the next GET, then the
          * session is gone. A client that never polls again gets a grace. */
         session_send(s, EIO_CLOSE, NULL, 0);
-        lws_sul_schedule(s->edge->ctx, 0, &s->sul_close, on_close_timer,
-                         (lws_usec_t)CLOSE_GRACE_MS * LWS_US_PER_MS);
+        wheel_lws_schedule(&s->edge->wheel, &s->t_close, on_close_timer, (int64_t)CLOSE_GRACE_MS * 1000);
     }
     s->closing = 1;
     s->close_reason = reason;
@@ -280,21 +334,24 @@ void session_close(struct session *s, const char *reason)
 
 struct frame *session_pop(struct session *s)
 {
-    struct frame *f = s->head;
-    if (!f)
+    if (!s->qlen)
         return NULL;
-    s->head = f->next;
-    if (!s->head)
-        s->tail = NULL;
+    struct frame *f = s->q[s->qhead];
+    s->qhead = (s->qhead + 1) % s->qcap;
     s->queued -= f->len;
+    if (--s->qlen == 0 && s->qcap > 64) { /* a burst is over: back to nothing */
+        free(s->q);
+        s->q = NULL;
+        s->qcap = s->qhead = 0;
+    }
     return f;
 }
 
 /* ---------- upgrade ---------- */
 
-static void on_upgrade_timeout(lws_sorted_usec_list_t *sul)
+static void on_upgrade_timeout(struct wheel_timer *t)
 {
-    struct session *s = lws_container_of(sul, struct session, sul_upgrade);
+    struct session *s = lws_container_of(t, struct session, t_upgrade);
     if (s->probe) {
         log_debug("upgrade timed out sid=%s", s->sid);
         ws_detach(s->probe, 1);
@@ -307,8 +364,8 @@ void session_probe_attach(struct session *s, struct lws *wsi)
     s->probe = wsi;
     eio_rx_cleanup(&s->rx);
     eio_rx_init(&s->rx, (size_t)s->edge->cfg->max_payload);
-    lws_sul_schedule(s->edge->ctx, 0, &s->sul_upgrade, on_upgrade_timeout,
-                     (lws_usec_t)UPGRADE_TIMEOUT_MS * LWS_US_PER_MS);
+    wheel_lws_schedule(&s->edge->wheel, &s->t_upgrade, on_upgrade_timeout,
+                       (int64_t)UPGRADE_TIMEOUT_MS * 1000);
 }
 
 int session_probe_receive(struct session *s, const void *in, size_t len, int first, int final, int binary)
@@ -331,7 +388,7 @@ int session_probe_receive(struct session *s, const void *in, size_t len, int fir
     if (s->upgrading && p.type == EIO_UPGRADE && !s->closing) {
         /* §Upgrade step 3: the WebSocket carries the session from now on;
          * what was queued for polling goes out on it, in order. */
-        lws_sul_cancel(&s->sul_upgrade);
+        wheel_lws_cancel(&s->edge->wheel, &s->t_upgrade);
         s->transport = SESSION_WEBSOCKET;
         s->ws = s->probe;
         s->probe = NULL;
@@ -350,12 +407,12 @@ int session_probe_receive(struct session *s, const void *in, size_t len, int fir
 
 void session_probe_detach(struct session *s)
 {
-    lws_sul_cancel(&s->sul_upgrade);
+    wheel_lws_cancel(&s->edge->wheel, &s->t_upgrade);
     s->probe = NULL;
     s->upgrading = 0;
     s->probe_reply = 0;
     eio_rx_cleanup(&s->rx);
     eio_rx_init(&s->rx, (size_t)s->edge->cfg->max_payload);
-    if (s->poll_get && s->head)
+    if (s->poll_get && s->qlen)
         lws_callback_on_writable(s->poll_get);
 }

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "eio.h"
+#include "wheel.h"
 
 struct edge;
 struct session;
@@ -26,14 +27,37 @@ struct session_app {
     void (*on_close)(struct session *s, const char *reason);
 };
 
-/* A queued output packet, with LWS_PRE bytes of headroom before buf + LWS_PRE:
- * text frames hold "<type digit><payload>", binary frames the raw bytes. */
+/* An output packet, shared by every session it is queued for (a broadcast is
+ * encoded once, whatever the number of sockets): text frames hold
+ * "<type digit><payload>", binary frames the raw bytes, at frame_data(). The
+ * WebSocket frame header for it (RFC 6455 §5.2, server to client: unmasked)
+ * sits right before the data, in FRAME_HEAD bytes of headroom, so that
+ * frame_ws() is the whole WebSocket frame. */
+#define FRAME_HEAD 10
 struct frame {
-    struct frame *next;
-    size_t len;
-    int binary;
+    uint32_t refs;
+    uint8_t binary;
+    uint8_t ws_hlen; /* WebSocket header bytes before the data */
+    size_t len;      /* data bytes */
     unsigned char buf[];
 };
+
+/* A text packet of the given type (one reference: the caller's). */
+struct frame *frame_text(enum eio_type type, const void *payload, size_t len);
+/* A binary message packet (one reference: the caller's). */
+struct frame *frame_binary(const void *data, size_t len);
+/* Drops a reference; the last one frees f. */
+void frame_unref(struct frame *f);
+static inline unsigned char *frame_data(struct frame *f)
+{
+    return f->buf + FRAME_HEAD;
+}
+/* The WebSocket frame: header + data, *len bytes. */
+static inline unsigned char *frame_ws(struct frame *f, size_t *len)
+{
+    *len = f->ws_hlen + f->len;
+    return f->buf + FRAME_HEAD - f->ws_hlen;
+}
 
 enum session_transport { SESSION_WEBSOCKET, SESSION_POLLING };
 
@@ -44,20 +68,22 @@ struct session {
     const struct session_app *app;
     void *app_state;
     enum session_transport transport;
-    struct lws *ws;                     /* the WebSocket carrying the session */
-    struct lws *probe;                  /* a WebSocket being probed for an upgrade */
-    struct lws *poll_get;               /* the held long-polling GET */
-    struct lws *poll_post;              /* the POST being received */
-    int upgrading;                      /* probe answered, waiting for the client's "5" */
-    int probe_reply;                    /* "3probe" owed on the probe WebSocket */
-    struct frame *head, *tail;          /* output queue */
-    size_t queued;                      /* bytes in the queue */
-    struct eio_rx rx;                   /* WebSocket fragment reassembly */
-    lws_sorted_usec_list_t sul_ping;    /* next ping, or the pong deadline */
-    lws_sorted_usec_list_t sul_close;   /* deferred destruction (polling) */
-    lws_sorted_usec_list_t sul_upgrade; /* upgrade timeout */
-    int pong_due;                       /* 1 between a ping and its pong */
-    int closing;                        /* flush the queue, then close */
+    struct lws *ws;                  /* the WebSocket carrying the session */
+    struct lws *probe;               /* a WebSocket being probed for an upgrade */
+    struct lws *poll_get;            /* the held long-polling GET */
+    struct lws *poll_post;           /* the POST being received */
+    int upgrading;                   /* probe answered, waiting for the client's "5" */
+    int probe_reply;                 /* "3probe" owed on the probe WebSocket */
+    struct frame **q;                /* output queue: a ring of qcap frames */
+    uint32_t qcap, qhead, qlen;      /* its size, first, count */
+    size_t queued;                   /* data bytes in the queue */
+    struct eio_rx rx;                /* WebSocket fragment reassembly */
+    struct wheel_timer t_ping;       /* next ping, or the pong deadline */
+    struct wheel_timer t_close;      /* polling: the grace for fetching "1" */
+    lws_sorted_usec_list_t sul_kill; /* destruction deferred to the next loop turn */
+    struct wheel_timer t_upgrade;    /* upgrade timeout */
+    int pong_due;                    /* 1 between a ping and its pong */
+    int closing;                     /* flush the queue, then close */
     const char *close_reason;
 };
 
@@ -85,6 +111,9 @@ void session_send(struct session *s, enum eio_type type, const void *payload, si
 void session_send_binary(struct session *s, const void *data, size_t len);
 /* Queues a message packet whose text payload is given whole ("4" prepended). */
 void session_send_message(struct session *s, const void *text, size_t len);
+/* Queues f (a packet made once for many sessions): s takes its own
+ * reference. */
+void session_send_frame(struct session *s, struct frame *f);
 
 /* Closes after the queued packets are written (polling: after "1" is
  * fetched, or a short grace). */
@@ -95,8 +124,13 @@ void session_kill(struct session *s, const char *reason);
 /* Asks the transport to write (queued packets, or the close). */
 void session_kick(struct session *s);
 
-/* Pops the next frame for the transport (the caller frees it), or NULL. */
+/* Pops the next frame for the transport (the caller unrefs it), or NULL. */
 struct frame *session_pop(struct session *s);
+/* The next frame, left queued, or NULL. */
+static inline struct frame *session_peek(const struct session *s)
+{
+    return s->qlen ? s->q[s->qhead] : NULL;
+}
 
 /* Upgrade (engine.io-protocol §Upgrade). probe_attach binds a new WebSocket
  * that names this polling session; probe_receive feeds its fragments ("2probe",

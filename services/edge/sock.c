@@ -17,7 +17,7 @@ struct sock_conn {
     struct session *s;
     struct sio_rx rx;
     struct sock *socks;
-    lws_sorted_usec_list_t sul_connect;
+    struct wheel_timer t_connect;
     int joined; /* a namespace was joined once: no connect timeout */
 };
 
@@ -54,9 +54,9 @@ static void drop(struct sock *k, const char *reason)
     free(k);
 }
 
-static void on_connect_timeout(lws_sorted_usec_list_t *sul)
+static void on_connect_timeout(struct wheel_timer *t)
 {
-    struct sock_conn *c = lws_container_of(sul, struct sock_conn, sul_connect);
+    struct sock_conn *c = lws_container_of(t, struct sock_conn, t_connect);
     if (!c->joined) {
         log_debug("socket.io connect timeout sid=%s", c->s->sid);
         session_close(c->s, "forced close");
@@ -69,14 +69,14 @@ static void conn_open(struct session *s)
     c->s = s;
     sio_rx_init(&c->rx);
     s->app_state = c;
-    lws_sul_schedule(s->edge->ctx, 0, &c->sul_connect, on_connect_timeout,
-                     (lws_usec_t)s->edge->cfg->connect_timeout_ms * LWS_US_PER_MS);
+    wheel_lws_schedule(&s->edge->wheel, &c->t_connect, on_connect_timeout,
+                       (int64_t)s->edge->cfg->connect_timeout_ms * 1000);
 }
 
 static void conn_close(struct session *s, const char *reason)
 {
     struct sock_conn *c = s->app_state;
-    lws_sul_cancel(&c->sul_connect);
+    wheel_lws_cancel(&c->s->edge->wheel, &c->t_connect);
     while (c->socks)
         drop(c->socks, reason);
     sio_rx_cleanup(&c->rx);
@@ -113,9 +113,9 @@ void sock_ack(struct sock *k, int64_t ack_id, const json_t *args)
     sock_send(k, SIO_ACK, ack_id, args, NULL, 0);
 }
 
-void sock_send_encoded(struct sock *k, const char *text, size_t len)
+void sock_send_frame(struct sock *k, struct frame *f)
 {
-    session_send_message(k->conn->s, text, len);
+    session_send_frame(k->conn->s, f);
 }
 
 void sock_accept(struct sock *k)
@@ -123,7 +123,7 @@ void sock_accept(struct sock *k)
     struct sock_conn *c = k->conn;
     k->state = SOCK_OPEN;
     c->joined = 1;
-    lws_sul_cancel(&c->sul_connect);
+    wheel_lws_cancel(&c->s->edge->wheel, &c->t_connect);
     /* socket.io-protocol v5 §CONNECT: the reply carries only the socket id. */
     json_t *reply = json_pack("{s:s}", "sid", k->id);
     send_packet(c->s, SIO_CONNECT, k->nsp, -1, reply, 0);

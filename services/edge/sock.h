@@ -62,8 +62,9 @@ void sock_send(struct sock *k, enum sio_type type, int64_t ack_id, const json_t 
 void sock_emit(struct sock *k, const json_t *args);
 /* Answers the client's ack ack_id with the values of args (an array). */
 void sock_ack(struct sock *k, int64_t ack_id, const json_t *args);
-/* Sends an already-encoded Socket.IO text packet (without the Engine.IO '4'). */
-void sock_send_encoded(struct sock *k, const char *text, size_t len);
+/* Sends a packet encoded once for many sockets (session.h frame_text with
+ * EIO_MESSAGE): the socket's session takes its own reference. */
+void sock_send_frame(struct sock *k, struct frame *f);
 /* Server-side disconnect: sends DISCONNECT (the client will not reconnect)
  * and frees the socket; the Engine.IO session stays. */
 void sock_disconnect(struct sock *k);

@@ -1,7 +1,7 @@
 /* ws: WebSocket transport for Engine.IO (engine.io-protocol v4 §WebSocket),
  * including the probe WebSocket of an upgrade; HTTP requests go to polling.c. Writes happen only in
- * SERVER_WRITEABLE, one lws_write each (libwebsockets README.coding.md); other threads reach this thread only
- * through relay.c and lws_cancel_service(). */
+ * SERVER_WRITEABLE, one lws_write each (libwebsockets README.coding.md), which carries every queued frame
+ * that fits; other threads reach this thread only through relay.c and lws_cancel_service(). */
 #include "ws.h"
 
 #include <stdlib.h>
@@ -68,6 +68,8 @@ void ws_detach(struct lws *wsi, int kill)
         lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
+#define WRITE_BATCH 65536
+
 static int ws_writeable(struct lws *wsi, struct ws_pss *pss, struct edge *e)
 {
     struct session *s = pss->s;
@@ -83,7 +85,7 @@ static int ws_writeable(struct lws *wsi, struct ws_pss *pss, struct edge *e)
         }
         return 0;
     }
-    struct frame *f = session_pop(s);
+    struct frame *f = session_peek(s);
     if (!f) {
         if (s->closing) {
             if (e->stopping)
@@ -92,12 +94,34 @@ static int ws_writeable(struct lws *wsi, struct ws_pss *pss, struct edge *e)
         }
         return 0;
     }
-    int n = lws_write(wsi, f->buf + LWS_PRE, f->len, f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
-    int short_write = n < (int)f->len;
-    free(f);
-    if (short_write)
+    /* One write for as many queued frames as fit in WRITE_BATCH: the frames
+     * carry their WebSocket headers (session.h), so they go out as raw bytes
+     * (LWS_WRITE_HTTP is lws's raw write; no extension is negotiated here).
+     * A lone or large frame is written from where it lies. lws keeps what the
+     * kernel did not take and calls back when it is out. */
+    static unsigned char batch[WRITE_BATCH];
+    size_t len, total = 0;
+    unsigned char *out = frame_ws(f, &len);
+    if (s->qlen == 1 || len >= WRITE_BATCH / 2) {
+        total = len;
+        f = session_pop(s);
+    } else {
+        out = batch;
+        while ((f = session_peek(s))) {
+            unsigned char *p = frame_ws(f, &len);
+            if (total + len > WRITE_BATCH)
+                break;
+            memcpy(batch + total, p, len);
+            total += len;
+            frame_unref(session_pop(s));
+        }
+        f = NULL;
+    }
+    int n = lws_write(wsi, out, total, LWS_WRITE_HTTP);
+    frame_unref(f);
+    if (n < (int)total)
         return -1;
-    if (s->head || s->closing)
+    if (s->qlen || s->closing)
         lws_callback_on_writable(wsi);
     return 0;
 }

@@ -7,6 +7,7 @@
 #include <libwebsockets.h>
 
 #include "mem.h"
+#include "wheel.h"
 
 struct edge;
 struct session;
@@ -29,12 +30,12 @@ struct ws_pss {
     struct buf body; /* POST body, then the response body */
     unsigned int status;
     const char *ctype;
-    int phase;                        /* 0: nothing to write, 1: headers due, 2: body due */
-    int close_after;                  /* close the connection after this response */
-    int preflight;                    /* a CORS preflight: add the Allow-* headers */
-    char origin[256];                 /* allowed CORS origin to echo, or "" */
-    struct lws *wsi;                  /* back pointer for sul_check */
-    lws_sorted_usec_list_t sul_check; /* a held GET's abort check */
+    int phase;                  /* 0: nothing to write, 1: headers due, 2: body due */
+    int close_after;            /* close the connection after this response */
+    int preflight;              /* a CORS preflight: add the Allow-* headers */
+    char origin[256];           /* allowed CORS origin to echo, or "" */
+    struct lws *wsi;            /* back pointer for t_check */
+    struct wheel_timer t_check; /* a held GET's abort check */
 };
 
 /* Creates the lws context listening on cfg host:port. Returns 0 or -1 (logged). */

@@ -225,6 +225,26 @@ describe("chat-tap", () => {
     assert.equal(replayed[0].subject, "chat.event.message.created");
   });
 
+  test("a relay between two sockets of one edge (delivered there without NATS) is still on chat.user.<id>", async () => {
+    const alice = makeUser("alice"), bob = makeUser("bob");
+    const live = tap(["chat.user.>"], (ls) => ls.some((l) => l.data.ghost_typing?.text === "seen by the tap"));
+    await live.ready();
+    const a = await connectClient(edge.url, alice.token);
+    const b = await connectClient(edge.url, bob.token);
+    const got = new Promise((resolve) => b.socket.on("ghost:typing", resolve));
+    const res = await a.socket.timeout(5000).emitWithAck("ghost:typing", { recipientId: bob.id, text: "seen by the tap" });
+    assert.deepEqual(res, { ok: true });
+    assert.deepEqual(await withTimeout(got, 5000, "bob's ghost:typing"), { userId: alice.id, text: "seen by the tap" });
+    const lines = await live.result;
+    await live.stopped();
+    const hit = lines.filter((l) => l.data.ghost_typing?.text === "seen by the tap");
+    assert.equal(hit.length, 1);
+    assert.equal(hit[0].subject, `chat.user.${bob.id}`);
+    assert.equal(hit[0].data.ghost_typing.user_id, alice.id);
+    a.socket.close();
+    b.socket.close();
+  });
+
   test("a bad argument is refused with a usage line", () => {
     const bin = path.join(path.dirname(EDGE_BIN), "chat-tap");
     const r = spawnSync(bin, ["--since", "yesterday", "chat.>"], { encoding: "utf8", timeout: 5000 });
