@@ -108,6 +108,29 @@ static double cpu_pct(const struct snap *a, const struct snap *b, int i)
     return 100.0 * (b->p[i].cpu_s - a->p[i].cpu_s) / dt;
 }
 
+/* Cores busy in every server process of --pid between a and b; -1 when one
+ * of them could not be read. */
+static double server_cores(const struct snap *a, const struct snap *b)
+{
+    double sum = 0;
+    for (int i = 0; i < opt.npids; i++) {
+        double p = cpu_pct(a, b, i);
+        if (p < 0)
+            return -1;
+        sum += p / 100.0;
+    }
+    return opt.npids ? sum : -1;
+}
+
+/* name = rate per CPU-second of the server processes: what the server does
+ * with a core, which a machine shared with other work measures better than
+ * the rate itself. */
+static void fig_per_core(const char *name, double rate, const struct snap *a, const struct snap *b)
+{
+    double cores = server_cores(a, b);
+    fig(name, cores > 0 ? rate / cores : -1, "per CPU-second of all the --pid processes");
+}
+
 static void fig_cpu(const char *phase, const struct snap *a, const struct snap *b)
 {
     char name[96];
@@ -526,6 +549,7 @@ static void sc_connect(void)
     snap_take(&b);
     fig_connected(secs);
     fig("connects_per_s", secs > 0 ? (double)count_ready() / secs : 0, "handshakes + auth per second");
+    fig_per_core("connects_per_core_s", secs > 0 ? (double)count_ready() / secs : 0, &a, &b);
     fig_latency("connect", &lat);
     fig_cpu("connect", &a, &b);
     load_samples_cleanup(&lat);
@@ -543,6 +567,7 @@ static void sc_relay(void)
     double eps = closed_loop(&st.recv);
     snap_take(&b);
     fig("events_per_s", eps, "relayed events/s received (closed loop)");
+    fig_per_core("events_per_core_s", eps, &a, &b);
     fig_cpu("closed", &a, &b);
     settle(0.3, 10);
     snap_take(&a);
@@ -567,6 +592,7 @@ static void sc_messages(void)
     snap_take(&b);
     fig("persisted_per_s", mps,
         opt.ack ? "messages/s acked ok (closed loop)" : "messages/s confirmed by message:sent (closed loop)");
+    fig_per_core("persisted_per_core_s", mps, &a, &b);
     fig_cpu("closed", &a, &b);
     settle(0.3, 20);
     st.recv = 0;

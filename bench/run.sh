@@ -275,11 +275,13 @@ for sc in $BENCH_SCENARIOS; do
         ;;
     connect)
         summary connect connects_per_s higher
+        summary connect connects_per_core_s higher
         summary connect connect_p50_ms lower
         summary connect connect_p99_ms lower
         ;;
     relay)
         summary relay events_per_s higher
+        summary relay events_per_core_s higher
         summary relay sent_per_s higher
         summary relay latency_p50_ms lower
         summary relay latency_p99_ms lower
@@ -288,6 +290,7 @@ for sc in $BENCH_SCENARIOS; do
         ;;
     messages)
         summary messages persisted_per_s higher
+        summary messages persisted_per_core_s higher
         summary messages sent_per_s higher
         summary messages latency_p50_ms lower
         summary messages latency_p99_ms lower
