@@ -28,7 +28,7 @@ GEN_C   := $(BUILD)/gen/chat.pb-c.c
 GEN_H   := $(BUILD)/gen/chat.pb-c.h
 LIB_SRC := lib/log.c lib/config.c lib/mem.c lib/map.c lib/bus.c lib/ids.c lib/streams.c lib/metrics.c lib/admin.c lib/msgtype.c
 EDGE_SRC := services/edge/main.c services/edge/ws.c services/edge/polling.c services/edge/session.c services/edge/eio.c \
-            services/edge/sio.c services/edge/sock.c services/edge/auth.c services/edge/chat.c services/edge/chat_json.c services/edge/chat_valid.c \
+            services/edge/sio.c services/edge/sock.c services/edge/auth.c services/edge/chat.c services/edge/chat_json.c services/edge/chat_wire.c services/edge/chat_valid.c \
             services/edge/conform.c services/edge/relay.c services/edge/site.c services/edge/abuse.c services/edge/wheel.c \
             services/edge/wheel_lws.c
 DB_SRC  := lib/db.c
@@ -39,7 +39,8 @@ PRS_SRC := services/presence/main.c services/presence/presence.c services/presen
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 BINS := $(BUILD)/bin/chat-edge $(BUILD)/bin/chat-messaging $(BUILD)/bin/chat-presence $(BUILD)/bin/chat-tap
 UNIT_TESTS := $(BUILD)/tests/test_eio $(BUILD)/tests/test_sio $(BUILD)/tests/test_auth $(BUILD)/tests/test_roster \
-              $(BUILD)/tests/test_chat_valid $(BUILD)/tests/test_wheel
+              $(BUILD)/tests/test_chat_valid $(BUILD)/tests/test_wheel \
+              $(BUILD)/tests/test_chat_wire
 
 .PHONY: all test test-unit test-e2e test-browser test-sanitize deps run format clean clean-state
 all: $(BINS)
@@ -105,6 +106,11 @@ $(BUILD)/tests/test_roster: $(call obj,tests/unit/test_roster.c services/presenc
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
 
+$(BUILD)/tests/test_chat_wire: $(call obj,tests/unit/test_chat_wire.c services/edge/chat_wire.c \
+                                  services/edge/chat_json.c lib/msgtype.c lib/mem.c) $(GEN_O)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson libprotobuf-c)
 $(BUILD)/tests/test_wheel: $(call obj,tests/unit/test_wheel.c services/edge/wheel.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"

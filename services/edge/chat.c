@@ -20,6 +20,7 @@
 #include "chat.pb-c.h"
 #include "chat_json.h"
 #include "chat_valid.h"
+#include "chat_wire.h"
 #include "edge.h"
 #include "ids.h"
 #include "log.h"
@@ -271,11 +272,26 @@ static void req_done(struct chat_req *r)
     free(r);
 }
 
+/* Sends one packet written by chat_wire to one socket. */
+static void send_wire(struct chat_sock *cs, const struct buf *packet)
+{
+    struct frame *f = frame_text(EIO_MESSAGE, packet->data, packet->len);
+    sock_send_frame(cs->k, f);
+    frame_unref(f);
+}
+
 static void finish_connect(struct chat_sock *cs, const Chat__V1__PresenceList *list)
 {
     sock_accept(cs->k);
-    if (list)
-        emit(cs, "presence:update", chat_json_presence_list(list));
+    if (!list)
+        return;
+    struct buf b;
+    buf_init(&b);
+    if (chat_wire_presence_list(&b, "presence:update", list) == 0)
+        send_wire(cs, &b);
+    else
+        log_warn("presence list with a name that is not UTF-8: not sent socket=%s", cs->k->id);
+    buf_cleanup(&b);
 }
 
 /* A reply arrived (data/len), or none will (data NULL: no responder or
@@ -352,17 +368,12 @@ static int request(struct chat_sock *cs, enum req_kind kind, int64_t ack_id, con
 
 /* ---------- from the relay, on the lws thread ---------- */
 
-/* Encodes an event once and sends it to sockets: one user's (user set) or
+/* Sends one packet (written once) to sockets: one user's (user set) or
  * everyone's. */
-static void fan_out(struct chat *c, struct chat_user *user, json_t *args)
+static void fan_out(struct chat *c, struct chat_user *user, const char *event, const struct buf *packet)
 {
-    const char *ev = json_string_value(json_array_get(args, 0));
-    count("chat_edge_fanouts_total", "event", ev ? ev : "?");
-    struct buf text;
-    buf_init(&text);
-    sio_encode(&text, SIO_EVENT, "/", -1, 0, args);
-    struct frame *f = frame_text(EIO_MESSAGE, text.data, text.len);
-    buf_cleanup(&text);
+    count("chat_edge_fanouts_total", "event", event);
+    struct frame *f = frame_text(EIO_MESSAGE, packet->data, packet->len);
     if (user) {
         for (struct chat_sock *cs = user->socks; cs; cs = cs->next)
             if (cs->k->state == SOCK_OPEN)
@@ -384,24 +395,25 @@ static void deliver(struct chat *c, const char *user_id, const uint8_t *data, si
     if (!u)
         return; /* the last socket left after NATS had it queued */
     Chat__V1__Delivery *d = chat__v1__delivery__unpack(NULL, len, data);
-    json_t *args = d ? chat_json_delivery(d) : NULL;
-    chat__v1__delivery__free_unpacked(d, NULL);
-    if (!args) {
+    struct buf b;
+    const char *event;
+    buf_init(&b);
+    if (d && chat_wire_delivery(&b, d, &event) == 0)
+        fan_out(c, u, event, &b);
+    else
         log_warn("undecodable delivery user=%s len=%zu", user_id, len);
-        return;
-    }
-    fan_out(c, u, args);
-    json_decref(args);
+    buf_cleanup(&b);
+    chat__v1__delivery__free_unpacked(d, NULL);
 }
 
 static void on_status(struct chat *c, const uint8_t *data, size_t len)
 {
     Chat__V1__PresenceChange *ch = chat__v1__presence_change__unpack(NULL, len, data);
-    if (ch && ch->info) {
-        json_t *args = json_pack("[so]", "user:status", chat_json_presence(ch->info));
-        fan_out(c, NULL, args);
-        json_decref(args);
-    }
+    struct buf b;
+    buf_init(&b);
+    if (ch && ch->info && chat_wire_status(&b, ch->info) == 0)
+        fan_out(c, NULL, "user:status", &b);
+    buf_cleanup(&b);
     chat__v1__presence_change__free_unpacked(ch, NULL);
 }
 
@@ -624,10 +636,13 @@ static int publish_delivery(struct chat_sock *cs, const char *to, Chat__V1__Deli
     if (!bus_connected(&c->e->bus) || bus_publish(&c->e->bus, subj, &d->base) != 0)
         FAIL("unavailable", "the message bus is unavailable; try again");
     struct chat_user *u = map_get(&c->users, to);
-    json_t *args = u ? chat_json_delivery(d) : NULL;
-    if (args) {
-        fan_out(c, u, args);
-        json_decref(args);
+    if (u) {
+        struct buf b;
+        const char *event;
+        buf_init(&b);
+        if (chat_wire_delivery(&b, d, &event) == 0)
+            fan_out(c, u, event, &b);
+        buf_cleanup(&b);
     }
     return 0;
 }
