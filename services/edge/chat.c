@@ -45,11 +45,11 @@ struct chat_sock {
     struct chat_user *user;
     struct chat_sock *next; /* in user->socks */
     struct chat *chat;
-    char username[AUTH_MAX_USERNAME + 1];
     char num[24];                /* k->num in decimal: key of chat->socks */
     struct abuse_bucket events;  /* EDGE_EVENTS_PER_S */
     long refused_in_row;         /* events refused by the rate limit, in a row */
     struct wheel_timer t_expiry; /* the token's exp */
+    char username[];             /* the token's, at most AUTH_MAX_USERNAME bytes */
 };
 
 enum req_kind { REQ_CONNECT, REQ_HISTORY, REQ_PRESENCE };
@@ -551,10 +551,11 @@ static int authorize(struct sock *k, json_t *auth, json_t **error)
         *error = json_pack("{s:s}", "message", "too many connections");
         return SOCK_REJECT;
     }
-    struct chat_sock *cs = xcalloc(1, sizeof *cs);
+    size_t name_len = strlen(claims.username);
+    struct chat_sock *cs = xcalloc(1, sizeof *cs + name_len + 1);
     cs->k = k;
     cs->chat = c;
-    memcpy(cs->username, claims.username, sizeof cs->username);
+    memcpy(cs->username, claims.username, name_len + 1);
     /* The socket lives as long as its token: DISCONNECT at exp. */
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);

@@ -42,6 +42,8 @@ static struct wheel *wheel_of(struct lws *wsi)
 
 static void reset(struct ws_pss *pss)
 {
+    free(pss->origin);
+    pss->origin = NULL;
     if (pss->wsi)
         wheel_lws_cancel(wheel_of(pss->wsi), &pss->t_check);
     buf_cleanup(&pss->body);
@@ -77,8 +79,9 @@ static int respond_error(struct lws *wsi, struct ws_pss *pss, unsigned int statu
  * list of exact origins. The allowed origin is echoed, with credentials. */
 static void cors_check(struct lws *wsi, struct ws_pss *pss, const char *allowed)
 {
-    char origin[sizeof pss->origin];
-    pss->origin[0] = '\0';
+    char origin[256];
+    free(pss->origin);
+    pss->origin = NULL;
     if (!*allowed || lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) <= 0)
         return;
     for (const char *c = origin; *c; c++)
@@ -101,7 +104,7 @@ static void cors_check(struct lws *wsi, struct ws_pss *pss, const char *allowed)
         if (!ok)
             return;
     }
-    memcpy(pss->origin, origin, olen + 1);
+    pss->origin = xstrdup(origin);
 }
 
 /* lws 4.1 does not read a connection that waits for its response, so a
@@ -143,11 +146,13 @@ static void on_check_timer(struct wheel_timer *t)
 
 int polling_origin_ok(struct lws *wsi, const char *allowed)
 {
-    struct ws_pss tmp;
+    struct ws_pss tmp = {0};
     if (!*allowed || lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) <= 0)
         return 1; /* no policy, or not a browser */
     cors_check(wsi, &tmp, allowed);
-    return tmp.origin[0] != '\0';
+    int ok = tmp.origin != NULL;
+    free(tmp.origin);
+    return ok;
 }
 
 void polling_finish_get(struct lws *wsi, const char *body)
@@ -358,7 +363,7 @@ static int write_headers(struct lws *wsi, struct ws_pss *pss)
     if (lws_add_http_header_by_name(
             wsi, (const unsigned char *)"cache-control:", (const unsigned char *)"no-store", 8, &p, end))
         return -1;
-    if (pss->origin[0]) {
+    if (pss->origin) {
         if (lws_add_http_header_by_name(wsi, (const unsigned char *)"access-control-allow-origin:",
                                         (const unsigned char *)pss->origin, (int)strlen(pss->origin), &p,
                                         end) ||

@@ -313,15 +313,16 @@ void sio_encode(struct buf *out, enum sio_type type, const char *nsp, int64_t ac
 
 void sio_rx_init(struct sio_rx *rx)
 {
-    packet_reset(&rx->pending);
-    rx->waiting = 0;
+    rx->pending = NULL;
 }
 
 void sio_rx_cleanup(struct sio_rx *rx)
 {
-    if (rx->waiting)
-        sio_packet_cleanup(&rx->pending);
-    rx->waiting = 0;
+    if (rx->pending) {
+        sio_packet_cleanup(rx->pending);
+        free(rx->pending);
+    }
+    rx->pending = NULL;
 }
 
 /* §3.5 receiver rules. Any error drops the pending packet, so rx is ready
@@ -330,26 +331,27 @@ int sio_rx_feed(struct sio_rx *rx, const uint8_t *data, size_t len, int binary, 
                 const char **err)
 {
     if (binary) {
-        if (!rx->waiting)
+        struct sio_packet *pp = rx->pending;
+        if (!pp)
             return fail(err, "binary message with no header pending");
-        struct sio_attachment *a = &rx->pending.att[rx->pending.natt++];
+        struct sio_attachment *a = &pp->att[pp->natt++];
         a->data = xmalloc(len);
         if (len)
             memcpy(a->data, data, len);
         a->len = len;
-        if (rx->pending.natt < rx->pending.attachments)
+        if (pp->natt < pp->attachments)
             return SIO_RX_MORE;
-        if (sio_check_placeholders(rx->pending.data, rx->pending.attachments) < 0) {
+        if (sio_check_placeholders(pp->data, pp->attachments) < 0) {
             sio_rx_cleanup(rx);
             return fail(err, "placeholder out of range or attachment unused");
         }
-        *out = rx->pending; /* moves ownership of data and att[] */
-        packet_reset(&rx->pending);
-        rx->waiting = 0;
+        *out = *pp; /* moves ownership of data and att[] */
+        free(pp);
+        rx->pending = NULL;
         return SIO_RX_PACKET;
     }
 
-    if (rx->waiting) {
+    if (rx->pending) {
         sio_rx_cleanup(rx);
         return fail(err, "text message while attachments are pending");
     }
@@ -357,8 +359,8 @@ int sio_rx_feed(struct sio_rx *rx, const uint8_t *data, size_t len, int binary, 
     if (sio_decode(&p, (const char *)data, len, err) < 0)
         return SIO_RX_ERROR;
     if (p.attachments > 0) {
-        rx->pending = p;
-        rx->waiting = 1;
+        rx->pending = xmalloc(sizeof *rx->pending);
+        *rx->pending = p;
         return SIO_RX_MORE;
     }
     *out = p;

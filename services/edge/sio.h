@@ -61,8 +61,7 @@ void sio_encode(struct buf *out, enum sio_type type, const char *nsp, int64_t ac
 
 /* Assembles packets from the Engine.IO messages of one session. */
 struct sio_rx {
-    struct sio_packet pending; /* a binary packet waiting for attachments */
-    int waiting;               /* 1 while pending is set */
+    struct sio_packet *pending; /* a binary packet waiting for attachments, or NULL */
 };
 
 enum { SIO_RX_MORE = 0, SIO_RX_PACKET = 1, SIO_RX_ERROR = -1 };

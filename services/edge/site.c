@@ -118,7 +118,8 @@ int site_request(struct lws *wsi, struct ws_pss *pss, struct edge *e, const char
     pss->role = WS_ROLE_NONE;
     pss->body.len = 0;
     pss->close_after = 0;
-    pss->origin[0] = '\0';
+    free(pss->origin);
+    pss->origin = NULL;
     pss->preflight = 0;
     if (method == LWSHUMETH_GET && strcmp(path, "/healthz") == 0)
         return health(wsi, pss, e);

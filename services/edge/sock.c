@@ -164,9 +164,10 @@ static void on_connect_packet(struct sock_conn *c, struct sio_packet *p)
         json_decref(err);
         return;
     }
-    struct sock *k = xcalloc(1, sizeof *k);
+    size_t nsp_len = strlen(p->nsp);
+    struct sock *k = xcalloc(1, sizeof *k + nsp_len + 1);
     k->conn = c;
-    memcpy(k->nsp, p->nsp, sizeof k->nsp);
+    memcpy(k->nsp, p->nsp, nsp_len + 1);
     ids_random(k->id, 20);
     k->num = edge_next_id(c->s->edge);
     k->state = SOCK_PENDING;

@@ -18,11 +18,11 @@ enum sock_state { SOCK_PENDING, SOCK_OPEN };
 struct sock {
     struct sock_conn *conn;
     struct sock *next;
-    char nsp[SIO_MAX_NSP + 1];
     char id[21];  /* public socket id, never the Engine.IO sid */
     uint64_t num; /* process-unique number, for routing replies */
     enum sock_state state;
     void *app_state;
+    char nsp[]; /* at most SIO_MAX_NSP bytes and the NUL */
 };
 
 enum { SOCK_ACCEPT = 0, SOCK_REJECT = -1, SOCK_LATER = 1 };

@@ -33,7 +33,7 @@ struct ws_pss {
     int phase;                  /* 0: nothing to write, 1: headers due, 2: body due */
     int close_after;            /* close the connection after this response */
     int preflight;              /* a CORS preflight: add the Allow-* headers */
-    char origin[256];           /* allowed CORS origin to echo, or "" */
+    char *origin;               /* allowed CORS origin to echo, or NULL */
     struct lws *wsi;            /* back pointer for t_check */
     struct wheel_timer t_check; /* a held GET's abort check */
 };

@@ -115,9 +115,9 @@ static void sequence(const uint8_t *data, size_t size)
         if (rc == SIO_RX_PACKET)
             check_rx_packet(&p);
         else if (rc == SIO_RX_ERROR)
-            CHECK(err != NULL && !rx.waiting);
+            CHECK(err != NULL && !rx.pending);
         else
-            CHECK(rc == SIO_RX_MORE && rx.waiting);
+            CHECK(rc == SIO_RX_MORE && rx.pending);
         pos += n + 1;
     }
     sio_rx_cleanup(&rx);
