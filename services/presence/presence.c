@@ -27,6 +27,8 @@ enum { SUB_SESSION, SUB_SET, SUB_QUERY, SUB_HEARTBEAT, NSUBS };
 /* After a NATS reconnection, how long to wait before re-sending the
  * ResyncRequest: lib/bus.c clients retry every 250 ms. */
 #define RECONNECT_SETTLE_MS 1000
+/* Most users in one INSERT (after an outage the dirty set can be large). */
+#define FLUSH_MAX 5000
 
 struct presence {
     const struct presence_config *cfg;
@@ -93,7 +95,7 @@ static const char *status_name(enum roster_status s)
  * never the broadcasts: memory is the truth. Called with the lock held. */
 static void commit(struct presence *p)
 {
-    roster_flush(p->roster, userdb_save, p->db);
+    roster_flush(p->roster, FLUSH_MAX, userdb_save, p->db);
     const struct roster_change *c;
     size_t n = roster_changes(p->roster, &c);
     for (size_t i = 0; i < n; i++) {
@@ -333,7 +335,7 @@ static void sweep_row(void *ctx, const struct roster_row *row)
  * until it is back, it waits. */
 static void resync_sweep(struct presence *p)
 {
-    if (!userdb_up(p->db) || roster_flush(p->roster, userdb_save, p->db) != 0)
+    if (!userdb_up(p->db) || roster_flush(p->roster, FLUSH_MAX, userdb_save, p->db) != 0)
         return; /* the rows must reflect memory first */
     if (userdb_online(p->db, sweep_row, p) != 0)
         return;
@@ -469,7 +471,7 @@ void presence_destroy(struct presence *p)
     if (!p)
         return;
     /* nats.c's threads are gone: nobody else holds the lock. */
-    size_t left = roster_flush(p->roster, userdb_save, p->db);
+    size_t left = roster_flush(p->roster, FLUSH_MAX, userdb_save, p->db);
     if (left)
         log_warn("users not written at exit count=%zu", left);
     roster_changes_clear(p->roster);

@@ -39,6 +39,7 @@ struct roster {
     size_t nchanges, changes_cap;
     struct roster_user **dirty; /* in marking order, each user once */
     size_t ndirty, dirty_cap;
+    unsigned long long online_gen; /* bumped by anything roster_online() shows */
 };
 
 /* "conn_id:edge_id": the decimal has no ':', so any edge id is unambiguous. The
@@ -147,6 +148,7 @@ static void set_username(struct roster *r, struct roster_user *u, const char *us
         return;
     free(u->username);
     u->username = xstrdup(username);
+    r->online_gen++;
     mark_dirty(r, u);
 }
 
@@ -173,6 +175,7 @@ static void session_remove(struct roster *r, struct roster_session *s, long long
     if (s->edge_next)
         s->edge_next->edge_prev = s->edge_prev;
     free(s);
+    r->online_gen++;
 
     assert(u->nsessions > 0);
     if (--u->nsessions == 0 && r->resyncing) {
@@ -306,6 +309,7 @@ int roster_open(struct roster *r, const struct roster_event *ev, const struct ro
     char *key = session_key(buf, sizeof buf, ev->edge_id, ev->conn_id);
     map_put(&r->sessions, key, s);
     key_free(key, buf);
+    r->online_gen++;
 
     if (++u->nsessions > 1)
         return 0;
@@ -340,6 +344,7 @@ int roster_set_status(struct roster *r, const char *user_id, enum roster_status 
     if (!u || u->nsessions == 0)
         return -1;
     u->status = status;
+    r->online_gen++;
     mark_dirty(r, u);
     queue_change(r, u, status);
     return 0;
@@ -417,11 +422,19 @@ void roster_changes_clear(struct roster *r)
     r->nchanges = 0;
 }
 
-size_t roster_flush(struct roster *r, int (*save)(void *ctx, const struct roster_user *u), void *ctx)
+size_t roster_flush(struct roster *r, size_t max,
+                    int (*save)(void *ctx, const struct roster_user *const *users, size_t n), void *ctx)
 {
+    assert(max > 0);
     size_t done = 0;
-    while (done < r->ndirty && save(ctx, r->dirty[done]) == 0)
-        r->dirty[done++]->dirty = 0;
+    while (done < r->ndirty) {
+        size_t n = r->ndirty - done < max ? r->ndirty - done : max;
+        if (save(ctx, (const struct roster_user *const *)(r->dirty + done), n) != 0)
+            break;
+        for (size_t k = done; k < done + n; k++)
+            r->dirty[k]->dirty = 0;
+        done += n;
+    }
     for (size_t k = 0; k < done; k++) {
         struct roster_user *u = r->dirty[k];
         if (u->nsessions == 0 && !u->dirty) {
@@ -467,6 +480,11 @@ size_t roster_online(const struct roster *r, struct roster_info **out)
             info_of(&(*out)[n++], u);
     }
     return n;
+}
+
+unsigned long long roster_online_gen(const struct roster *r)
+{
+    return r->online_gen;
 }
 
 size_t roster_nusers(const struct roster *r)

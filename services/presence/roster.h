@@ -124,11 +124,13 @@ int roster_sweep_user(struct roster *r, const struct roster_row *row, long long 
 size_t roster_changes(const struct roster *r, const struct roster_change **out);
 void roster_changes_clear(struct roster *r);
 
-/* Calls save for every dirty user, oldest mark first; a 0 return makes the user
- * clean. Stops at the first failure (the store is down). Then forgets the clean
- * users with no session: pointers to them die here. Returns the number of
- * users still dirty. */
-size_t roster_flush(struct roster *r, int (*save)(void *ctx, const struct roster_user *u), void *ctx);
+/* Calls save with the dirty users, oldest mark first, at most max (> 0) per
+ * call; a 0 return makes all n users of that call clean (save writes them all
+ * or none). Stops at the first failure (the store is down). Then forgets the
+ * clean users with no session: pointers to them die here. Returns the number
+ * of users still dirty. */
+size_t roster_flush(struct roster *r, size_t max,
+                    int (*save)(void *ctx, const struct roster_user *const *users, size_t n), void *ctx);
 
 /* One answer per id in order (duplicates kept): a connected user has their chosen
  * status; a known user without session is OFFLINE with their last_seen; others
@@ -137,6 +139,11 @@ void roster_query(const struct roster *r, const char *const *ids, size_t n, stru
 /* Every connected user whose chosen status is not OFFLINE (invisible users are
  * left out). *out is malloc'd (free it); returns the count. */
 size_t roster_online(const struct roster *r, struct roster_info **out);
+
+/* A number that changes whenever roster_online()'s answer may have changed (a
+ * session added or removed, a status or username set), so that callers can
+ * keep what they built from the list until it does. */
+unsigned long long roster_online_gen(const struct roster *r);
 
 /* Counts, for logs and tests. */
 size_t roster_nusers(const struct roster *r);

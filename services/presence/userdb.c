@@ -185,26 +185,69 @@ static int result_ok(struct userdb *db, PGresult *r, ExecStatusType want, const 
     return -1;
 }
 
-int userdb_save(void *ctx, const struct roster_user *u)
+/* One element of a text[] literal, quoted: " and \ are backslash-escaped, so
+ * that any username (commas, braces, quotes, "NULL") stays one string. */
+static void put_quoted(struct buf *b, const char *s)
+{
+    buf_putc(b, '"');
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            buf_putc(b, '\\');
+        buf_putc(b, *s);
+    }
+    buf_putc(b, '"');
+}
+
+int userdb_save(void *ctx, const struct roster_user *const *users, size_t n)
 {
     struct userdb *db = ctx;
     if (!db->conn)
         return -1;
-    char last_seen[24];
-    snprintf(last_seen, sizeof last_seen, "%lld", u->last_seen_ms);
-    const char *params[] = {u->id, u->username, status_text(u->status), u->nsessions > 0 ? "t" : "f",
-                            last_seen};
+    if (n == 0)
+        return 0;
+    /* Five array literals, one element per user, in the same order. */
+    struct buf ids, names, statuses, online, seen;
+    struct buf *arrs[] = {&ids, &names, &statuses, &online, &seen};
+    for (size_t k = 0; k < 5; k++) {
+        buf_init(arrs[k]);
+        buf_putc(arrs[k], '{');
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct roster_user *u = users[i];
+        if (i)
+            for (size_t k = 0; k < 5; k++)
+                buf_putc(arrs[k], ',');
+        buf_puts(&ids, u->id); /* a canonical uuid: no quoting needed */
+        put_quoted(&names, u->username);
+        buf_puts(&statuses, status_text(u->status));
+        buf_putc(&online, u->nsessions > 0 ? 't' : 'f');
+        char ms[24];
+        snprintf(ms, sizeof ms, "%lld", u->last_seen_ms);
+        buf_puts(&seen, ms);
+    }
+    const char *params[5];
+    for (size_t k = 0; k < 5; k++) {
+        buf_putc(arrs[k], '}');
+        params[k] = buf_cstr(arrs[k]);
+    }
+    /* One statement, so one transaction and one WAL flush for the whole batch.
+     * Each id appears once (the roster's dirty set), as ON CONFLICT DO UPDATE
+     * requires. */
     PGresult *r = PQexecParams(
         db->conn,
         "INSERT INTO users (id, username, status, online, last_seen)"
-        " VALUES ($1::uuid, $2, $3, $4::boolean,"
-        "  CASE WHEN $5::bigint > 0 THEN timestamptz 'epoch' + $5::bigint * interval '1 millisecond' END)"
+        " SELECT u.id, u.username, u.status, u.online,"
+        "  CASE WHEN u.seen > 0 THEN timestamptz 'epoch' + u.seen * interval '1 millisecond' END"
+        " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::boolean[], $5::bigint[])"
+        "  AS u(id, username, status, online, seen)"
         " ON CONFLICT (id) DO UPDATE SET"
         "  username = CASE WHEN EXCLUDED.username <> '' THEN EXCLUDED.username ELSE users.username END,"
         "  status = EXCLUDED.status, online = EXCLUDED.online,"
         "  last_seen = COALESCE(EXCLUDED.last_seen, users.last_seen)",
         5, NULL, params, NULL, NULL, 0);
-    return result_ok(db, r, PGRES_COMMAND_OK, "save user");
+    for (size_t k = 0; k < 5; k++)
+        buf_cleanup(arrs[k]);
+    return result_ok(db, r, PGRES_COMMAND_OK, "save users");
 }
 
 #define ROW_COLUMNS                                                                                          \

@@ -1,6 +1,6 @@
 /* userdb: presence's table, users, in PostgreSQL: schema migrations, whole-row
- * writes of the roster's dirty users, and reads by id or of everyone marked
- * online. Survives the database going away: the connection is re-dialled in the
+ * writes of the roster's dirty users (many in one statement), and reads by id
+ * or of everyone marked online. Survives the database going away: the connection is re-dialled in the
  * background with backoff, and every call fails fast (-1) while it is down. */
 #ifndef USERDB_H
 #define USERDB_H
@@ -32,9 +32,11 @@ struct userdb_link *userdb_dial(struct userdb *db, long long mono_ms);
 /* Puts the link in use (takes ownership). */
 void userdb_attach(struct userdb *db, struct userdb_link *link);
 
-/* Writes u's whole row (upsert); an empty username or a last_seen of 0 keeps the
- * stored one. Signature of roster_flush's save, with db as ctx. Returns 0 or -1. */
-int userdb_save(void *db, const struct roster_user *u);
+/* Writes the whole rows of the n users (distinct ids) in one statement, so one
+ * transaction: all of them or none. An empty username or a last_seen of 0 keeps
+ * the stored one. Signature of roster_flush's save, with db as ctx. Returns 0,
+ * or -1 when the store is down or the statement failed. */
+int userdb_save(void *db, const struct roster_user *const *users, size_t n);
 /* Reads the rows of ids (canonical lowercase uuids) and calls row_cb once per
  * row found, in no particular order; row strings die when row_cb returns.
  * Returns 0, or -1 when the store is down or the query failed. */

@@ -27,7 +27,9 @@ enum op {
     OP_RBEGIN,
     OP_REND,
     OP_SWEEP,  /* row, t; ret */
-    OP_FLUSH,  /* arg = how many saves succeed before the store fails; ret = still dirty; want = saved ids */
+    OP_FLUSH,  /* arg = how many save calls succeed before the store fails, max = users per call (0: 1);
+                  ret = still dirty; want = saved ids, calls separated by " | " */
+    OP_GEN,    /* ret = 1 when roster_online_gen() changed since the previous OP_GEN (or the start) */
     OP_ONLINE, /* want = sorted online list */
     OP_QUERY,  /* user = space separated ids; want = answers in order, "?" = unknown */
     OP_COUNTS, /* want = "users=U sessions=S edges=E" */
@@ -42,6 +44,7 @@ struct step {
     long long t;
     const struct roster_row *row;
     long long arg;
+    size_t max;
     int ret;
     const char *want; /* broadcasts queued by this step (or the op's output) */
 };
@@ -84,19 +87,24 @@ struct saver {
     long long left;
 };
 
-static int save(void *ctx, const struct roster_user *u)
+static int save(void *ctx, const struct roster_user *const *users, size_t n)
 {
     struct saver *s = ctx;
     if (s->left-- <= 0)
         return -1;
     if (s->saved.len)
-        buf_putc(&s->saved, ' ');
-    buf_puts(&s->saved, u->id);
-    buf_puts(&s->saved, u->nsessions ? "+" : "-"); /* users.online as written */
+        buf_puts(&s->saved, " | ");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            buf_putc(&s->saved, ' ');
+        buf_puts(&s->saved, users[i]->id);
+        buf_puts(&s->saved, users[i]->nsessions ? "+" : "-"); /* users.online as written */
+    }
     return 0;
 }
 
-static void run_step(struct roster *r, const struct step *s, struct buf *out, int *ret)
+static void run_step(struct roster *r, const struct step *s, struct buf *out, int *ret,
+                     unsigned long long *gen)
 {
     struct roster_event ev = {s->edge,   s->boot, s->conn, s->user, s->name ? s->name : "",
                               s->resync, s->t,    s->t};
@@ -131,7 +139,7 @@ static void run_step(struct roster *r, const struct step *s, struct buf *out, in
     case OP_FLUSH: {
         struct saver sv = {{0}, s->arg};
         buf_init(&sv.saved);
-        *ret = (int)roster_flush(r, save, &sv);
+        *ret = (int)roster_flush(r, s->max ? s->max : 1, save, &sv);
         buf_append(out, sv.saved.data, sv.saved.len);
         buf_cleanup(&sv.saved);
         return;
@@ -180,6 +188,10 @@ static void run_step(struct roster *r, const struct step *s, struct buf *out, in
         buf_puts(out, tmp);
         return;
     }
+    case OP_GEN:
+        *ret = roster_online_gen(r) != *gen;
+        *gen = roster_online_gen(r);
+        return;
     case OP_END:
         break;
     }
@@ -193,12 +205,13 @@ static void run_step(struct roster *r, const struct step *s, struct buf *out, in
 static void run_case(const struct roster_case *k)
 {
     struct roster *r = roster_create();
+    unsigned long long gen = roster_online_gen(r);
     int nstep = 1;
     for (const struct step *s = k->steps; s->op != OP_END; s++, nstep++) {
         struct buf out;
         buf_init(&out);
         int ret = 0;
-        run_step(r, s, &out, &ret);
+        run_step(r, s, &out, &ret, &gen);
         char got[1024];
         snprintf(got, sizeof got, "%s", buf_cstr(&out));
         buf_cleanup(&out);
@@ -358,8 +371,50 @@ static const struct roster_case cases[] = {
                            {OPEN("A", "a1", 3, "u1", "alice", 20),
                             .row = ROW("u1", "alice", ROSTER_ONLINE, 10, 0), .ret = 1,
                             .want = "u1/alice:online@10"},
-                           {.op = OP_FLUSH, .arg = 9, .ret = 0, .want = "u2+ u1+"},
+                           {.op = OP_FLUSH, .arg = 9, .ret = 0, .want = "u2+ | u1+"},
                            {.op = OP_COUNTS, .want = "users=2 sessions=2 edges=1"},
+                           {.op = OP_END}}},
+    {"flush in slices: a slice is written whole or not at all, in marking order",
+     (const struct step[]){{OPEN("A", "a1", 1, "u1", "alice", 0), .ret = 1, .want = "u1/alice:online@0"},
+                           {OPEN("A", "a1", 2, "u2", "bob", 0), .ret = 1, .want = "u2/bob:online@0"},
+                           {OPEN("A", "a1", 3, "u3", "carol", 0), .ret = 1, .want = "u3/carol:online@0"},
+                           {CLOSE("A", "a1", 1, 10), .ret = 1, .want = "u1/alice:offline@10"},
+                           {.op = OP_FLUSH, .arg = 0, .max = 100, .ret = 3, .want = ""}, /* store down */
+                           {.op = OP_FLUSH, .arg = 1, .max = 2, .ret = 1, .want = "u1- u2+"},
+                           {.op = OP_COUNTS, .want = "users=2 sessions=2 edges=1"}, /* u1 forgotten */
+                           {CLOSE("A", "a1", 2, 20), .ret = 1, .want = "u2/bob:offline@20"},
+                           {.op = OP_FLUSH, .arg = 9, .max = 2, .ret = 0, .want = "u3+ u2-"},
+                           {.op = OP_COUNTS, .want = "users=1 sessions=1 edges=1"},
+                           {.op = OP_FLUSH, .arg = 9, .max = 1000, .ret = 0, .want = ""},
+                           {.op = OP_END}}},
+    {"the online list's generation moves with everything the list shows",
+     (const struct step[]){{.op = OP_GEN, .ret = 0},
+                           {OPEN("A", "a1", 1, "u1", "alice", 0), .ret = 1, .want = "u1/alice:online@0"},
+                           {.op = OP_GEN, .ret = 1},
+                           {HB("A", "a1", 5), .want = ""},
+                           {QUERY("u1"), .want = "u1/alice:online@0"},
+                           {.op = OP_FLUSH, .arg = 9, .want = "u1+"},
+                           {.op = OP_GEN, .ret = 0}, /* heartbeat, query, flush: same list */
+                           {OPEN("A", "a1", 1, "u1", "alicia", 0), .ret = 0, .want = ""},
+                           {.op = OP_GEN, .ret = 1}, /* new username */
+                           {OPEN("A", "a1", 2, "u1", "", 0), .ret = 0, .want = ""},
+                           {.op = OP_GEN, .ret = 1}, /* second session: cheap to over-count */
+                           {SET("u1", ROSTER_OFFLINE), .ret = 0, .want = "u1/alicia:offline@0"},
+                           {.op = OP_GEN, .ret = 1},
+                           {SET("u1", ROSTER_ONLINE), .ret = 0, .want = "u1/alicia:online@0"},
+                           {.op = OP_GEN, .ret = 1},
+                           {CLOSE("A", "a1", 1, 10), .ret = 0, .want = ""},
+                           {.op = OP_GEN, .ret = 1},
+                           {.op = OP_RBEGIN},
+                           {CLOSE("A", "a1", 2, 20), .ret = 1, .want = ""}, /* quiet, but off the list */
+                           {.op = OP_GEN, .ret = 1},
+                           {.op = OP_ONLINE, .want = ""},
+                           {HB("A", "a2", 30), .want = ""},
+                           {.op = OP_GEN, .ret = 0},
+                           {OPEN("A", "a2", 3, "u2", "bob", 40), .ret = 1, .want = "u2/bob:online@0"},
+                           {HB("A", "a3", 50), .want = ""}, /* restart: bob's session dropped (quietly) */
+                           {.op = OP_GEN, .ret = 1},
+                           {.op = OP_ONLINE, .want = ""},
                            {.op = OP_END}}},
 };
 
