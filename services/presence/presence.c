@@ -1,8 +1,13 @@
-/* presence: decodes the presence subjects, applies them to the roster under one
- * lock, writes dirty users, then broadcasts. Bad payloads (garbage protobuf, a
- * user id that is not a uuid, a missing edge id, an unknown enum) are dropped
- * with a debug line: they never reach the roster and are never answered.
- * Order on every event: roster, then PostgreSQL, then NATS, so that whoever
+/* presence: nats.c's threads decode the presence subjects and queue them
+ * (bounded: when the queue is full the callback waits, so nats.c holds the
+ * rest; nothing is dropped). One worker takes everything queued, at most
+ * BATCH_MAX events, applies it to the roster in arrival order under one lock,
+ * writes every user the batch made dirty in one statement (one transaction,
+ * one WAL flush), then publishes the broadcasts and the replies in event
+ * order. Bad payloads (garbage protobuf, a user id that is not a uuid, a
+ * missing edge id, an unknown enum) are dropped with a debug line before the
+ * queue: they never reach the roster and are never answered.
+ * Order on every batch: roster, then PostgreSQL, then NATS, so that whoever
  * sees a PresenceChange can already read the row it describes. */
 #include "presence.h"
 
@@ -17,6 +22,7 @@
 #include "chat.pb-c.h"
 #include "ids.h"
 #include "log.h"
+#include "map.h"
 #include "mem.h"
 #include "roster.h"
 #include "subjects.h"
@@ -27,8 +33,31 @@ enum { SUB_SESSION, SUB_SET, SUB_QUERY, SUB_HEARTBEAT, NSUBS };
 /* After a NATS reconnection, how long to wait before re-sending the
  * ResyncRequest: lib/bus.c clients retry every 250 ms. */
 #define RECONNECT_SETTLE_MS 1000
+/* Events waiting for the worker; past it the NATS callbacks wait. */
+#define QUEUE_CAP 8192
+/* Most events applied and written as one batch. */
+#define BATCH_MAX 1000
 /* Most users in one INSERT (after an outage the dirty set can be large). */
 #define FLUSH_MAX 5000
+
+enum item_kind { ITEM_OPEN, ITEM_CLOSE, ITEM_SET, ITEM_QUERY, ITEM_HEARTBEAT };
+
+/* One decoded event, from its callback to the end of its batch. */
+struct item {
+    enum item_kind kind;
+    union {
+        Chat__V1__SessionEvent *se; /* ITEM_OPEN, ITEM_CLOSE */
+        Chat__V1__SetStatus *ss;
+        Chat__V1__PresenceQuery *q;
+        Chat__V1__EdgeHeartbeat *hb;
+    } pb;                           /* owned; freed with the item */
+    char *reply;                    /* reply subject, owned, or NULL */
+    char user_id[IDS_UUID_LEN + 1]; /* normalised (open, set) */
+    long long mono_ms, now_ms;      /* when it was heard */
+    size_t changes_end;             /* the worker: roster changes queued up to this event */
+    uint8_t *answer;                /* the worker: a query's packed PresenceList (malloc'd) */
+    size_t answer_len;
+};
 
 struct presence {
     const struct presence_config *cfg;
@@ -37,15 +66,27 @@ struct presence {
     natsStatistics *stats; /* the ticker's, for the reconnection count */
     char boot_id[23];      /* this process's life, in every ResyncRequest */
 
+    pthread_mutex_t qmu; /* the queue, from the callbacks to the worker */
+    pthread_cond_t qwork, qroom;
+    struct item *queue; /* ring of QUEUE_CAP */
+    size_t qhead, qlen;
+    int qstop;   /* presence_stop: the worker leaves once the queue is empty */
+    int qclosed; /* the worker is gone: late callbacks drop what they get */
+    pthread_t worker;
+    int worker_running;
+
     pthread_mutex_t mu; /* everything below */
     struct roster *roster;
     struct userdb *db;
-    int nats_up;          /* NATS was connected at the last tick */
-    int resync_started;   /* the first ResyncRequest went out */
-    long long resync_due; /* monotonic ms of the next ResyncRequest after a reconnection, 0 = none */
-    uint64_t reconnects;  /* nats.c's count at the last tick */
-    long long resync_end; /* monotonic ms at which the window closes */
-    int sweep_pending;    /* the window closed, the DB sweep has not run yet */
+    int nats_up;                   /* NATS was connected at the last tick */
+    int resync_started;            /* the first ResyncRequest went out */
+    long long resync_due;          /* monotonic ms of the next ResyncRequest after a reconnection, 0 = none */
+    uint64_t reconnects;           /* nats.c's count at the last tick */
+    long long resync_end;          /* monotonic ms at which the window closes */
+    int sweep_pending;             /* the window closed, the DB sweep has not run yet */
+    struct buf online;             /* the packed PresenceList of everyone online... */
+    unsigned long long online_gen; /* ...as of this roster_online_gen() */
+    int online_valid;
 };
 
 static long long clock_ms(clockid_t id)
@@ -67,8 +108,8 @@ static void info_to_pb(Chat__V1__PresenceInfo *pb, const char *user_id, const ch
     pb->last_seen_ms = last_seen_ms;
 }
 
-/* Sends a PresenceList of n infos to the reply subject. */
-static void reply_list(struct presence *p, const char *reply, const struct roster_info *infos, size_t n)
+/* Packs a PresenceList of n infos into out (replacing what it held). */
+static void pack_list(struct buf *out, const struct roster_info *infos, size_t n)
 {
     Chat__V1__PresenceInfo *pbs = xmalloc((n ? n : 1) * sizeof *pbs);
     Chat__V1__PresenceInfo **ptrs = xmalloc((n ? n : 1) * sizeof *ptrs);
@@ -79,10 +120,37 @@ static void reply_list(struct presence *p, const char *reply, const struct roste
     Chat__V1__PresenceList list = CHAT__V1__PRESENCE_LIST__INIT;
     list.n_users = n;
     list.users = ptrs;
-    if (bus_publish(p->bus, reply, &list.base) != 0)
-        log_debug("presence reply not sent subject=%s", reply);
+    size_t len = protobuf_c_message_get_packed_size(&list.base);
+    out->len = 0;
+    buf_reserve(out, len);
+    protobuf_c_message_pack(&list.base, (uint8_t *)out->data);
+    out->len = len;
     free(ptrs);
     free(pbs);
+}
+
+/* Publishes packed bytes to a reply subject. */
+static void reply_raw(struct presence *p, const char *reply, const void *data, size_t len)
+{
+    natsStatus s = natsConnection_Publish(p->bus->nc, reply, data, (int)len);
+    if (s != NATS_OK)
+        log_debug("presence reply not sent subject=%s: %s", reply, natsStatus_GetText(s));
+}
+
+/* The packed list of everyone online now, rebuilt only when the roster says it
+ * may have changed: in a connect storm every reply of a batch shares one. */
+static const struct buf *online_list(struct presence *p)
+{
+    unsigned long long gen = roster_online_gen(p->roster);
+    if (!p->online_valid || p->online_gen != gen) {
+        struct roster_info *infos;
+        size_t n = roster_online(p->roster, &infos);
+        pack_list(&p->online, infos, n);
+        free(infos);
+        p->online_gen = gen;
+        p->online_valid = 1;
+    }
+    return &p->online;
 }
 
 static const char *status_name(enum roster_status s)
@@ -90,77 +158,99 @@ static const char *status_name(enum roster_status s)
     return s == ROSTER_ONLINE ? "online" : s == ROSTER_AWAY ? "away" : "offline";
 }
 
-/* Writes the dirty users, then broadcasts the queued changes (see the file
- * comment for why in this order). A database that is down delays the writes,
- * never the broadcasts: memory is the truth. Called with the lock held. */
+static void publish_change(struct presence *p, const struct roster_change *c)
+{
+    Chat__V1__PresenceInfo info;
+    info_to_pb(&info, c->user_id, c->username, c->status, c->last_seen_ms);
+    Chat__V1__PresenceChange pc = CHAT__V1__PRESENCE_CHANGE__INIT;
+    pc.info = &info;
+    log_debug("status user=%s status=%s", c->user_id, status_name(c->status));
+    if (bus_publish(p->bus, SUBJ_PRESENCE_STATUS, &pc.base) != 0)
+        log_warn("presence change not published user=%s", c->user_id);
+}
+
+/* roster_flush's save: userdb_save, counted for /metrics. */
+static int save_users(void *ctx, const struct roster_user *const *users, size_t n)
+{
+    struct presence *p = ctx;
+    if (userdb_save(p->db, users, n) != 0)
+        return -1;
+    metrics_add("chat_presence_writes_total", NULL, 1);
+    metrics_add("chat_presence_rows_written_total", NULL, (double)n);
+    return 0;
+}
+
+/* Writes the dirty users (see the file comment for why first). A database that
+ * is down delays the writes, never the broadcasts: memory is the truth, and the
+ * users stay dirty until a later batch or tick writes them. Called with the
+ * lock held. */
+static void write_dirty(struct presence *p)
+{
+    roster_flush(p->roster, FLUSH_MAX, save_users, p);
+}
+
+/* Writes the dirty users, then broadcasts the queued changes. Called with the
+ * lock held. */
 static void commit(struct presence *p)
 {
-    roster_flush(p->roster, FLUSH_MAX, userdb_save, p->db);
+    write_dirty(p);
     const struct roster_change *c;
     size_t n = roster_changes(p->roster, &c);
-    for (size_t i = 0; i < n; i++) {
-        Chat__V1__PresenceInfo info;
-        info_to_pb(&info, c[i].user_id, c[i].username, c[i].status, c[i].last_seen_ms);
-        Chat__V1__PresenceChange pc = CHAT__V1__PRESENCE_CHANGE__INIT;
-        pc.info = &info;
-        log_debug("status user=%s status=%s", c[i].user_id, status_name(c[i].status));
-        if (bus_publish(p->bus, SUBJ_PRESENCE_STATUS, &pc.base) != 0)
-            log_warn("presence change not published user=%s", c[i].user_id);
-    }
+    for (size_t i = 0; i < n; i++)
+        publish_change(p, &c[i]);
     roster_changes_clear(p->roster);
 }
 
-static const char *reply_of(natsMsg *msg)
+static char *reply_of(natsMsg *msg)
 {
     const char *r = natsMsg_GetReply(msg);
-    return r && *r ? r : NULL;
+    return r && *r ? xstrdup(r) : NULL;
 }
 
-/* ---- chat.presence.session ---- */
+/* ---- the queue ---- */
 
-/* A copy of the one row userdb_load found. */
-struct row_copy {
-    int found;
-    struct roster_row row;
-};
-
-static void copy_row(void *ctx, const struct roster_row *row)
+static void item_cleanup(struct item *it)
 {
-    struct row_copy *rc = ctx;
-    if (rc->found)
+    switch (it->kind) {
+    case ITEM_OPEN:
+    case ITEM_CLOSE:
+        chat__v1__session_event__free_unpacked(it->pb.se, NULL);
+        break;
+    case ITEM_SET:
+        chat__v1__set_status__free_unpacked(it->pb.ss, NULL);
+        break;
+    case ITEM_QUERY:
+        chat__v1__presence_query__free_unpacked(it->pb.q, NULL);
+        break;
+    case ITEM_HEARTBEAT:
+        chat__v1__edge_heartbeat__free_unpacked(it->pb.hb, NULL);
+        break;
+    }
+    free(it->reply);
+    free(it->answer);
+}
+
+/* Takes ownership of *it. Waits while the queue is full: nats.c keeps the
+ * messages behind it (the subscriptions' pending limits are large). */
+static void enqueue(struct presence *p, struct item *it)
+{
+    it->mono_ms = clock_ms(CLOCK_MONOTONIC);
+    it->now_ms = clock_ms(CLOCK_REALTIME);
+    pthread_mutex_lock(&p->qmu);
+    while (p->qlen == QUEUE_CAP && !p->qclosed)
+        pthread_cond_wait(&p->qroom, &p->qmu);
+    if (p->qclosed) { /* stopping: nobody would answer it */
+        pthread_mutex_unlock(&p->qmu);
+        item_cleanup(it);
         return;
-    rc->found = 1;
-    rc->row = *row;
-    rc->row.id = xstrdup(row->id);
-    rc->row.username = xstrdup(row->username);
+    }
+    p->queue[(p->qhead + p->qlen) % QUEUE_CAP] = *it;
+    p->qlen++;
+    pthread_cond_signal(&p->qwork);
+    pthread_mutex_unlock(&p->qmu);
 }
 
-static void session_open(struct presence *p, const struct roster_event *ev, const char *reply)
-{
-    struct row_copy rc = {0};
-    if (!roster_user_get(p->roster, ev->user_id)) {
-        const char *ids[] = {ev->user_id};
-        /* The database down: carry on as with a new user (its row is written
-         * when the store is back; an empty username or last_seen keeps the
-         * stored ones). */
-        if (userdb_load(p->db, ids, 1, copy_row, &rc) != 0)
-            log_debug("user not read user=%s: database unavailable", ev->user_id);
-    }
-    int first = roster_open(p->roster, ev, rc.found ? &rc.row : NULL);
-    log_debug("session open user=%s edge=%s conn=%llu first=%d resync=%d", ev->user_id, ev->edge_id,
-              ev->conn_id, first, ev->resync);
-    if (rc.found) {
-        free((char *)rc.row.id);
-        free((char *)rc.row.username);
-    }
-    commit(p);
-    if (reply) {
-        struct roster_info *infos;
-        size_t n = roster_online(p->roster, &infos);
-        reply_list(p, reply, infos, n);
-        free(infos);
-    }
-}
+/* ---- callbacks: decode, check, queue ---- */
 
 static void on_session(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
@@ -169,40 +259,22 @@ static void on_session(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
     struct presence *p = closure;
     Chat__V1__SessionEvent *se = chat__v1__session_event__unpack(NULL, (size_t)natsMsg_GetDataLength(msg),
                                                                  (const uint8_t *)natsMsg_GetData(msg));
-    char user_id[IDS_UUID_LEN + 1] = "";
+    struct item it = {.kind = ITEM_OPEN, .pb.se = se};
     if (!se || !*se->edge_id ||
         (se->kind != CHAT__V1__SESSION_EVENT__KIND__KIND_OPEN &&
          se->kind != CHAT__V1__SESSION_EVENT__KIND__KIND_CLOSE) ||
         (se->kind == CHAT__V1__SESSION_EVENT__KIND__KIND_OPEN &&
-         ids_uuid_norm(user_id, se->user_id, strlen(se->user_id)) != 0)) {
+         ids_uuid_norm(it.user_id, se->user_id, strlen(se->user_id)) != 0)) {
         log_debug("session event dropped: %s", se ? "invalid fields" : "not a SessionEvent");
-        goto out;
-    }
-    pthread_mutex_lock(&p->mu);
-    struct roster_event ev = {se->edge_id,
-                              se->boot_id,
-                              se->conn_id,
-                              user_id,
-                              se->username,
-                              se->resync,
-                              clock_ms(CLOCK_MONOTONIC),
-                              clock_ms(CLOCK_REALTIME)};
-    if (se->kind == CHAT__V1__SESSION_EVENT__KIND__KIND_OPEN) {
-        session_open(p, &ev, reply_of(msg));
+        chat__v1__session_event__free_unpacked(se, NULL);
     } else {
-        int r = roster_close(p->roster, &ev);
-        log_debug("session close edge=%s conn=%llu result=%d", ev.edge_id, ev.conn_id, r);
-        commit(p);
-        if (reply_of(msg))
-            reply_list(p, reply_of(msg), NULL, 0);
+        if (se->kind == CHAT__V1__SESSION_EVENT__KIND__KIND_CLOSE)
+            it.kind = ITEM_CLOSE;
+        it.reply = reply_of(msg);
+        enqueue(p, &it);
     }
-    pthread_mutex_unlock(&p->mu);
-out:
-    chat__v1__session_event__free_unpacked(se, NULL);
     natsMsg_Destroy(msg);
 }
-
-/* ---- chat.presence.set ---- */
 
 static void on_set(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
@@ -211,24 +283,101 @@ static void on_set(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void
     struct presence *p = closure;
     Chat__V1__SetStatus *ss = chat__v1__set_status__unpack(NULL, (size_t)natsMsg_GetDataLength(msg),
                                                            (const uint8_t *)natsMsg_GetData(msg));
-    char user_id[IDS_UUID_LEN + 1];
-    if (!ss || ids_uuid_norm(user_id, ss->user_id, strlen(ss->user_id)) != 0 ||
+    struct item it = {.kind = ITEM_SET, .pb.ss = ss};
+    if (!ss || ids_uuid_norm(it.user_id, ss->user_id, strlen(ss->user_id)) != 0 ||
         (ss->status != CHAT__V1__STATUS__STATUS_ONLINE && ss->status != CHAT__V1__STATUS__STATUS_AWAY &&
          ss->status != CHAT__V1__STATUS__STATUS_OFFLINE)) {
         log_debug("set status dropped: %s", ss ? "invalid fields" : "not a SetStatus");
-        goto out;
+        chat__v1__set_status__free_unpacked(ss, NULL);
+    } else {
+        enqueue(p, &it);
     }
-    pthread_mutex_lock(&p->mu);
-    if (roster_set_status(p->roster, user_id, (enum roster_status)ss->status) != 0)
-        log_debug("set status ignored user=%s: no session", user_id);
-    commit(p);
-    pthread_mutex_unlock(&p->mu);
-out:
-    chat__v1__set_status__free_unpacked(ss, NULL);
     natsMsg_Destroy(msg);
 }
 
-/* ---- chat.presence.query ---- */
+static void on_query(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    struct presence *p = closure;
+    Chat__V1__PresenceQuery *q = chat__v1__presence_query__unpack(NULL, (size_t)natsMsg_GetDataLength(msg),
+                                                                  (const uint8_t *)natsMsg_GetData(msg));
+    struct item it = {.kind = ITEM_QUERY, .pb.q = q, .reply = reply_of(msg)};
+    if (!q || !it.reply) {
+        log_debug("query dropped: %s", q ? "no reply subject" : "not a PresenceQuery");
+        item_cleanup(&it);
+    } else {
+        enqueue(p, &it);
+    }
+    natsMsg_Destroy(msg);
+}
+
+static void on_heartbeat(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    struct presence *p = closure;
+    Chat__V1__EdgeHeartbeat *hb = chat__v1__edge_heartbeat__unpack(NULL, (size_t)natsMsg_GetDataLength(msg),
+                                                                   (const uint8_t *)natsMsg_GetData(msg));
+    struct item it = {.kind = ITEM_HEARTBEAT, .pb.hb = hb};
+    if (!hb || !*hb->edge_id) {
+        log_debug("heartbeat dropped: %s", hb ? "no edge id" : "not an EdgeHeartbeat");
+        chat__v1__edge_heartbeat__free_unpacked(hb, NULL);
+    } else {
+        enqueue(p, &it);
+    }
+    natsMsg_Destroy(msg);
+}
+
+/* ---- the worker: one batch ---- */
+
+/* The database rows of the users a batch opens sessions for and the roster
+ * does not hold: one read for the whole batch. */
+static void keep_row(void *ctx, const struct roster_row *row)
+{
+    struct map *rows = ctx;
+    if (map_get(rows, row->id))
+        return;
+    struct roster_row *copy = xmalloc(sizeof *copy);
+    *copy = *row;
+    copy->id = xstrdup(row->id);
+    copy->username = xstrdup(row->username);
+    map_put(rows, copy->id, copy);
+}
+
+static void load_rows(struct presence *p, const struct item *b, size_t n, struct map *rows)
+{
+    const char **ids = xmalloc(n * sizeof *ids);
+    size_t nids = 0;
+    struct map seen;
+    map_init(&seen);
+    for (size_t i = 0; i < n; i++) {
+        if (b[i].kind != ITEM_OPEN || roster_user_get(p->roster, b[i].user_id) ||
+            map_get(&seen, b[i].user_id))
+            continue;
+        map_put(&seen, b[i].user_id, (void *)&b[i]);
+        ids[nids++] = b[i].user_id;
+    }
+    /* The database down: carry on as with new users (their rows are written
+     * when the store is back; an empty username or last_seen keeps the stored
+     * ones). */
+    if (nids && userdb_load(p->db, ids, nids, keep_row, rows) != 0)
+        log_debug("users not read count=%zu: database unavailable", nids);
+    map_cleanup(&seen);
+    free(ids);
+}
+
+static void free_rows(struct map *rows)
+{
+    size_t i;
+    for (struct map_entry *e = map_first(rows, &i); e; e = map_next(rows, e, &i)) {
+        struct roster_row *row = e->value;
+        free((char *)row->id);
+        free((char *)row->username);
+        free(row);
+    }
+    map_cleanup(rows);
+}
 
 struct query_fill {
     char (*norm)[IDS_UUID_LEN + 1]; /* normalised ids, "" when not a uuid */
@@ -250,22 +399,17 @@ static void fill_row(void *ctx, const struct roster_row *row)
     }
 }
 
-static void on_query(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+/* Answers a query from the roster as it stands at this point of the batch, and
+ * from the database for the users it does not hold; packs it into it->answer. */
+static void run_query(struct presence *p, struct item *it)
 {
-    (void)nc;
-    (void)sub;
-    struct presence *p = closure;
-    const char *reply = reply_of(msg);
-    Chat__V1__PresenceQuery *q = chat__v1__presence_query__unpack(NULL, (size_t)natsMsg_GetDataLength(msg),
-                                                                  (const uint8_t *)natsMsg_GetData(msg));
-    if (!q || !reply) {
-        log_debug("query dropped: %s", q ? "no reply subject" : "not a PresenceQuery");
-        goto out;
-    }
+    const Chat__V1__PresenceQuery *q = it->pb.q;
+    struct buf out;
+    buf_init(&out);
     if (q->n_user_ids > (size_t)p->cfg->max_query) {
         log_debug("query refused: %zu ids > PRESENCE_MAX_QUERY", q->n_user_ids);
-        reply_list(p, reply, NULL, 0);
-        goto out;
+        it->answer = (uint8_t *)buf_steal(&out, &it->answer_len);
+        return;
     }
     size_t n = q->n_user_ids;
     struct query_fill f = {xcalloc(n ? n : 1, sizeof *f.norm), xcalloc(n ? n : 1, sizeof *f.infos), n};
@@ -274,7 +418,6 @@ static void on_query(natsConnection *nc, natsSubscription *sub, natsMsg *msg, vo
     for (size_t i = 0; i < n; i++)
         if (ids_uuid_norm(f.norm[i], q->user_ids[i], strlen(q->user_ids[i])) != 0)
             f.norm[i][0] = '\0';
-    pthread_mutex_lock(&p->mu);
     for (size_t i = 0; i < n; i++)
         ids[i] = f.norm[i];
     roster_query(p->roster, ids, n, f.infos);
@@ -285,40 +428,117 @@ static void on_query(natsConnection *nc, natsSubscription *sub, natsMsg *msg, vo
     }
     if (nunknown && userdb_load(p->db, ids, nunknown, fill_row, &f) != 0)
         log_debug("query: %zu ids not read: database unavailable", nunknown);
-    reply_list(p, reply, f.infos, n);
-    pthread_mutex_unlock(&p->mu);
+    pack_list(&out, f.infos, n);
+    it->answer = (uint8_t *)buf_steal(&out, &it->answer_len);
     for (size_t i = 0; i < n; i++)
         if (f.infos[i].known == 2)
             free((char *)f.infos[i].username);
     free(ids);
     free(f.infos);
     free(f.norm);
-out:
-    chat__v1__presence_query__free_unpacked(q, NULL);
-    natsMsg_Destroy(msg);
 }
 
-/* ---- chat.edge.heartbeat ---- */
-
-static void on_heartbeat(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+/* Applies one event to the roster. */
+static void apply(struct presence *p, struct item *it, const struct map *rows)
 {
-    (void)nc;
-    (void)sub;
-    struct presence *p = closure;
-    Chat__V1__EdgeHeartbeat *hb = chat__v1__edge_heartbeat__unpack(NULL, (size_t)natsMsg_GetDataLength(msg),
-                                                                   (const uint8_t *)natsMsg_GetData(msg));
-    if (!hb || !*hb->edge_id) {
-        log_debug("heartbeat dropped: %s", hb ? "no edge id" : "not an EdgeHeartbeat");
-        goto out;
+    switch (it->kind) {
+    case ITEM_OPEN:
+    case ITEM_CLOSE: {
+        const Chat__V1__SessionEvent *se = it->pb.se;
+        struct roster_event ev = {se->edge_id,  se->boot_id, se->conn_id, it->user_id,
+                                  se->username, se->resync,  it->mono_ms, it->now_ms};
+        if (it->kind == ITEM_OPEN) {
+            int first = roster_open(p->roster, &ev, map_get(rows, it->user_id));
+            log_debug("session open user=%s edge=%s conn=%llu first=%d resync=%d", ev.user_id, ev.edge_id,
+                      ev.conn_id, first, ev.resync);
+        } else {
+            int r = roster_close(p->roster, &ev);
+            log_debug("session close edge=%s conn=%llu result=%d", ev.edge_id, ev.conn_id, r);
+        }
+        break;
     }
+    case ITEM_SET:
+        if (roster_set_status(p->roster, it->user_id, (enum roster_status)it->pb.ss->status) != 0)
+            log_debug("set status ignored user=%s: no session", it->user_id);
+        break;
+    case ITEM_QUERY:
+        run_query(p, it);
+        break;
+    case ITEM_HEARTBEAT:
+        roster_edge_seen(p->roster, it->pb.hb->edge_id, it->pb.hb->boot_id, it->mono_ms, it->now_ms);
+        break;
+    }
+}
+
+/* The batch: every event applied in order, one write, then each event's
+ * broadcasts followed by its reply. A session open is answered with the online
+ * list as of the end of the batch (built once for all of them): never older
+ * than the event it answers; a broadcast of a later event of the batch may
+ * follow a list that already shows it. */
+static void run_batch(struct presence *p, struct item *b, size_t n)
+{
+    struct map rows;
+    map_init(&rows);
     pthread_mutex_lock(&p->mu);
-    roster_edge_seen(p->roster, hb->edge_id, hb->boot_id, clock_ms(CLOCK_MONOTONIC),
-                     clock_ms(CLOCK_REALTIME));
-    commit(p);
+    load_rows(p, b, n, &rows);
+    for (size_t i = 0; i < n; i++) {
+        apply(p, &b[i], &rows);
+        const struct roster_change *unused;
+        b[i].changes_end = roster_changes(p->roster, &unused);
+    }
+    free_rows(&rows);
+    write_dirty(p);
+    const struct roster_change *c;
+    size_t nchanges = roster_changes(p->roster, &c), next = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (; next < b[i].changes_end && next < nchanges; next++)
+            publish_change(p, &c[next]);
+        if (!b[i].reply)
+            continue;
+        if (b[i].kind == ITEM_OPEN) {
+            const struct buf *l = online_list(p);
+            reply_raw(p, b[i].reply, l->data, l->len);
+        } else if (b[i].kind == ITEM_QUERY) {
+            reply_raw(p, b[i].reply, b[i].answer, b[i].answer_len);
+        } else { /* a close (or anything else) asked as a request: an empty list */
+            reply_raw(p, b[i].reply, NULL, 0);
+        }
+    }
+    for (; next < nchanges; next++)
+        publish_change(p, &c[next]);
+    roster_changes_clear(p->roster);
     pthread_mutex_unlock(&p->mu);
-out:
-    chat__v1__edge_heartbeat__free_unpacked(hb, NULL);
-    natsMsg_Destroy(msg);
+    for (size_t i = 0; i < n; i++)
+        item_cleanup(&b[i]);
+    metrics_add("chat_presence_events_total", NULL, (double)n);
+    metrics_add("chat_presence_batches_total", NULL, 1);
+}
+
+static void *worker_main(void *arg)
+{
+    struct presence *p = arg;
+    struct item *batch = xmalloc(BATCH_MAX * sizeof *batch);
+    for (;;) {
+        pthread_mutex_lock(&p->qmu);
+        while (p->qlen == 0 && !p->qstop)
+            pthread_cond_wait(&p->qwork, &p->qmu);
+        if (p->qlen == 0) { /* stopping, and everything queued is answered */
+            p->qclosed = 1;
+            pthread_cond_broadcast(&p->qroom);
+            pthread_mutex_unlock(&p->qmu);
+            break;
+        }
+        size_t n = p->qlen < BATCH_MAX ? p->qlen : BATCH_MAX;
+        for (size_t i = 0; i < n; i++)
+            batch[i] = p->queue[(p->qhead + i) % QUEUE_CAP];
+        p->qhead = (p->qhead + n) % QUEUE_CAP;
+        p->qlen -= n;
+        pthread_cond_broadcast(&p->qroom);
+        pthread_mutex_unlock(&p->qmu);
+        run_batch(p, batch, n);
+    }
+    free(batch);
+    return NULL;
 }
 
 /* ---- timers ---- */
@@ -335,7 +555,7 @@ static void sweep_row(void *ctx, const struct roster_row *row)
  * until it is back, it waits. */
 static void resync_sweep(struct presence *p)
 {
-    if (!userdb_up(p->db) || roster_flush(p->roster, FLUSH_MAX, userdb_save, p->db) != 0)
+    if (!userdb_up(p->db) || roster_flush(p->roster, FLUSH_MAX, save_users, p) != 0)
         return; /* the rows must reflect memory first */
     if (userdb_online(p->db, sweep_row, p) != 0)
         return;
@@ -422,6 +642,11 @@ struct presence *presence_create(const struct presence_config *cfg)
     p->db = db;
     p->roster = roster_create();
     pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->qmu, NULL);
+    pthread_cond_init(&p->qwork, NULL);
+    pthread_cond_init(&p->qroom, NULL);
+    p->queue = xmalloc(QUEUE_CAP * sizeof *p->queue);
+    buf_init(&p->online);
     ids_random(p->boot_id, sizeof p->boot_id - 1);
     return p;
 }
@@ -442,6 +667,12 @@ int presence_start(struct presence *p, struct bus *bus)
         log_error("nats statistics: %s", natsStatus_GetText(st));
         return -1;
     }
+    int err = pthread_create(&p->worker, NULL, worker_main, p);
+    if (err != 0) {
+        log_error("presence worker thread: %s", strerror(err));
+        return -1;
+    }
+    p->worker_running = 1;
     for (int i = 0; i < NSUBS; i++) {
         natsStatus s = natsConnection_Subscribe(&p->subs[i], bus->nc, subjects[i], handlers[i], p);
         if (s == NATS_OK) /* a reconnect storm of resyncs must not be dropped as a slow consumer */
@@ -462,6 +693,16 @@ void presence_stop(struct presence *p)
         natsSubscription_Destroy(p->subs[i]);
         p->subs[i] = NULL;
     }
+    /* The worker answers what is queued, then leaves; a callback still running
+     * on a nats.c thread after that drops its event. */
+    if (p->worker_running) {
+        pthread_mutex_lock(&p->qmu);
+        p->qstop = 1;
+        pthread_cond_signal(&p->qwork);
+        pthread_mutex_unlock(&p->qmu);
+        pthread_join(p->worker, NULL);
+        p->worker_running = 0;
+    }
     natsStatistics_Destroy(p->stats);
     p->stats = NULL;
 }
@@ -470,13 +711,20 @@ void presence_destroy(struct presence *p)
 {
     if (!p)
         return;
-    /* nats.c's threads are gone: nobody else holds the lock. */
-    size_t left = roster_flush(p->roster, FLUSH_MAX, userdb_save, p->db);
+    /* nats.c's threads and the worker are gone: nobody else holds the locks. */
+    size_t left = roster_flush(p->roster, FLUSH_MAX, save_users, p);
     if (left)
         log_warn("users not written at exit count=%zu", left);
+    for (size_t i = 0; i < p->qlen; i++) /* only when the worker never ran */
+        item_cleanup(&p->queue[(p->qhead + i) % QUEUE_CAP]);
+    free(p->queue);
+    buf_cleanup(&p->online);
     roster_changes_clear(p->roster);
     roster_destroy(p->roster);
     userdb_destroy(p->db);
+    pthread_cond_destroy(&p->qroom);
+    pthread_cond_destroy(&p->qwork);
+    pthread_mutex_destroy(&p->qmu);
     pthread_mutex_destroy(&p->mu);
     free(p);
 }
@@ -492,5 +740,8 @@ int presence_healthy(void *closure)
     metrics_set("chat_presence_postgres_up", NULL, userdb_up(p->db));
     metrics_set("chat_presence_nats_connected", NULL, bus_connected(p->bus));
     pthread_mutex_unlock(&p->mu);
+    pthread_mutex_lock(&p->qmu);
+    metrics_set("chat_presence_queue", NULL, (double)p->qlen);
+    pthread_mutex_unlock(&p->qmu);
     return ok;
 }

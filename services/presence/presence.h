@@ -1,8 +1,9 @@
 /* presence: the service itself: NATS subjects in (chat.presence.session, .set,
  * .query, chat.edge.heartbeat), PresenceChange broadcasts and ResyncRequests
- * out, the roster in memory and the users table behind it. One lock covers the
- * roster and the database connection; nats.c calls in on its threads, main on
- * its own through presence_tick(). */
+ * out, the roster in memory and the users table behind it. nats.c's threads
+ * only decode and queue; one worker thread applies, writes and publishes in
+ * batches. One lock covers the roster and the database connection: the worker
+ * holds it for a batch, main for presence_tick(). */
 #ifndef PRESENCE_H
 #define PRESENCE_H
 
@@ -29,13 +30,14 @@ struct presence;
 /* cfg is borrowed for the life of the service. Returns NULL after logging on a
  * bad DATABASE_URL. Connects to nothing yet. */
 struct presence *presence_create(const struct presence_config *cfg);
-/* Subscribes on bus (borrowed; connected or still retrying). Returns 0, or -1
- * after logging. */
+/* Starts the worker, then subscribes on bus (borrowed; connected or still
+ * retrying). Returns 0, or -1 after logging (then presence_stop). */
 int presence_start(struct presence *p, struct bus *bus);
 /* Timers: PostgreSQL re-dial, ResyncRequest on every NATS (re)connection, the
  * end of the resync window, silent edges. */
 void presence_tick(struct presence *p);
-/* Unsubscribes. Then close the bus and wait for nats.c's threads
+/* Unsubscribes, lets the worker answer what is queued and joins it. Then close
+ * the bus and wait for nats.c's threads
  * (nats_CloseAndWait) before presence_destroy. */
 void presence_stop(struct presence *p);
 /* For lib/admin.c (closure: the presence): 1 when NATS and PostgreSQL are
