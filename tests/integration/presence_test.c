@@ -400,6 +400,359 @@ static void row_of(const char *user, char *out, size_t size)
     pclose(p);
 }
 
+static int pg_ctl(const char *args);
+
+/* SELECT count(*) FROM users WHERE <where>; -1 when psql fails. */
+static int count_rows(const char *where)
+{
+    size_t size = strlen(where) + 128;
+    char *cmd = malloc(size), out[64] = "";
+    snprintf(cmd, size, "psql -XAtq -c \"SELECT count(*) FROM users WHERE %s\"", where);
+    FILE *p = popen(cmd, "r");
+    free(cmd);
+    if (!p)
+        return -1;
+    if (!fgets(out, sizeof out, p))
+        out[0] = '\0';
+    int st = pclose(p);
+    return st == 0 && out[0] ? atoi(out) : -1;
+}
+
+/* A psql session holding a lock on users in an open transaction: presence can
+ * still read the table, but its writes wait until unlock_users(). Returns the
+ * session once the lock is granted, or NULL. */
+static FILE *lock_users(void)
+{
+    FILE *f = popen("psql -XAtq -v ON_ERROR_STOP=1 >/dev/null", "w");
+    if (!f)
+        return NULL;
+    fputs("BEGIN;\nLOCK TABLE users IN SHARE ROW EXCLUSIVE MODE;\n", f);
+    fflush(f);
+    for (int i = 0; i < 250; i++) {
+        char out[64] = "";
+        FILE *q =
+            popen("psql -XAtq -c \"SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                  " WHERE c.relname = 'users' AND l.mode = 'ShareRowExclusiveLock' AND l.granted\"",
+                  "r");
+        if (q) {
+            if (!fgets(out, sizeof out, q))
+                out[0] = '\0';
+            pclose(q);
+        }
+        if (atoi(out) == 1)
+            return f;
+        sleep_ms(20);
+    }
+    pclose(f);
+    return NULL;
+}
+
+static void unlock_users(FILE *f)
+{
+    if (!f)
+        return;
+    fputs("COMMIT;\n", f);
+    pclose(f);
+}
+
+/* An id list for SQL: ('id','id',...) of burst users first..first+n-1. */
+static void id_list(char *out, size_t size, int first, int n)
+{
+    size_t len = 0;
+    out[len++] = '(';
+    for (int i = 0; i < n && len + 45 < size; i++) {
+        char id[37];
+        uid(id, first + i);
+        len += (size_t)snprintf(out + len, size - len, "%s'%s'", i ? "," : "", id);
+    }
+    snprintf(out + len, size - len, ")");
+}
+
+/* Sends an open for each burst user first..first+n-1 (conn = the user number) as
+ * a request whose reply comes to _burst.<i> (i from 0). */
+static void open_requests(struct edge *e, int first, int n, int base)
+{
+    for (int i = 0; i < n; i++) {
+        char user[37], name[32], reply[64];
+        uid(user, first + i);
+        snprintf(name, sizeof name, "burst%d", first + i);
+        snprintf(reply, sizeof reply, "_burst.%d", base + i);
+        Chat__V1__SessionEvent se = CHAT__V1__SESSION_EVENT__INIT;
+        se.kind = CHAT__V1__SESSION_EVENT__KIND__KIND_OPEN;
+        se.edge_id = (char *)e->id;
+        se.boot_id = e->boot;
+        se.conn_id = (unsigned long long)(first + i);
+        se.user_id = user;
+        se.username = name;
+        uint8_t buf[512];
+        size_t len = chat__v1__session_event__pack(&se, buf);
+        natsConnection_PublishRequest(nc, "chat.presence.session", reply, buf, (int)len);
+    }
+    natsConnection_Flush(nc);
+}
+
+/* Waits for n replies on sub (bounded); got[i] = 1 for the reply to _burst.<i>,
+ * own[i] = 1 when that list holds burst user first+i. Returns how many came. */
+static int collect_replies(natsSubscription *sub, int first, int n, char *got, char *own, long timeout_ms)
+{
+    long long end = now_ms(CLOCK_MONOTONIC) + timeout_ms;
+    int count = 0;
+    while (count < n) {
+        long long left = end - now_ms(CLOCK_MONOTONIC);
+        natsMsg *m = NULL;
+        if (left <= 0 || natsSubscription_NextMsg(&m, sub, left) != NATS_OK)
+            break;
+        int i = atoi(strrchr(natsMsg_GetSubject(m), '.') + 1);
+        Chat__V1__PresenceList *l = chat__v1__presence_list__unpack(NULL, (size_t)natsMsg_GetDataLength(m),
+                                                                    (const uint8_t *)natsMsg_GetData(m));
+        if (i >= 0 && i < n && !got[i]) {
+            char user[37];
+            uid(user, first + i);
+            got[i] = 1;
+            own[i] = find(l, user) != NULL;
+            count++;
+        }
+        chat__v1__presence_list__free_unpacked(l, NULL);
+        natsMsg_Destroy(m);
+    }
+    return count;
+}
+
+/* Reads chat.presence.status until n changes of burst users first..first+n-1
+ * with status st came (bounded); order[k] = the k-th one's user number. Changes
+ * of other users go to the backlog. Returns how many came. */
+static int collect_burst_changes(int first, int n, int st, int *order, long timeout_ms,
+                                 int (*on_first)(const char *user))
+{
+    long long end = now_ms(CLOCK_MONOTONIC) + timeout_ms;
+    int count = 0;
+    while (count < n) {
+        long long left = end - now_ms(CLOCK_MONOTONIC);
+        natsMsg *m = NULL;
+        if (left <= 0 || natsSubscription_NextMsg(&m, status_sub, left) != NATS_OK)
+            break;
+        Chat__V1__PresenceChange *pc = chat__v1__presence_change__unpack(
+            NULL, (size_t)natsMsg_GetDataLength(m), (const uint8_t *)natsMsg_GetData(m));
+        int k = -1;
+        if (pc && pc->info && strncmp(pc->info->user_id, "00000000-0000-4000-8000-", 24) == 0)
+            k = atoi(pc->info->user_id + 24) - first;
+        if (k >= 0 && k < n && (int)pc->info->status == st) {
+            if (count == 0 && on_first)
+                on_first(pc->info->user_id);
+            order[count++] = first + k;
+        } else if (pc && pc->info && nbacklog < sizeof backlog / sizeof backlog[0]) {
+            struct change *c = &backlog[nbacklog++];
+            snprintf(c->user, sizeof c->user, "%s", pc->info->user_id);
+            snprintf(c->name, sizeof c->name, "%s", pc->info->username);
+            c->status = pc->info->status;
+            c->last_seen = pc->info->last_seen_ms;
+            c->at = now_ms(CLOCK_MONOTONIC);
+        }
+        chat__v1__presence_change__free_unpacked(pc, NULL);
+        natsMsg_Destroy(m);
+    }
+    return count;
+}
+
+static int first_row_ok; /* set by row_written: the first broadcast's row, read at once */
+
+static int row_written(const char *user)
+{
+    char row[256];
+    row_of(user, row, sizeof row);
+    first_row_ok = strncmp(row, "burst", 5) == 0 && strstr(row, "|online|true|") != NULL;
+    return first_row_ok;
+}
+
+/* Closes burst users first..first+n-1 and waits for their offline broadcasts. */
+static int close_burst(struct edge *e, int first, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char user[37];
+        uid(user, first + i);
+        session(0, e, (unsigned long long)(first + i), user, "", 0, 0);
+    }
+    int *order = calloc((size_t)n, sizeof *order);
+    int got = collect_burst_changes(first, n, CHAT__V1__STATUS__STATUS_OFFLINE, order, 10000, NULL);
+    free(order);
+    return got;
+}
+
+#define BURST_FIRST 1000
+#define BURST_N 300
+
+/* Many users connect at once while presence's write is held up: nothing is
+ * published before the rows are committed; then every request is answered
+ * with a list holding its user, every online broadcast comes in the order the
+ * opens were sent, and whoever gets the first one can read its row. */
+static void test_burst(void)
+{
+    natsSubscription *replies = NULL;
+    CHECK(natsConnection_SubscribeSync(&replies, nc, "_burst.*") == NATS_OK, "burst: no reply subscription");
+    natsConnection_Flush(nc);
+    FILE *lock = lock_users();
+    CHECK(lock != NULL, "burst: could not lock the users table");
+    open_requests(&edges[0], BURST_FIRST, BURST_N, 0);
+    char got[BURST_N] = {0}, own[BURST_N] = {0};
+    int order[BURST_N];
+    /* while the write waits: no reply and no broadcast of the burst */
+    CHECK(collect_replies(replies, BURST_FIRST, BURST_N, got, own, 500) == 0,
+          "burst: a reply went out before its row was committed");
+    CHECK(collect_burst_changes(BURST_FIRST, BURST_N, CHAT__V1__STATUS__STATUS_ONLINE, order, 300, NULL) == 0,
+          "burst: a broadcast went out before its row was committed");
+    unlock_users(lock);
+
+    int nrep = collect_replies(replies, BURST_FIRST, BURST_N, got, own, 10000);
+    CHECK(nrep == BURST_N, "burst: %d of %d requests answered", nrep, BURST_N);
+    int nown = 0;
+    for (int i = 0; i < BURST_N; i++)
+        nown += own[i];
+    CHECK(nown == nrep, "burst: %d of %d replies lack their own user", nrep - nown, nrep);
+    first_row_ok = 0;
+    int nch = collect_burst_changes(BURST_FIRST, BURST_N, CHAT__V1__STATUS__STATUS_ONLINE, order, 10000,
+                                    row_written);
+    CHECK(nch == BURST_N, "burst: %d of %d online broadcasts", nch, BURST_N);
+    CHECK(first_row_ok, "burst: the first broadcast's row was not readable when it came");
+    int in_order = 1;
+    for (int k = 0; k < nch; k++)
+        in_order &= order[k] == BURST_FIRST + k;
+    CHECK(in_order, "burst: online broadcasts not in the order of the opens");
+    char ids[BURST_N * 40 + 8], where[BURST_N * 40 + 64];
+    id_list(ids, sizeof ids, BURST_FIRST, BURST_N);
+    snprintf(where, sizeof where, "online AND username LIKE 'burst%%' AND id IN %s", ids);
+    CHECK(count_rows(where) == BURST_N, "burst: not every row written online");
+    CHECK(close_burst(&edges[0], BURST_FIRST, BURST_N) == BURST_N, "burst: not every user went offline");
+    natsSubscription_Destroy(replies);
+}
+
+/* More events than presence queues while its write is held up: the callbacks
+ * wait (nats.c keeps the rest), nothing is dropped, order is kept. */
+static void test_backpressure(void)
+{
+    enum { NSETS = 10000 };
+    char user[37];
+    uid(user, 2000);
+    Chat__V1__PresenceList *l = session(1, &edges[0], 2000, user, "toggler", 0, 1);
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    struct change c;
+    CHECK(expect_change(user, 2000, &c) && c.status == CHAT__V1__STATUS__STATUS_ONLINE, "toggler: no online");
+    FILE *lock = lock_users();
+    CHECK(lock != NULL, "backpressure: could not lock the users table");
+    for (int i = 0; i < NSETS; i++) {
+        Chat__V1__SetStatus ss = CHAT__V1__SET_STATUS__INIT;
+        ss.user_id = user;
+        ss.status = i % 2 ? CHAT__V1__STATUS__STATUS_ONLINE : CHAT__V1__STATUS__STATUS_AWAY;
+        uint8_t buf[256];
+        size_t n = chat__v1__set_status__pack(&ss, buf);
+        natsConnection_Publish(nc, "chat.presence.set", buf, (int)n);
+    }
+    natsSubscription *replies = NULL;
+    natsConnection_SubscribeSync(&replies, nc, "_burst.*");
+    open_requests(&edges[0], 2001, 1, 0); /* behind all of them */
+    unlock_users(lock);
+    char got[1] = {0}, own[1] = {0};
+    CHECK(collect_replies(replies, 2001, 1, got, own, 10000) == 1 && own[0],
+          "backpressure: the open behind %d events was not answered", NSETS);
+    /* every toggle broadcast, alternating, in order */
+    int n = 0, alternating = 1;
+    long long end = now_ms(CLOCK_MONOTONIC) + 10000;
+    while (n < NSETS) {
+        long long left = end - now_ms(CLOCK_MONOTONIC);
+        natsMsg *m = NULL;
+        if (left <= 0 || natsSubscription_NextMsg(&m, status_sub, left) != NATS_OK)
+            break;
+        Chat__V1__PresenceChange *pc = chat__v1__presence_change__unpack(
+            NULL, (size_t)natsMsg_GetDataLength(m), (const uint8_t *)natsMsg_GetData(m));
+        if (pc && pc->info && strcmp(pc->info->user_id, user) == 0) {
+            int want = n % 2 ? CHAT__V1__STATUS__STATUS_ONLINE : CHAT__V1__STATUS__STATUS_AWAY;
+            alternating &= (int)pc->info->status == want;
+            n++;
+        }
+        chat__v1__presence_change__free_unpacked(pc, NULL);
+        natsMsg_Destroy(m);
+    }
+    CHECK(n == NSETS && alternating, "backpressure: %d of %d status broadcasts (in order: %d)", n, NSETS,
+          alternating);
+    char row[256];
+    row_of(user, row, sizeof row);
+    CHECK(strncmp(row, "toggler|online|true|", 20) == 0, "backpressure: row '%s'", row);
+    session(0, &edges[0], 2000, user, "", 0, 0);
+    CHECK(expect_change(user, 2000, &c) && c.status == CHAT__V1__STATUS__STATUS_OFFLINE,
+          "toggler: no offline");
+    CHECK(close_burst(&edges[0], 2001, 1) == 1, "backpressure: the last user did not go offline");
+    natsSubscription_Destroy(replies);
+}
+
+/* Usernames travel to PostgreSQL inside array literals: quotes, backslashes,
+ * commas, braces and the word NULL stay what they are. */
+static void test_odd_usernames(void)
+{
+    static const char *const names[] = {"o\"neil", "back\\slash", "a,b", "{c}", "NULL", "  sp  "};
+    enum { N = sizeof names / sizeof names[0] };
+    for (int i = 0; i < N; i++) {
+        char user[37];
+        uid(user, 3000 + i);
+        session(1, &edges[0], (unsigned long long)(3000 + i), user, names[i], 0, 0);
+    }
+    for (int i = 0; i < N; i++) {
+        char user[37], row[256], want[256];
+        uid(user, 3000 + i);
+        struct change c;
+        CHECK(expect_change(user, 3000, &c) && strcmp(c.name, names[i]) == 0, "odd name %d: no broadcast", i);
+        row_of(user, row, sizeof row);
+        snprintf(want, sizeof want, "%s|online|true|0", names[i]);
+        CHECK(strcmp(row, want) == 0, "odd name %d: row '%s', want '%s'", i, row, want);
+        session(0, &edges[0], (unsigned long long)(3000 + i), user, "", 0, 0);
+        CHECK(expect_change(user, 3000, &c) && c.status == CHAT__V1__STATUS__STATUS_OFFLINE,
+              "odd name %d: no offline", i);
+    }
+}
+
+/* PostgreSQL stops in the middle of a burst: every request is still answered
+ * and every change broadcast (memory is the truth); the rows are written once
+ * the database is back. */
+static void test_outage_mid_burst(void)
+{
+    enum { FIRST = 4000, N = 200 };
+    natsSubscription *replies = NULL;
+    CHECK(natsConnection_SubscribeSync(&replies, nc, "_burst.*") == NATS_OK, "outage burst: no subscription");
+    natsConnection_Flush(nc);
+    open_requests(&edges[0], FIRST, N / 2, 0);
+    CHECK(pg_ctl("-m fast stop") == 0, "pg_ctl stop failed");
+    open_requests(&edges[0], FIRST + N / 2, N / 2, N / 2);
+    char got[N] = {0}, own[N] = {0};
+    int order[N];
+    int nrep = collect_replies(replies, FIRST, N, got, own, 10000);
+    int nown = 0;
+    for (int i = 0; i < N; i++)
+        nown += own[i];
+    CHECK(nrep == N && nown == N, "outage burst: %d of %d answered, %d with their user", nrep, N, nown);
+    int nch = collect_burst_changes(FIRST, N, CHAT__V1__STATUS__STATUS_ONLINE, order, 10000, NULL);
+    int in_order = 1;
+    for (int k = 0; k < nch; k++)
+        in_order &= order[k] == FIRST + k;
+    CHECK(nch == N && in_order, "outage burst: %d of %d online broadcasts (in order: %d)", nch, N, in_order);
+    CHECK(close_burst(&edges[0], FIRST, N / 2) == N / 2, "outage burst: closes not broadcast");
+    CHECK(pg_ctl("start") == 0, "pg_ctl start failed");
+    char where[N * 40 + 256];
+    /* the first half closed (offline, last_seen set), the second half online */
+    char half1[N * 40 / 2 + 8], half2[N * 40 / 2 + 8];
+    id_list(half1, sizeof half1, FIRST, N / 2);
+    id_list(half2, sizeof half2, FIRST + N / 2, N / 2);
+    snprintf(where, sizeof where,
+             "username LIKE 'burst%%' AND ((id IN %s AND NOT online AND last_seen IS NOT NULL)"
+             " OR (id IN %s AND online AND last_seen IS NULL))",
+             half1, half2);
+    int rows = -1;
+    for (int i = 0; i < 80 && rows != N; i++) { /* the re-dial backoff is at most 5 s */
+        sleep_ms(100);
+        rows = count_rows(where);
+    }
+    CHECK(rows == N, "outage burst: %d of %d rows right once the database is back", rows, N);
+    CHECK(close_burst(&edges[0], FIRST + N / 2, N / 2) == N / 2, "outage burst: second half not offline");
+    natsSubscription_Destroy(replies);
+}
+
 /* ---- scenarios ---- */
 
 static char u1[37], u2[37], u3[37], u4[37], u5[37], u6[37], u7[37], u8[37], nobody[37];
@@ -747,8 +1100,12 @@ int main(int argc, char **argv)
         test_edge_timeout();
         test_boot_change();
         test_bad_input();
+        test_burst();
+        test_backpressure();
+        test_odd_usernames();
         test_restart();
         test_postgres_outage();
+        test_outage_mid_burst();
         test_nats_outage();
         test_shutdown();
     }
