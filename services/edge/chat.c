@@ -333,6 +333,14 @@ static void req_answer(struct chat_req *r, const uint8_t *data, size_t len)
 static void on_req_timeout(struct wheel_timer *t)
 {
     struct chat_req *r = lws_container_of(t, struct chat_req, timer);
+    struct chat *c = r->chat;
+    char key[sizeof r->key];
+    memcpy(key, r->key, sizeof key);
+    /* A busy loop turn may have left the reply waiting in the relay: a reply
+     * that came in time is taken (chat_drain may answer and free r). */
+    chat_drain(c);
+    if (!(r = map_get(&c->reqs, key)))
+        return;
     log_debug("request timed out kind=%d", (int)r->kind);
     req_answer(r, NULL, 0);
     req_done(r);
