@@ -455,6 +455,22 @@ static void pending_gauges(struct messaging *m)
     }
 }
 
+/* How many commands to fetch. Commands can arrive after a Fetch has given up
+ * (a late answer to its pull request) and wait in the subscription. nats.c
+ * 3.4.1's Fetch takes those first, then asks the server for the rest of the
+ * batch but keeps reading until its count equals that rest: with more than
+ * half a batch waiting it writes past its array (heap corruption, seen as
+ * "double free" crashes under load). Asking for no more than what waits
+ * takes it from the subscription alone, without a request. */
+static int fetch_size(struct worker *w)
+{
+    int pending = 0, bytes = 0;
+    int batch = (int)w->m->cfg->batch;
+    if (natsSubscription_GetPending(w->sub, &pending, &bytes) == NATS_OK && pending > 0 && pending < batch)
+        return pending;
+    return batch;
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -507,7 +523,7 @@ static void *worker_main(void *arg)
         }
         natsMsgList list = {0};
         jsErrCode jerr = 0;
-        natsStatus s = natsSubscription_Fetch(&list, w->sub, (int)m->cfg->batch, 500, &jerr);
+        natsStatus s = natsSubscription_Fetch(&list, w->sub, fetch_size(w), 500, &jerr);
         if (s == NATS_OK && list.Count > 0) {
             if (w->is_read) {
                 for (int i = 0; i < list.Count; i++)
