@@ -1,6 +1,7 @@
-/* store: SQL for messages. Every statement goes through PQexecParams with $n
- * placeholders; batches travel as PostgreSQL array literals and are unnested
- * server-side, so a batch of any size is one statement and one commit. */
+/* store: SQL for messages. Every statement goes through PQexecParams or
+ * PQexecPrepared with $n placeholders; batches travel as PostgreSQL array
+ * literals and are unnested server-side, so a batch of any size is one
+ * prepared INSERT: one round trip and one commit. */
 #include "store.h"
 
 #include <libpq-fe.h>
@@ -16,6 +17,7 @@
 
 struct store {
     PGconn *c;
+    int prepared; /* the batch statements are prepared on this connection */
 };
 
 /* Version n of the schema is steps[n-1]; never edit a step, add one. */
@@ -163,6 +165,105 @@ static void row_from(struct store_row *row, PGresult *r, int i, int col)
     "floor(extract(epoch FROM m.created_at) * 1000)::bigint, "                                               \
     "coalesce(floor(extract(epoch FROM m.read_at) * 1000)::bigint, 0)"
 
+#define INSERT_SQL                                                                                           \
+    "INSERT INTO messages (id, sender_id, recipient_id, type, content, client_message_id, created_at) "      \
+    "SELECT t.id, t.s, t.r, t.ty, t.c, t.cm, 'epoch'::timestamptz + t.us * interval '1 microsecond' "        \
+    "FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::bigint[]) "     \
+    "AS t(id, s, r, ty, c, cm, us) ON CONFLICT DO NOTHING RETURNING id"
+
+/* For each input, its own row or the earlier one with its client id. */
+#define SELECT_SQL                                                                                           \
+    "SELECT DISTINCT ON (t.ord) t.ord, " ROW_COLUMNS                                                         \
+    " FROM unnest($1::uuid[], $2::uuid[], $3::text[]) WITH ORDINALITY AS t(id, s, cm, ord) "                 \
+    "JOIN messages m ON m.id = t.id OR (t.cm IS NOT NULL AND m.sender_id = t.s AND "                         \
+    "m.client_message_id = t.cm) ORDER BY t.ord, (m.id = t.id) DESC"
+
+/* The batch statements are prepared once per connection: a batch is then
+ * bound and executed, without parsing and planning it again. */
+static int prepare_batch(struct store *st)
+{
+    if (st->prepared)
+        return 0;
+    static const char *const names[] = {"insert_batch", "select_batch"};
+    static const char *const sqls[] = {INSERT_SQL, SELECT_SQL};
+    static const int nparams[] = {7, 3};
+    for (int i = 0; i < 2; i++) {
+        PGresult *r = PQprepare(st->c, names[i], sqls[i], nparams[i], NULL);
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok)
+            log_error("postgres: preparing %s: %s", names[i], PQresultErrorMessage(r));
+        PQclear(r);
+        if (!ok)
+            return -1;
+    }
+    st->prepared = 1;
+    return 0;
+}
+
+static PGresult *run_prepared(struct store *st, const char *name, int n, const char *const *params)
+{
+    PGresult *r = PQexecPrepared(st->c, name, n, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        log_error("postgres: %s: %s", name, PQresultErrorMessage(r));
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* An input this call stored: its row is what was sent (ids as PostgreSQL
+ * prints them, created_at to the millisecond, unread). */
+static void row_from_input(struct store_row *row, const struct store_msg *m)
+{
+    ids_uuid_norm(row->sender, m->sender, strlen(m->sender));
+    ids_uuid_norm(row->recipient, m->recipient, strlen(m->recipient));
+    snprintf(row->type, sizeof row->type, "%s", m->type);
+    row->content = xstrdup(m->content);
+    row->cmid = xstrdup(m->cmid);
+    row->created_ms = m->created_us / 1000;
+    row->read_ms = 0;
+    row->found = 1;
+    row->inserted = 1;
+}
+
+/* The rows of the inputs the INSERT did not store (redeliveries, resends
+ * with a known client id), read back by a second statement. */
+static int select_known(struct store *st, const struct store_msg *in, int n, struct store_row *out)
+{
+    struct buf ids, senders, cmids;
+    int *which = xcalloc((size_t)n, sizeof *which), m = 0;
+    array_start(&ids);
+    array_start(&senders);
+    array_start(&cmids);
+    for (int i = 0; i < n; i++) {
+        if (out[i].found)
+            continue;
+        which[m++] = i;
+        array_add(&ids, in[i].id);
+        array_add(&senders, in[i].sender);
+        array_add(&cmids, *in[i].cmid ? in[i].cmid : NULL);
+    }
+    int rc = 0;
+    if (m > 0) {
+        const char *params[] = {array_end(&ids), array_end(&senders), array_end(&cmids)};
+        PGresult *r = run_prepared(st, "select_batch", 3, params);
+        if (r) {
+            for (int i = 0; i < PQntuples(r); i++) {
+                int k = atoi(PQgetvalue(r, i, 0)) - 1;
+                if (k >= 0 && k < m)
+                    row_from(&out[which[k]], r, i, 1);
+            }
+        }
+        rc = r ? 0 : -1;
+        PQclear(r);
+    }
+    buf_cleanup(&ids);
+    buf_cleanup(&senders);
+    buf_cleanup(&cmids);
+    free(which);
+    return rc;
+}
+
 int store_insert_batch(struct store *st, const struct store_msg *in, int n, struct store_row *out)
 {
     struct buf ids, senders, recipients, types, contents, cmids, created;
@@ -173,6 +274,7 @@ int store_insert_batch(struct store *st, const struct store_msg *in, int n, stru
     array_start(&contents);
     array_start(&cmids);
     array_start(&created);
+    memset(out, 0, sizeof *out * (size_t)n);
     for (int i = 0; i < n; i++) {
         char us[24];
         snprintf(us, sizeof us, "%lld", in[i].created_us);
@@ -183,55 +285,44 @@ int store_insert_batch(struct store *st, const struct store_msg *in, int n, stru
         array_add(&contents, in[i].content);
         array_add(&cmids, *in[i].cmid ? in[i].cmid : NULL);
         array_add(&created, us);
+        ids_uuid_norm(out[i].id, in[i].id, strlen(in[i].id));
     }
     const char *params[] = {array_end(&ids),    array_end(&senders),  array_end(&recipients),
                             array_end(&types),  array_end(&contents), array_end(&cmids),
                             array_end(&created)};
     int rc = -1;
-    PGresult *ins = NULL, *sel = NULL;
-    memset(out, 0, sizeof *out * (size_t)n);
+    PGresult *ins = NULL;
 
-    if (db_exec(st->c, "BEGIN") != 0)
+    /* One statement outside a transaction block: it commits (flushed, with
+     * synchronous_commit) before its result comes back, so a result means
+     * the batch is durable. */
+    if (prepare_batch(st) != 0 || !(ins = run_prepared(st, "insert_batch", 7, params))) {
+        for (int i = 0; i < n; i++)
+            out[i].id[0] = '\0';
         goto out;
-    ins = run(
-        st, PGRES_TUPLES_OK,
-        "INSERT INTO messages (id, sender_id, recipient_id, type, content, client_message_id, created_at) "
-        "SELECT t.id, t.s, t.r, t.ty, t.c, t.cm, 'epoch'::timestamptz + t.us * interval '1 microsecond' "
-        "FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::bigint[]) "
-        "AS t(id, s, r, ty, c, cm, us) ON CONFLICT DO NOTHING RETURNING id",
-        7, params);
-    if (!ins)
-        goto rollback;
-    /* For each input, its own row or the earlier one with its client id. */
-    const char *sel_params[] = {params[0], params[1], params[5]};
-    sel = run(st, PGRES_TUPLES_OK,
-              "SELECT DISTINCT ON (t.ord) t.ord, " ROW_COLUMNS
-              " FROM unnest($1::uuid[], $2::uuid[], $3::text[]) WITH ORDINALITY AS t(id, s, cm, ord) "
-              "JOIN messages m ON m.id = t.id OR (t.cm IS NOT NULL AND m.sender_id = t.s AND "
-              "m.client_message_id = t.cm) ORDER BY t.ord, (m.id = t.id) DESC",
-              3, sel_params);
-    if (!sel)
-        goto rollback;
-    if (db_exec(st->c, "COMMIT") != 0)
-        goto out;
-    for (int i = 0; i < PQntuples(sel); i++) {
-        int k = atoi(PQgetvalue(sel, i, 0)) - 1;
-        if (k < 0 || k >= n)
-            continue;
-        row_from(&out[k], sel, i, 1);
     }
-    for (int i = 0; i < PQntuples(ins); i++)
-        for (int k = 0; k < n; k++)
-            if (strcmp(out[k].id, PQgetvalue(ins, i, 0)) == 0)
-                out[k].inserted = 1;
+    /* RETURNING comes in input order in practice: look from where the last
+     * one was found, wrapping around, so the usual case is linear. */
+    for (int i = 0, k = 0; i < PQntuples(ins); i++) {
+        const char *id = PQgetvalue(ins, i, 0);
+        for (int tries = 0; tries < n; tries++, k = (k + 1) % n) {
+            if (!out[k].found && strcmp(out[k].id, id) == 0) {
+                row_from_input(&out[k], &in[k]);
+                break;
+            }
+        }
+    }
+    /* The others were stored before (or by an earlier input of this batch):
+     * committed either way, so they are read after the INSERT's commit. A
+     * failure here leaves them unfound; the caller gives them back to
+     * JetStream, and their redelivery finds them. */
+    if (select_known(st, in, n, out) != 0)
+        for (int i = 0; i < n; i++)
+            if (!out[i].inserted)
+                out[i].found = 0;
     rc = 0;
-    goto out;
-rollback:
-    if (PQstatus(st->c) == CONNECTION_OK)
-        db_exec(st->c, "ROLLBACK");
 out:
     PQclear(ins);
-    PQclear(sel);
     buf_cleanup(&ids);
     buf_cleanup(&senders);
     buf_cleanup(&recipients);

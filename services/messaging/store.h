@@ -52,10 +52,13 @@ int store_unlock(struct store *st, unsigned partition);
  * name prefix), or -1. */
 int store_count_replicas(struct store *st, const char *app_prefix);
 
-/* Inserts n messages in one transaction (ON CONFLICT DO NOTHING on the id and
- * on (sender, client message id)) and returns, for each input, the stored
- * row: itself, or the earlier message with the same client message id.
- * Returns 0, or -1 (rolled back; the connection may be gone). */
+/* Inserts n messages with one statement, its own transaction (ON CONFLICT DO
+ * NOTHING on the id and on (sender, client message id)), and returns, for
+ * each input, the stored row: itself, or the earlier message with the same
+ * client message id. Rows it stored come from the inputs; only the others
+ * are read back. Returns 0 once committed (an input whose row could not be
+ * read back then has found 0), or -1 (nothing committed, or not known to be;
+ * the connection may be gone). */
 int store_insert_batch(struct store *st, const struct store_msg *in, int n, struct store_row *out);
 void store_rows_cleanup(struct store_row *rows, int n);
 
