@@ -543,6 +543,27 @@ for (const transport of TRANSPORTS) describe(`transport: ${transport}`, () => {
       assert.deepEqual(got, ms[0]);
     });
 
+    test("40 sends at once, resends of earlier ones among them: every ack is the message as history reads it back", async () => {
+      // One burst lands in few batches: messaging answers the rows it stored
+      // from what it sent, and reads back only the ones already there.
+      const a = await user("alice");
+      const b = await user("bob");
+      const payloads = [];
+      for (let i = 0; i < 30; i++)
+        payloads.push({ recipientId: b.user.id, content: `burst ${i} "q" \\ {x}`, type: TYPES[i % 3], clientMessageId: `burst-${i}` });
+      for (let i = 0; i < 10; i++) payloads.push({ ...payloads[i * 3], content: `resend of ${i * 3}` });
+      const acks = await Promise.all(payloads.map((p) => send(a.socket, p)));
+      const stored = await history(a.socket, { withUserId: b.user.id, limit: 100 });
+      assert.equal(stored.length, 30, "one message per clientMessageId");
+      const byId = new Map(stored.map((m) => [m.id, m]));
+      acks.forEach((m, i) => {
+        assert.deepEqual(m, byId.get(m.id), `ack ${i} equals the stored message`);
+        assert.equal(m.clientMessageId, payloads[i].clientMessageId);
+      });
+      for (let i = 0; i < 10; i++) assert.deepEqual(acks[30 + i], acks[i * 3], `resend ${i} gets the first send back`);
+      assert.equal(countRows(pg, `sender_id = ${sqlStr(a.user.id)}`), 30);
+    });
+
     test("clientMessageId \"NULL\" is a string like any other; messages without one are never merged", async () => {
       const a = await user("alice");
       const b = await user("bob");
