@@ -471,6 +471,25 @@ static int fetch_size(struct worker *w)
     return batch;
 }
 
+/* Takes what the consumer has, up to a batch, at once; when it has nothing,
+ * waits (500 ms at most) for the next command alone. natsSubscription_Fetch
+ * would ask for a whole batch once the consumer was empty, and return only
+ * when the batch was full or its timeout passed: at 2,000 messages/s over 8
+ * partitions that held commands ~50-90 ms (median) in the benchmark. */
+static natsStatus fetch(struct worker *w, natsMsgList *list)
+{
+    jsFetchRequest req;
+    jsFetchRequest_Init(&req);
+    req.Batch = fetch_size(w);
+    req.NoWait = true;
+    req.Expires = 500 * 1000000LL; /* bounds the wait for the server's answer */
+    natsStatus s = natsSubscription_FetchRequest(list, w->sub, &req);
+    if (s != NATS_NOT_FOUND && s != NATS_TIMEOUT)
+        return s;
+    jsErrCode jerr = 0;
+    return natsSubscription_Fetch(list, w->sub, 1, 500, &jerr);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -522,8 +541,7 @@ static void *worker_main(void *arg)
             }
         }
         natsMsgList list = {0};
-        jsErrCode jerr = 0;
-        natsStatus s = natsSubscription_Fetch(&list, w->sub, fetch_size(w), 500, &jerr);
+        natsStatus s = fetch(w, &list);
         if (s == NATS_OK && list.Count > 0) {
             if (w->is_read) {
                 for (int i = 0; i < list.Count; i++)
