@@ -397,20 +397,28 @@ static void fan_out(struct chat *c, struct chat_user *user, const char *event, c
     frame_unref(f);
 }
 
+/* Writes d once and sends it to every socket of u here. Returns 0, or -1
+ * when d is no event we know or carries a string that is not UTF-8. */
+static int fan_out_delivery(struct chat *c, struct chat_user *u, const Chat__V1__Delivery *d)
+{
+    struct buf b;
+    const char *event;
+    buf_init(&b);
+    int r = chat_wire_delivery(&b, d, &event);
+    if (r == 0)
+        fan_out(c, u, event, &b);
+    buf_cleanup(&b);
+    return r;
+}
+
 static void deliver(struct chat *c, const char *user_id, const uint8_t *data, size_t len)
 {
     struct chat_user *u = map_get(&c->users, user_id);
     if (!u)
         return; /* the last socket left after NATS had it queued */
     Chat__V1__Delivery *d = chat__v1__delivery__unpack(NULL, len, data);
-    struct buf b;
-    const char *event;
-    buf_init(&b);
-    if (d && chat_wire_delivery(&b, d, &event) == 0)
-        fan_out(c, u, event, &b);
-    else
+    if (!d || fan_out_delivery(c, u, d) != 0)
         log_warn("undecodable delivery user=%s len=%zu", user_id, len);
-    buf_cleanup(&b);
     chat__v1__delivery__free_unpacked(d, NULL);
 }
 
@@ -645,14 +653,8 @@ static int publish_delivery(struct chat_sock *cs, const char *to, Chat__V1__Deli
     if (!bus_connected(&c->e->bus) || bus_publish(&c->e->bus, subj, &d->base) != 0)
         FAIL("unavailable", "the message bus is unavailable; try again");
     struct chat_user *u = map_get(&c->users, to);
-    if (u) {
-        struct buf b;
-        const char *event;
-        buf_init(&b);
-        if (chat_wire_delivery(&b, d, &event) == 0)
-            fan_out(c, u, event, &b);
-        buf_cleanup(&b);
-    }
+    if (u)
+        fan_out_delivery(c, u, d); /* d passed chat_valid: it is written */
     return 0;
 }
 

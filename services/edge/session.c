@@ -83,7 +83,7 @@ static struct frame *frame_new(size_t len, int binary)
     f->refs = 1;
     f->len = len;
     f->binary = (uint8_t)binary;
-    unsigned char *h = f->buf; /* RFC 6455 §5.2: FIN, opcode, length; no mask */
+    unsigned char h[FRAME_HEAD]; /* RFC 6455 §5.2: FIN, opcode, length; no mask */
     h[0] = 0x80 | (binary ? 0x2 : 0x1);
     if (len < 126) {
         h[1] = (unsigned char)len;
@@ -99,8 +99,7 @@ static struct frame *frame_new(size_t len, int binary)
             h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
         f->ws_hlen = 10;
     }
-    if (f->ws_hlen < FRAME_HEAD) /* the header ends where the data starts */
-        memmove(f->buf + FRAME_HEAD - f->ws_hlen, h, f->ws_hlen);
+    memcpy(f->buf + FRAME_HEAD - f->ws_hlen, h, f->ws_hlen); /* it ends where the data starts */
     return f;
 }
 
