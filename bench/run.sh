@@ -14,6 +14,10 @@
 # 127.0.0.1; only the processes started here are stopped, by their pid.
 # Sizes are environment variables (defaults in the table below), e.g.
 #   BENCH_IDLE_N=100000 BENCH_SIDES=c bench/run.sh full
+# full also runs the large sizes against our services only (the Node
+# reference would take many minutes): idle and fanout with BENCH_LARGE_N
+# sockets (10,000), and a connect storm of BENCH_LARGE_CONNECT_N distinct
+# users (5,000); BENCH_LARGE=0 skips them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -217,6 +221,26 @@ for sc in $BENCH_SCENARIOS; do
         fi
     done
 done
+# ---- the large sizes, ours only (label "large")
+LARGE=0
+if [ "$MODE" = full ] && [ "${BENCH_LARGE:-1}" != 0 ] && [[ " $BENCH_SIDES " == *" c "* ]]; then
+    LARGE=1
+    : "${BENCH_LARGE_N:=10000}" "${BENCH_LARGE_CONNECT_N:=5000}"
+    run_large() { # scenario args...
+        local sc=$1
+        shift
+        echo "\$ chatload $sc --url $C_URL --secret \$JWT_SECRET $* --pid $C_PIDS --label large"
+        "$CHATLOAD" "$sc" --url "$C_URL" --secret "$JWT_SECRET" "$@" --pid "$C_PIDS" --label large \
+            --tsv "$TSV" || echo "bench: chatload $sc (large) exited $?"
+        if ! kill -0 "$EDGE_PID" 2>/dev/null; then
+            echo "bench: chat-edge died during the large $sc" >&2
+            exit 1
+        fi
+    }
+    run_large idle --n "$BENCH_LARGE_N" --users 10 --seconds "$BENCH_SECONDS"
+    run_large fanout --n "$BENCH_LARGE_N" --users 100 --rounds "$BENCH_ROUNDS"
+    run_large connect --n "$BENCH_LARGE_CONNECT_N"
+fi
 [ -n "${BENCH_TSV_COPY:-}" ] && cp "$TSV" "$BENCH_TSV_COPY"
 
 # value of figure $3 for side $1, scenario $2 ("" when absent)
@@ -307,6 +331,21 @@ for sc in $BENCH_SCENARIOS; do
     summary "$sc" client_cpu_pct lower
     summary "$sc" machine_other_cpu_pct lower
 done
+if [ "$LARGE" = 1 ]; then
+    echo
+    echo "== large sizes, ours only"
+    large() { printf '%-10s %-30s %14s  %s\n' "$1" "$2" "$(val large "$1" "$2")" "$3"; }
+    large idle connected sockets
+    large idle rss_per_conn_kib "KiB of edge RSS per connection"
+    large idle cpu_idle "% of one core, edge, idle with pings"
+    large fanout received_min "sockets that got the change"
+    large fanout last_ms_median "ms until the last socket had it"
+    large fanout first_ms_median "ms until the first"
+    large connect connected "distinct users"
+    large connect connect_seconds "s until all were connected (each broadcast to all)"
+    large connect connects_per_s "per second"
+    large connect closed_by_server "sockets"
+fi
 echo "(rss_per_conn_kib and cpu_*: ours is chat-edge, node the Node process; the other processes of our"
 echo " stack are in the per-scenario blocks above as .nats, .presence, .messaging, .postgres;"
 echo " machine_other_cpu_pct: CPU that processes outside the benchmark took meanwhile, in % of one core)"

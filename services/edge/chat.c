@@ -378,10 +378,12 @@ static int request(struct chat_sock *cs, enum req_kind kind, int64_t ack_id, con
 
 /* Sends one packet (written once) to sockets: one user's (user set) or
  * everyone's. */
-static void fan_out(struct chat *c, struct chat_user *user, const char *event, const struct buf *packet)
+static void fan_out(struct chat *c, struct chat_user *user, const char *event, const struct buf *packet,
+                    uint64_t coalesce)
 {
     count("chat_edge_fanouts_total", "event", event);
     struct frame *f = frame_text(EIO_MESSAGE, packet->data, packet->len);
+    f->coalesce = coalesce;
     if (user) {
         for (struct chat_sock *cs = user->socks; cs; cs = cs->next)
             if (cs->k->state == SOCK_OPEN)
@@ -397,6 +399,17 @@ static void fan_out(struct chat *c, struct chat_user *user, const char *event, c
     frame_unref(f);
 }
 
+/* ghost:typing is the whole text typed so far: a newer one from the same
+ * sender makes a queued one useless. Its frames carry a key of the sender
+ * (FNV-1a 64, never 0) so that one still queued is replaced (session.h). */
+static uint64_t ghost_key(const Chat__V1__Delivery *d)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (const unsigned char *p = (const unsigned char *)d->ghost_typing->user_id; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    return h | 1;
+}
+
 /* Writes d once and sends it to every socket of u here. Returns 0, or -1
  * when d is no event we know or carries a string that is not UTF-8. */
 static int fan_out_delivery(struct chat *c, struct chat_user *u, const Chat__V1__Delivery *d)
@@ -406,7 +419,7 @@ static int fan_out_delivery(struct chat *c, struct chat_user *u, const Chat__V1_
     buf_init(&b);
     int r = chat_wire_delivery(&b, d, &event);
     if (r == 0)
-        fan_out(c, u, event, &b);
+        fan_out(c, u, event, &b, d->event_case == CHAT__V1__DELIVERY__EVENT_GHOST_TYPING ? ghost_key(d) : 0);
     buf_cleanup(&b);
     return r;
 }
@@ -428,7 +441,7 @@ static void on_status(struct chat *c, const uint8_t *data, size_t len)
     struct buf b;
     buf_init(&b);
     if (ch && ch->info && chat_wire_status(&b, ch->info) == 0)
-        fan_out(c, NULL, "user:status", &b);
+        fan_out(c, NULL, "user:status", &b, 0);
     buf_cleanup(&b);
     chat__v1__presence_change__free_unpacked(ch, NULL);
 }
@@ -968,6 +981,9 @@ static void describe_metrics(void)
     metrics_describe("chat_edge_errors_total", "counter", "Refusals sent to clients, by error code.");
     metrics_describe("chat_edge_connects_total", "counter", "Socket.IO CONNECTs, by result.");
     metrics_describe("chat_edge_fanouts_total", "counter", "Events fanned out to local sockets, by name.");
+    metrics_describe(
+        "chat_edge_frames_coalesced_total", "counter",
+        "ghost:typing frames replaced by a newer one from the same sender before they were sent.");
     metrics_describe("chat_edge_sessions", "gauge", "Open Engine.IO sessions, by transport.");
     metrics_describe("chat_edge_nats_reconnects_total", "counter", "NATS reconnections.");
     metrics_describe("chat_edge_nats_connected", "gauge", "1 while NATS is connected.");

@@ -16,6 +16,7 @@
 #include "abuse.h"
 #include "log.h"
 #include "mem.h"
+#include "metrics.h"
 #include "polling.h"
 #include "ws.h"
 
@@ -82,6 +83,7 @@ static struct frame *frame_new(size_t len, int binary)
     struct frame *f = xmalloc(sizeof *f + FRAME_HEAD + len);
     f->refs = 1;
     f->len = len;
+    f->coalesce = 0;
     f->binary = (uint8_t)binary;
     unsigned char h[FRAME_HEAD]; /* RFC 6455 §5.2: FIN, opcode, length; no mask */
     h[0] = 0x80 | (binary ? 0x2 : 0x1);
@@ -136,6 +138,18 @@ void session_send_frame(struct session *s, struct frame *f)
         log_warn("session output queue full sid=%s queued=%zu: closing slow client", s->sid, s->queued);
         session_kill(s, "transport error");
         return;
+    }
+    if (f->coalesce && s->qlen) {
+        struct frame **last = &s->q[(s->qhead + s->qlen - 1) % s->qcap];
+        if ((*last)->coalesce == f->coalesce) {
+            s->queued -= (*last)->len;
+            frame_unref(*last);
+            *last = f;
+            f->refs++;
+            s->queued += f->len;
+            metrics_add("chat_edge_frames_coalesced_total", NULL, 1);
+            return;
+        }
     }
     if (s->qlen == s->qcap) { /* grow the ring, oldest first */
         uint32_t cap = s->qcap ? s->qcap * 2 : 8;

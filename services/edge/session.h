@@ -37,8 +37,9 @@ struct session_app {
 struct frame {
     uint32_t refs;
     uint8_t binary;
-    uint8_t ws_hlen; /* WebSocket header bytes before the data */
-    size_t len;      /* data bytes */
+    uint8_t ws_hlen;   /* WebSocket header bytes before the data */
+    size_t len;        /* data bytes */
+    uint64_t coalesce; /* 0, or a key: queued behind a frame with the same key, it takes its place */
     unsigned char buf[];
 };
 
@@ -112,7 +113,8 @@ void session_send_binary(struct session *s, const void *data, size_t len);
 /* Queues a message packet whose text payload is given whole ("4" prepended). */
 void session_send_message(struct session *s, const void *text, size_t len);
 /* Queues f (a packet made once for many sessions): s takes its own
- * reference. */
+ * reference. When the last frame still queued has f's coalesce key, f
+ * replaces it (a socket that falls behind gets the latest, not each one). */
 void session_send_frame(struct session *s, struct frame *f);
 
 /* Closes after the queued packets are written (polling: after "1" is

@@ -6,7 +6,9 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { before, after, beforeEach, afterEach, describe } from "node:test";
-import { test, startNats, startEdge, connectClient, shutdown, withTimeout, TRANSPORTS, transportOf } from "./harness.mjs";
+import {
+  test, startNats, startEdge, connectClient, shutdown, withTimeout, TRANSPORTS, transportOf, openSioSession, httpRequest,
+} from "./harness.mjs";
 import { makeUser } from "./tokens.mjs";
 
 let nats;
@@ -364,5 +366,48 @@ describe("default transports: relays over polling, then over the upgraded WebSoc
     a.socket.emit("ghost:typing", { recipientId: bob.id, text: "two" });
     for (const t of tabs) await expectEvent(t.rec, "ghost:typing", { userId: alice.id, text: "two" }, "ghost:typing after the upgrades");
     await expectNothingBefore(a, { user: bob, rec: tabs.map((t) => t.rec) }, "the marker on every tab");
+  });
+});
+
+describe("a recipient that stops reading", () => {
+  test("ghost:typing still queued for it is replaced by the sender's newest; other events keep their place; the socket survives what would overflow its queue", async () => {
+    const alice = makeUser("alice");
+    const bob = makeUser("bob");
+    const { socket } = await connectClient(edge1.url, alice.token);
+    const { client } = await openSioSession(edge1, { token: bob.token });
+    client.ws._socket.pause(); // bob reads nothing from now on: the kernel buffers fill, then the edge's queue
+    // 10,000 × ~1.9 KB = 19 MB: far past the kernel's buffers and the edge's 4 MiB queue per session,
+    // which would cut bob off as a slow reader if every ghost:typing were kept.
+    const N = 10000;
+    const pad = "x".repeat(1900);
+    for (let i = 0; i < N; i++) socket.emit("ghost:typing", { recipientId: bob.id, text: `${i} ${pad}` });
+    socket.emit("typing:stop", { recipientId: bob.id });
+    const res = await socket.timeout(20000).emitWithAck("ghost:typing", { recipientId: bob.id, text: "last" });
+    assert.deepEqual(res, { ok: true }); // the edge has handled every event before this one
+    client.ws._socket.resume();
+
+    const ghosts = [];
+    let stopAt = -1;
+    for (;;) {
+      const text = await client.nextText(10000, "bob's events after resuming");
+      if (text === "2") { client.send("3"); continue; } // a ping while we were not reading
+      if (!text.startsWith("42")) continue;
+      const [event, payload] = JSON.parse(text.slice(2));
+      if (event === "typing:stop") { assert.equal(payload.userId, alice.id); stopAt = ghosts.length; continue; }
+      if (event !== "ghost:typing") continue; // presence events
+      assert.equal(payload.userId, alice.id);
+      if (payload.text === "last") break;
+      ghosts.push(Number(payload.text.split(" ")[0]));
+    }
+    assert.equal(client.closeInfo, null, "bob's socket is still open");
+    assert.ok(ghosts.length < N, `some ghost:typing were replaced (${ghosts.length} of ${N} arrived)`);
+    for (let i = 1; i < ghosts.length; i++) assert.ok(ghosts[i] > ghosts[i - 1], `in order: ${ghosts[i - 1]} then ${ghosts[i]}`);
+    assert.equal(ghosts.at(-1), N - 1, "the newest text before typing:stop arrived");
+    assert.equal(stopAt, ghosts.length, "typing:stop came after every ghost:typing sent before it, and before the last");
+    const metrics = await httpRequest(`${edge1.url}/metrics`);
+    const m = /^chat_edge_frames_coalesced_total (\d+)/m.exec(metrics.text);
+    assert.ok(m && Number(m[1]) > 0, "chat_edge_frames_coalesced_total counts the replaced frames");
+    socket.close();
+    client.close();
   });
 });
