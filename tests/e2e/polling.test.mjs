@@ -741,13 +741,16 @@ describe("chat mode over polling", () => {
     b.socket.close();
   });
 
-  test("200 ghost:typing from a WebSocket user reach a user who upgrades in the middle: all, in order, once", async () => {
+  // audio:listening, not ghost:typing: a ghost:typing still queued is replaced
+  // by the sender's next one (latest text wins), which an upgrade may provoke.
+  test("200 audio:listening from a WebSocket user reach a user who upgrades in the middle: all, in order, once", async () => {
     const alice = makeUser("alice");
     const bob = makeUser("bob");
     const a = await connectClient(chat.url, alice.token, { transport: "websocket" });
     const b = await connectClient(chat.url, bob.token, { transport: "default", holdUpgrade: true });
     const over = []; // the transport each ghost:typing came over, in arrival order
-    b.socket.on("ghost:typing", () => over.push(transportOf(b.socket)));
+    b.socket.on("audio:listening", () => over.push(transportOf(b.socket)));
+    const mid = (i) => `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`; // the order, in a message id
     let isUpgraded = false;
     b.upgraded.then(() => (isUpgraded = true));
 
@@ -755,13 +758,15 @@ describe("chat mode over polling", () => {
     let next = 0; // the next text bob must receive
     const send = async (from, to) => {
       const acks = [];
-      for (let i = from; i < to; i++) acks.push(a.socket.timeout(5000).emitWithAck("ghost:typing", { recipientId: bob.id, text: String(i) }));
+      for (let i = from; i < to; i++) {
+        acks.push(a.socket.timeout(5000).emitWithAck("audio:listening", { messageId: mid(i), senderId: bob.id, isPlaying: true }));
+      }
       for (const r of await Promise.all(acks)) assert.deepEqual(r, { ok: true });
     };
     const receiveUpTo = async (n) => {
       for (; next < n; next++) {
-        const ev = await b.rec.next(5000, `ghost:typing "${next}"`);
-        assert.deepEqual([ev.event, ...ev.args], ["ghost:typing", { userId: alice.id, text: String(next) }], `event #${next}`);
+        const ev = await b.rec.next(5000, `audio:listening #${next}`);
+        assert.deepEqual([ev.event, ...ev.args], ["audio:listening", { userId: alice.id, messageId: mid(next), isPlaying: true }], `event #${next}`);
       }
     };
 
