@@ -32,8 +32,16 @@ static struct series *get(const char *name, const char *labels)
         map_init(&families);
         ready = 1;
     }
-    char key[256];
-    snprintf(key, sizeof key, "%s{%s}", name, labels ? labels : "");
+    char key[256]; /* name{labels}, cut to fit: on every event, so no printf */
+    size_t n = strlen(name), l = labels ? strlen(labels) : 0;
+    if (n > sizeof key - 3)
+        n = sizeof key - 3;
+    if (l > sizeof key - 3 - n)
+        l = sizeof key - 3 - n;
+    memcpy(key, name, n);
+    key[n] = '{';
+    memcpy(key + n + 1, labels ? labels : "", l);
+    memcpy(key + n + 1 + l, "}", 2);
     struct series *s = map_get(&series_map, key);
     if (!s) {
         s = xcalloc(1, sizeof *s);
