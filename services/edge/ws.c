@@ -228,7 +228,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 static const struct lws_protocols protocols[] = {
     /* Index 0: lws binds upgrades without Sec-WebSocket-Protocol (what
      * socket.io-client sends) to the default protocol. */
-    {"engine.io", callback, sizeof(struct ws_pss), 1024, 0, NULL, 0},
+    {"engine.io", callback, sizeof(struct ws_pss), 512, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
