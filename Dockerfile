@@ -11,7 +11,7 @@ FROM debian:12.8-slim AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       gcc libc6-dev make pkg-config protobuf-c-compiler \
-      libwebsockets-dev libuv1-dev libnats-dev libprotobuf-c-dev libjansson-dev libjwt-dev libpq-dev \
+      libwebsockets-dev libnats-dev libprotobuf-c-dev libjansson-dev libjwt-dev libpq-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Makefile ./
@@ -30,7 +30,7 @@ RUN npm ci --omit=dev --no-audit --no-fund
 FROM debian:12.8-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libwebsockets17 libwebsockets-evlib-uv libuv1 libnats3.4 libprotobuf-c1 libjansson4 libjwt0 libpq5 \
+      libwebsockets17 libnats3.4 libprotobuf-c1 libjansson4 libjwt0 libpq5 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin chat

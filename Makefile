@@ -20,10 +20,9 @@ ifneq ($(SANITIZE),)
 CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -O1
 LDFLAGS += -fsanitize=$(SANITIZE)
 endif
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) libpq libuv 2>/dev/null)
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) libpq 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 PQ_LIBS    = $(shell pkg-config --libs libpq 2>/dev/null)
-UV_LIBS    = $(shell pkg-config --libs libuv 2>/dev/null)  # the edge: lws runs on a libuv loop
 
 GEN_C   := $(BUILD)/gen/chat.pb-c.c
 GEN_H   := $(BUILD)/gen/chat.pb-c.h
@@ -66,7 +65,7 @@ GEN_O := $(BUILD)/obj/gen/chat.pb-c.o
 $(BUILD)/bin/chat-edge: $(call obj,$(EDGE_SRC) $(LIB_SRC)) $(GEN_O)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(UV_LIBS) -lpthread
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
 
 $(BUILD)/bin/chat-messaging: $(call obj,$(MSG_SRC) $(LIB_SRC)) $(GEN_O)
 	@mkdir -p $(dir $@)

@@ -8,7 +8,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-PKGS="gcc make pkg-config libwebsockets-dev libwebsockets-evlib-uv libuv1-dev libnats-dev libjwt-dev libjansson-dev libprotobuf-c-dev
+PKGS="gcc make pkg-config libwebsockets-dev libnats-dev libjwt-dev libjansson-dev libprotobuf-c-dev
 protobuf-c-compiler libcmocka-dev nats-server libpq-dev postgresql chromium docker-compose
 clang libclang-rt-14-dev libssl-dev"
 missing=""

@@ -47,7 +47,6 @@ struct edge {
     const struct edge_config *cfg;
     int conformance;
     struct lws_context *ctx;
-    void *loop;            /* the libuv loop (uv_loop_t) lws runs on */
     struct bus bus;        /* unused (nc NULL) in conformance mode */
     struct relay *relay;   /* NATS threads -> lws thread */
     struct chat *chat;     /* the chat application, NULL in conformance mode */

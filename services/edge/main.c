@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <uv.h>
-
 #include "chat.h"
 #include "config.h"
 #include "conform.h"
@@ -70,7 +68,6 @@ static const struct config_var vars[] = {
 };
 
 static struct edge edge;
-static uv_loop_t loop;
 static lws_sorted_usec_list_t sul_grace;
 static int grace_over;
 
@@ -134,8 +131,6 @@ int main(void)
 
     map_init(&edge.sessions);
     map_init(&edge.peers);
-    uv_loop_init(&loop);
-    edge.loop = &loop;
     if (ws_start(&edge) != 0)
         return 1;
     wheel_lws_init(&edge.wheel, edge.ctx);
@@ -155,7 +150,8 @@ int main(void)
     log_info("listening host=%s port=%ld mode=%s edge=%s", cfg.host, cfg.port, cfg.mode, cfg.edge_id);
 
     while (!edge.stopping)
-        uv_run(&loop, UV_RUN_ONCE);
+        if (lws_service(edge.ctx, 0) < 0)
+            break;
 
     /* Graceful stop: close every session (WebSocket 1001), give them up to
      * 2 s to flush, then NATS, then lws. */
@@ -163,7 +159,8 @@ int main(void)
     ws_close_all(&edge);
     lws_sul_schedule(edge.ctx, 0, &sul_grace, on_grace, 2 * LWS_US_PER_SEC); /* wakes the loop */
     while (edge.sessions.count > 0 && !grace_over)
-        uv_run(&loop, UV_RUN_ONCE);
+        if (lws_service(edge.ctx, 0) < 0)
+            break;
     lws_sul_cancel(&sul_grace);
     chat_stop(edge.chat);
     bus_close(&edge.bus, 1000);
@@ -171,8 +168,6 @@ int main(void)
     ws_destroy_all(&edge);
     wheel_lws_cleanup(&edge.wheel);
     ws_stop(&edge);
-    uv_run(&loop, UV_RUN_DEFAULT); /* lws closes its libuv handles on the loop */
-    uv_loop_close(&loop);
     chat_destroy(edge.chat);
     map_cleanup(&edge.sessions);
     abuse_cleanup(&edge);

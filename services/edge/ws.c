@@ -251,19 +251,13 @@ int ws_start(struct edge *e)
     info.iface = e->cfg->host;
     info.protocols = protocols;
     info.user = e;
-    /* Text frames must be valid UTF-8 (RFC 6455 §8.1); lws closes with 1007.
-     * lws runs on main.c's libuv loop (epoll): its own poll() loop walks
-     * every socket on every turn, most of the edge's CPU with 10,000 sockets. */
-    void *loops[1] = {e->loop};
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_LIBUV;
-    info.foreign_loops = loops;
+    /* Text frames must be valid UTF-8 (RFC 6455 §8.1); lws closes with 1007. */
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
     info.max_http_header_data = 4096;
     info.timeout_secs = 10;
     e->ctx = lws_create_context(&info);
     if (!e->ctx) {
-        log_error("cannot listen host=%s port=%ld (address in use, or lws's libuv plugin missing: "
-                  "package libwebsockets-evlib-uv)",
-                  e->cfg->host, e->cfg->port);
+        log_error("cannot listen host=%s port=%ld", e->cfg->host, e->cfg->port);
         return -1;
     }
     return 0;
