@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "mem.h"
 
 #define MIGRATION_LOCK_KEY 7243100 /* any constant: one lock for all services */
 
@@ -99,4 +100,33 @@ out:
     snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%d)", MIGRATION_LOCK_KEY);
     db_exec(c, sql);
     return rc;
+}
+
+void db_array_start(struct buf *b)
+{
+    buf_init(b);
+    buf_putc(b, '{');
+}
+
+void db_array_add(struct buf *b, const char *s)
+{
+    if (b->len > 1)
+        buf_putc(b, ',');
+    if (!s) {
+        buf_puts(b, "NULL");
+        return;
+    }
+    buf_putc(b, '"');
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            buf_putc(b, '\\');
+        buf_putc(b, *s);
+    }
+    buf_putc(b, '"');
+}
+
+const char *db_array_end(struct buf *b)
+{
+    buf_putc(b, '}');
+    return buf_cstr(b);
 }

@@ -24,4 +24,14 @@ int db_exec(PGconn *c, const char *sql);
 /* 1 when the connection is usable (reset it otherwise). */
 int db_ok(PGconn *c);
 
+/* Array literals, one text parameter per column for `unnest($n::type[])`:
+ * db_array_start, db_array_add per element, then db_array_end gives the
+ * parameter (valid until b is cleaned up). Every element is quoted, with "
+ * and \ escaped, so that any text (commas, braces, quotes, "NULL") stays one
+ * element; s NULL adds SQL NULL. */
+struct buf;
+void db_array_start(struct buf *b);
+void db_array_add(struct buf *b, const char *s);
+const char *db_array_end(struct buf *b);
+
 #endif

@@ -116,37 +116,6 @@ int store_count_replicas(struct store *st, const char *app_prefix)
     return n;
 }
 
-/* Appends one element of an array literal: quoted, with " and \ escaped, or
- * NULL. */
-static void array_add(struct buf *b, const char *s)
-{
-    if (b->len > 1)
-        buf_putc(b, ',');
-    if (!s) {
-        buf_puts(b, "NULL");
-        return;
-    }
-    buf_putc(b, '"');
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            buf_putc(b, '\\');
-        buf_putc(b, *s);
-    }
-    buf_putc(b, '"');
-}
-
-static void array_start(struct buf *b)
-{
-    buf_init(b);
-    buf_putc(b, '{');
-}
-
-static const char *array_end(struct buf *b)
-{
-    buf_putc(b, '}');
-    return buf_cstr(b);
-}
-
 static void row_from(struct store_row *row, PGresult *r, int i, int col)
 {
     snprintf(row->id, sizeof row->id, "%s", PQgetvalue(r, i, col));
@@ -232,20 +201,20 @@ static int select_known(struct store *st, const struct store_msg *in, int n, str
 {
     struct buf ids, senders, cmids;
     int *which = xcalloc((size_t)n, sizeof *which), m = 0;
-    array_start(&ids);
-    array_start(&senders);
-    array_start(&cmids);
+    db_array_start(&ids);
+    db_array_start(&senders);
+    db_array_start(&cmids);
     for (int i = 0; i < n; i++) {
         if (out[i].found)
             continue;
         which[m++] = i;
-        array_add(&ids, in[i].id);
-        array_add(&senders, in[i].sender);
-        array_add(&cmids, *in[i].cmid ? in[i].cmid : NULL);
+        db_array_add(&ids, in[i].id);
+        db_array_add(&senders, in[i].sender);
+        db_array_add(&cmids, *in[i].cmid ? in[i].cmid : NULL);
     }
     int rc = 0;
     if (m > 0) {
-        const char *params[] = {array_end(&ids), array_end(&senders), array_end(&cmids)};
+        const char *params[] = {db_array_end(&ids), db_array_end(&senders), db_array_end(&cmids)};
         PGresult *r = run_prepared(st, "select_batch", 3, params);
         if (r) {
             for (int i = 0; i < PQntuples(r); i++) {
@@ -267,29 +236,29 @@ static int select_known(struct store *st, const struct store_msg *in, int n, str
 int store_insert_batch(struct store *st, const struct store_msg *in, int n, struct store_row *out)
 {
     struct buf ids, senders, recipients, types, contents, cmids, created;
-    array_start(&ids);
-    array_start(&senders);
-    array_start(&recipients);
-    array_start(&types);
-    array_start(&contents);
-    array_start(&cmids);
-    array_start(&created);
+    db_array_start(&ids);
+    db_array_start(&senders);
+    db_array_start(&recipients);
+    db_array_start(&types);
+    db_array_start(&contents);
+    db_array_start(&cmids);
+    db_array_start(&created);
     memset(out, 0, sizeof *out * (size_t)n);
     for (int i = 0; i < n; i++) {
         char us[24];
         snprintf(us, sizeof us, "%lld", in[i].created_us);
-        array_add(&ids, in[i].id);
-        array_add(&senders, in[i].sender);
-        array_add(&recipients, in[i].recipient);
-        array_add(&types, in[i].type);
-        array_add(&contents, in[i].content);
-        array_add(&cmids, *in[i].cmid ? in[i].cmid : NULL);
-        array_add(&created, us);
+        db_array_add(&ids, in[i].id);
+        db_array_add(&senders, in[i].sender);
+        db_array_add(&recipients, in[i].recipient);
+        db_array_add(&types, in[i].type);
+        db_array_add(&contents, in[i].content);
+        db_array_add(&cmids, *in[i].cmid ? in[i].cmid : NULL);
+        db_array_add(&created, us);
         ids_uuid_norm(out[i].id, in[i].id, strlen(in[i].id));
     }
-    const char *params[] = {array_end(&ids),    array_end(&senders),  array_end(&recipients),
-                            array_end(&types),  array_end(&contents), array_end(&cmids),
-                            array_end(&created)};
+    const char *params[] = {db_array_end(&ids),    db_array_end(&senders),  db_array_end(&recipients),
+                            db_array_end(&types),  db_array_end(&contents), db_array_end(&cmids),
+                            db_array_end(&created)};
     int rc = -1;
     PGresult *ins = NULL;
 

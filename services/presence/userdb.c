@@ -185,19 +185,6 @@ static int result_ok(struct userdb *db, PGresult *r, ExecStatusType want, const 
     return -1;
 }
 
-/* One element of a text[] literal, quoted: " and \ are backslash-escaped, so
- * that any username (commas, braces, quotes, "NULL") stays one string. */
-static void put_quoted(struct buf *b, const char *s)
-{
-    buf_putc(b, '"');
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            buf_putc(b, '\\');
-        buf_putc(b, *s);
-    }
-    buf_putc(b, '"');
-}
-
 int userdb_save(void *ctx, const struct roster_user *const *users, size_t n)
 {
     struct userdb *db = ctx;
@@ -208,28 +195,21 @@ int userdb_save(void *ctx, const struct roster_user *const *users, size_t n)
     /* Five array literals, one element per user, in the same order. */
     struct buf ids, names, statuses, online, seen;
     struct buf *arrs[] = {&ids, &names, &statuses, &online, &seen};
-    for (size_t k = 0; k < 5; k++) {
-        buf_init(arrs[k]);
-        buf_putc(arrs[k], '{');
-    }
+    for (size_t k = 0; k < 5; k++)
+        db_array_start(arrs[k]);
     for (size_t i = 0; i < n; i++) {
         const struct roster_user *u = users[i];
-        if (i)
-            for (size_t k = 0; k < 5; k++)
-                buf_putc(arrs[k], ',');
-        buf_puts(&ids, u->id); /* a canonical uuid: no quoting needed */
-        put_quoted(&names, u->username);
-        buf_puts(&statuses, status_text(u->status));
-        buf_putc(&online, u->nsessions > 0 ? 't' : 'f');
         char ms[24];
         snprintf(ms, sizeof ms, "%lld", u->last_seen_ms);
-        buf_puts(&seen, ms);
+        db_array_add(&ids, u->id);
+        db_array_add(&names, u->username);
+        db_array_add(&statuses, status_text(u->status));
+        db_array_add(&online, u->nsessions > 0 ? "t" : "f");
+        db_array_add(&seen, ms);
     }
     const char *params[5];
-    for (size_t k = 0; k < 5; k++) {
-        buf_putc(arrs[k], '}');
-        params[k] = buf_cstr(arrs[k]);
-    }
+    for (size_t k = 0; k < 5; k++)
+        params[k] = db_array_end(arrs[k]);
     /* One statement, so one transaction and one WAL flush for the whole batch.
      * Each id appears once (the roster's dirty set), as ON CONFLICT DO UPDATE
      * requires. */
