@@ -275,7 +275,7 @@ static void emit(struct chat_sock *cs, const char *event, json_t *payload)
 
 static void req_done(struct chat_req *r)
 {
-    wheel_lws_cancel(&r->chat->e->wheel, &r->timer);
+    wheel_cancel(&r->chat->e->wheel, &r->timer);
     map_del(&r->chat->reqs, r->key);
     free(r);
 }
@@ -629,7 +629,7 @@ static void on_disconnect(struct sock *k, const char *reason)
         return;
     struct chat *c = cs->chat;
     log_info("disconnect user=%s socket=%s reason=\"%s\"", cs->user->id, k->id, reason);
-    wheel_lws_cancel(&c->e->wheel, &cs->t_expiry);
+    wheel_cancel(&c->e->wheel, &cs->t_expiry);
     if (!c->stopped)
         announce(cs, CHAT__V1__SESSION_EVENT__KIND__KIND_CLOSE, 0);
     map_del(&c->socks, cs->num);

@@ -70,34 +70,3 @@ json_t *chat_json_presence_list(const Chat__V1__PresenceList *l)
         json_array_append_new(a, chat_json_presence(l->users[i]));
     return a;
 }
-
-json_t *chat_json_delivery(const Chat__V1__Delivery *d)
-{
-    switch (d->event_case) {
-    case CHAT__V1__DELIVERY__EVENT_MESSAGE_RECEIVED:
-        return json_pack("[so]", "message:received", chat_json_message(d->message_received));
-    case CHAT__V1__DELIVERY__EVENT_MESSAGE_SENT:
-        return json_pack("[so]", "message:sent", chat_json_message(d->message_sent));
-    case CHAT__V1__DELIVERY__EVENT_MESSAGE_READ:
-        return json_pack("[s{s:s,s:o}]", "message:read", "messageId", d->message_read->message_id, "readAt",
-                         chat_json_time(d->message_read->read_at_ms));
-    case CHAT__V1__DELIVERY__EVENT_TYPING_START:
-        return json_pack("[s{s:s,s:s}]", "typing:start", "userId", d->typing_start->user_id, "username",
-                         d->typing_start->username);
-    case CHAT__V1__DELIVERY__EVENT_TYPING_STOP:
-        return json_pack("[s{s:s}]", "typing:stop", "userId", d->typing_stop->user_id);
-    case CHAT__V1__DELIVERY__EVENT_GHOST_TYPING:
-        return json_pack("[s{s:s,s:s}]", "ghost:typing", "userId", d->ghost_typing->user_id, "text",
-                         d->ghost_typing->text);
-    case CHAT__V1__DELIVERY__EVENT_AUDIO_RECORDING_START:
-        return json_pack("[s{s:s}]", "audio:recording:start", "userId", d->audio_recording_start->user_id);
-    case CHAT__V1__DELIVERY__EVENT_AUDIO_RECORDING_STOP:
-        return json_pack("[s{s:s}]", "audio:recording:stop", "userId", d->audio_recording_stop->user_id);
-    case CHAT__V1__DELIVERY__EVENT_AUDIO_LISTENING:
-        return json_pack("[s{s:s,s:s,s:b}]", "audio:listening", "userId", d->audio_listening->user_id,
-                         "messageId", d->audio_listening->message_id, "isPlaying",
-                         d->audio_listening->is_playing);
-    default:
-        return NULL;
-    }
-}

@@ -17,8 +17,6 @@ json_t *chat_json_message(const Chat__V1__Message *m);
 json_t *chat_json_presence(const Chat__V1__PresenceInfo *p);
 /* An array of PresenceInfo. */
 json_t *chat_json_presence_list(const Chat__V1__PresenceList *l);
-/* The event for a Delivery: [name, payload], or NULL for an unknown one. */
-json_t *chat_json_delivery(const Chat__V1__Delivery *d);
 /* Status names: "online", "away", "offline"; unknown -> STATUS_UNSPECIFIED. */
 const char *chat_json_status_name(Chat__V1__Status s);
 Chat__V1__Status chat_json_status(const char *name);

@@ -1,8 +1,8 @@
 /* chat_wire: the server events that go to many sockets, or that carry long
  * lists, written straight from the chat.v1 protobuf messages into Socket.IO
  * EVENT packets (namespace "/", no ack id) without building JSON trees. The
- * JSON is the one chat_json.h builds (tests/unit/test_chat_wire.c compares
- * them); chat_json.h stays for the acks. Strings must be UTF-8: anything else
+ * JSON is what jansson would build (tests/unit/test_chat_wire.c compares
+ * them with chat_json.h's shapes, which the acks use). Strings must be UTF-8: anything else
  * makes the call fail, as jansson would. Pure. */
 #ifndef CHAT_WIRE_H
 #define CHAT_WIRE_H
@@ -14,8 +14,8 @@
 int chat_wire_presence_list(struct buf *b, const char *event, const Chat__V1__PresenceList *l);
 /* 2["user:status",{userId, username, status, lastSeen}] */
 int chat_wire_status(struct buf *b, const Chat__V1__PresenceInfo *p);
-/* 2["<event>",{...}] for a Delivery (chat_json_delivery's shapes); *event is
- * set to the event name. */
+/* 2["<event>",{...}] for a Delivery (seed-socket-handlers.md's shapes, with
+ * chat_json_message for messages); *event is set to the event name. */
 int chat_wire_delivery(struct buf *b, const Chat__V1__Delivery *d, const char **event);
 /* Appends s as a JSON string (quotes included). Returns 0, or -1 when s is
  * not UTF-8. */

@@ -45,7 +45,7 @@ static void reset(struct ws_pss *pss)
     free(pss->origin);
     pss->origin = NULL;
     if (pss->wsi)
-        wheel_lws_cancel(wheel_of(pss->wsi), &pss->t_check);
+        wheel_cancel(wheel_of(pss->wsi), &pss->t_check);
     buf_cleanup(&pss->body);
     pss->s = NULL;
     pss->role = WS_ROLE_NONE;
@@ -124,7 +124,7 @@ static void get_aborted(struct session *s, struct lws *wsi)
 {
     struct ws_pss *pss = lws_wsi_user(wsi);
     log_debug("held poll aborted sid=%s", s->sid);
-    wheel_lws_cancel(wheel_of(wsi), &pss->t_check);
+    wheel_cancel(wheel_of(wsi), &pss->t_check);
     s->poll_get = NULL;
     pss->s = NULL;
     session_kill(s, "transport error");
@@ -404,7 +404,7 @@ int polling_writeable(struct lws *wsi, struct ws_pss *pss)
             get_aborted(s, wsi); /* keep the queue: nothing is written into a dead socket */
             return -1;
         }
-        wheel_lws_cancel(wheel_of(wsi), &pss->t_check);
+        wheel_cancel(wheel_of(wsi), &pss->t_check);
         if (s->upgrading) {
             buf_cleanup(&pss->body);
             buf_append(&pss->body, "6", 1); /* §Upgrade: free the poll */

@@ -217,10 +217,10 @@ void session_destroy(struct session *s, const char *reason)
         return;
     if (s->close_reason)
         reason = s->close_reason;
-    wheel_lws_cancel(&s->edge->wheel, &s->t_ping);
-    wheel_lws_cancel(&s->edge->wheel, &s->t_close);
+    wheel_cancel(&s->edge->wheel, &s->t_ping);
+    wheel_cancel(&s->edge->wheel, &s->t_close);
     lws_sul_cancel(&s->sul_kill);
-    wheel_lws_cancel(&s->edge->wheel, &s->t_upgrade);
+    wheel_cancel(&s->edge->wheel, &s->t_upgrade);
     map_del(&s->edge->sessions, s->sid);
     abuse_release(s->edge, s->ip);
     s->closing = 1; /* the app may try to send while closing: dropped */
@@ -401,7 +401,7 @@ int session_probe_receive(struct session *s, const void *in, size_t len, int fir
     if (s->upgrading && p.type == EIO_UPGRADE && !s->closing) {
         /* §Upgrade step 3: the WebSocket carries the session from now on;
          * what was queued for polling goes out on it, in order. */
-        wheel_lws_cancel(&s->edge->wheel, &s->t_upgrade);
+        wheel_cancel(&s->edge->wheel, &s->t_upgrade);
         s->transport = SESSION_WEBSOCKET;
         s->ws = s->probe;
         s->probe = NULL;
@@ -420,7 +420,7 @@ int session_probe_receive(struct session *s, const void *in, size_t len, int fir
 
 void session_probe_detach(struct session *s)
 {
-    wheel_lws_cancel(&s->edge->wheel, &s->t_upgrade);
+    wheel_cancel(&s->edge->wheel, &s->t_upgrade);
     s->probe = NULL;
     s->upgrading = 0;
     s->probe_reply = 0;

@@ -76,7 +76,7 @@ static void conn_open(struct session *s)
 static void conn_close(struct session *s, const char *reason)
 {
     struct sock_conn *c = s->app_state;
-    wheel_lws_cancel(&c->s->edge->wheel, &c->t_connect);
+    wheel_cancel(&c->s->edge->wheel, &c->t_connect);
     while (c->socks)
         drop(c->socks, reason);
     sio_rx_cleanup(&c->rx);
@@ -123,7 +123,7 @@ void sock_accept(struct sock *k)
     struct sock_conn *c = k->conn;
     k->state = SOCK_OPEN;
     c->joined = 1;
-    wheel_lws_cancel(&c->s->edge->wheel, &c->t_connect);
+    wheel_cancel(&c->s->edge->wheel, &c->t_connect);
     /* socket.io-protocol v5 §CONNECT: the reply carries only the socket id. */
     json_t *reply = json_pack("{s:s}", "sid", k->id);
     send_packet(c->s, SIO_CONNECT, k->nsp, -1, reply, 0);

@@ -58,9 +58,9 @@ int64_t wheel_next_us(const struct wheel *w, int64_t now_us);
 struct lws_context;
 /* Binds the wheel to ctx's timers: the edge's one wheel. */
 void wheel_lws_init(struct wheel *w, struct lws_context *ctx);
-/* wheel_schedule / wheel_cancel with lws's clock, waking the loop as needed. */
+/* wheel_schedule with lws's clock, waking the loop as needed. (wheel_cancel
+ * needs no clock: the lws timer may then wake once for nothing.) */
 void wheel_lws_schedule(struct wheel *w, struct wheel_timer *t, wheel_cb cb, int64_t delay_us);
-void wheel_lws_cancel(struct wheel *w, struct wheel_timer *t);
 /* Stops the lws timer (timers left scheduled never fire). */
 void wheel_lws_cleanup(struct wheel *w);
 

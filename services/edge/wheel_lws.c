@@ -59,11 +59,6 @@ void wheel_lws_schedule(struct wheel *w, struct wheel_timer *t, wheel_cb cb, int
     }
 }
 
-void wheel_lws_cancel(struct wheel *w, struct wheel_timer *t)
-{
-    wheel_cancel(w, t); /* the lws timer may wake once for nothing */
-}
-
 void wheel_lws_cleanup(struct wheel *w)
 {
     struct wheel_lws *l = w->lws;
