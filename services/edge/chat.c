@@ -378,7 +378,7 @@ static int request(struct chat_sock *cs, enum req_kind kind, int64_t ack_id, con
         return -1;
     }
     map_put(&c->reqs, r->key, r);
-    wheel_lws_schedule(&c->e->wheel, &r->timer, on_req_timeout, (int64_t)timeout_ms * 1000);
+    wheel_lws_schedule(&c->e->wheel, &r->timer, on_req_timeout, (int64_t)timeout_ms * 1000, WHEEL_EXACT);
     return 0;
 }
 
@@ -597,7 +597,7 @@ static int authorize(struct sock *k, json_t *auth, json_t **error)
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     long long left_us = (claims.exp - (long long)now.tv_sec) * 1000000LL - now.tv_nsec / 1000;
-    wheel_lws_schedule(&c->e->wheel, &cs->t_expiry, on_token_expiry, left_us > 0 ? left_us : 0);
+    wheel_lws_schedule(&c->e->wheel, &cs->t_expiry, on_token_expiry, left_us > 0 ? left_us : 0, WHEEL_EXACT);
     snprintf(cs->num, sizeof cs->num, "%" PRIu64, k->num);
     k->app_state = cs;
     map_put(&c->socks, cs->num, cs);

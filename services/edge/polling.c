@@ -141,7 +141,7 @@ static void on_check_timer(struct wheel_timer *t)
         get_aborted(s, pss->wsi);
         return;
     }
-    wheel_lws_schedule(wheel_of(pss->wsi), &pss->t_check, on_check_timer, CHECK_US);
+    wheel_lws_schedule(wheel_of(pss->wsi), &pss->t_check, on_check_timer, CHECK_US, WHEEL_EARLY);
 }
 
 int polling_origin_ok(struct lws *wsi, const char *allowed)
@@ -189,7 +189,7 @@ static int on_session_request(struct lws *wsi, struct ws_pss *pss, struct edge *
         long hold_s = (e->cfg->ping_interval_ms + e->cfg->ping_timeout_ms) / 1000 + 5;
         lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, (int)hold_s);
         pss->wsi = wsi;
-        wheel_lws_schedule(wheel_of(wsi), &pss->t_check, on_check_timer, CHECK_US);
+        wheel_lws_schedule(wheel_of(wsi), &pss->t_check, on_check_timer, CHECK_US, WHEEL_EARLY);
         if (s->upgrading || s->qlen)
             lws_callback_on_writable(wsi);
         return 0;

@@ -25,9 +25,12 @@
 
 static void on_ping_timer(struct wheel_timer *t);
 
-static void arm(struct session *s, long ms)
+/* The next ping may go out a little early (it shares wakeups with other
+ * sessions' pings); the pong deadline is exact: no session outlives
+ * pingInterval + pingTimeout without a pong. */
+static void arm(struct session *s, long ms, int how)
 {
-    wheel_lws_schedule(&s->edge->wheel, &s->t_ping, on_ping_timer, (int64_t)ms * 1000);
+    wheel_lws_schedule(&s->edge->wheel, &s->t_ping, on_ping_timer, (int64_t)ms * 1000, how);
 }
 
 static void on_close_timer(struct wheel_timer *t)
@@ -54,7 +57,7 @@ static void on_ping_timer(struct wheel_timer *t)
     }
     session_send(s, EIO_PING, NULL, 0);
     s->pong_due = 1;
-    arm(s, s->edge->cfg->ping_timeout_ms);
+    arm(s, s->edge->cfg->ping_timeout_ms, WHEEL_EXACT);
 }
 
 void session_kick(struct session *s)
@@ -199,7 +202,7 @@ struct session *session_create(struct edge *e, const struct session_app *app, en
                      s->sid, t == SESSION_POLLING ? "\"websocket\"" : "", e->cfg->ping_interval_ms,
                      e->cfg->ping_timeout_ms, e->cfg->max_payload);
     session_send(s, EIO_OPEN, open, (size_t)n);
-    arm(s, e->cfg->ping_interval_ms);
+    arm(s, e->cfg->ping_interval_ms, WHEEL_EARLY);
     log_debug("session open sid=%s transport=%s", s->sid, t == SESSION_POLLING ? "polling" : "websocket");
     if (app->on_open)
         app->on_open(s);
@@ -256,7 +259,7 @@ int session_handle(struct session *s, const struct eio_packet *p)
     case EIO_PONG:
         if (s->pong_due) {
             s->pong_due = 0;
-            arm(s, s->edge->cfg->ping_interval_ms);
+            arm(s, s->edge->cfg->ping_interval_ms, WHEEL_EARLY);
         }
         return 0;
     case EIO_MESSAGE:
@@ -336,7 +339,8 @@ void session_close(struct session *s, const char *reason)
         /* engine.io-protocol §close: "1" goes out on the next GET, then the
          * session is gone. A client that never polls again gets a grace. */
         session_send(s, EIO_CLOSE, NULL, 0);
-        wheel_lws_schedule(&s->edge->wheel, &s->t_close, on_close_timer, (int64_t)CLOSE_GRACE_MS * 1000);
+        wheel_lws_schedule(&s->edge->wheel, &s->t_close, on_close_timer, (int64_t)CLOSE_GRACE_MS * 1000,
+                           WHEEL_EXACT);
     }
     s->closing = 1;
     s->close_reason = reason;
@@ -377,8 +381,8 @@ void session_probe_attach(struct session *s, struct lws *wsi)
     s->probe = wsi;
     eio_rx_cleanup(&s->rx);
     eio_rx_init(&s->rx, (size_t)s->edge->cfg->max_payload);
-    wheel_lws_schedule(&s->edge->wheel, &s->t_upgrade, on_upgrade_timeout,
-                       (int64_t)UPGRADE_TIMEOUT_MS * 1000);
+    wheel_lws_schedule(&s->edge->wheel, &s->t_upgrade, on_upgrade_timeout, (int64_t)UPGRADE_TIMEOUT_MS * 1000,
+                       WHEEL_EXACT);
 }
 
 int session_probe_receive(struct session *s, const void *in, size_t len, int first, int final, int binary)

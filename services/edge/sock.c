@@ -70,7 +70,7 @@ static void conn_open(struct session *s)
     sio_rx_init(&c->rx);
     s->app_state = c;
     wheel_lws_schedule(&s->edge->wheel, &c->t_connect, on_connect_timeout,
-                       (int64_t)s->edge->cfg->connect_timeout_ms * 1000);
+                       (int64_t)s->edge->cfg->connect_timeout_ms * 1000, WHEEL_EXACT);
 }
 
 static void conn_close(struct session *s, const char *reason)

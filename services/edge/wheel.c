@@ -1,8 +1,8 @@
-/* wheel: see wheel.h. A timer sits in the slot of its late tick. Serving tick
- * T fires the timers of the slots up to T whose late tick has come (the others
- * belong to a later revolution), then looks WHEEL_MAX_SLACK slots ahead for
- * timers already due at T: those fire now too, inside their window, so that
- * close timers share one wakeup. */
+/* wheel: see wheel.h. A timer sits in the slot of its due ("late") tick.
+ * Serving tick T fires the timers of the slots up to T whose due tick has come
+ * (the others belong to a later revolution), then looks WHEEL_MAX_SLACK slots
+ * ahead for timers whose early tick has come: those fire now too, inside their
+ * window, so that close periodic timers share one wakeup. */
 #include "wheel.h"
 
 #include <stdint.h>
@@ -34,21 +34,26 @@ void wheel_init(struct wheel *w, int64_t now_us)
     w->cursor = now_us / WHEEL_TICK_US;
 }
 
-void wheel_schedule(struct wheel *w, struct wheel_timer *t, wheel_cb cb, int64_t now_us, int64_t delay_us)
+void wheel_schedule(struct wheel *w, struct wheel_timer *t, wheel_cb cb, int64_t now_us, int64_t delay_us,
+                    int how)
 {
     wheel_cancel(w, t);
     if (delay_us < 0)
         delay_us = 0;
-    int64_t due = (now_us + delay_us + WHEEL_TICK_US - 1) / WHEEL_TICK_US;
-    if (due <= w->cursor)
-        due = w->cursor + 1; /* served ticks are behind us */
-    int64_t slack = delay_us / WHEEL_TICK_US / 16;
-    if (slack > WHEEL_MAX_SLACK)
-        slack = WHEEL_MAX_SLACK;
-    t->due = due;
-    t->late = due + slack;
+    /* Rounded down: at most a tick early, never late. */
+    int64_t late = (now_us + delay_us) / WHEEL_TICK_US;
+    if (late <= w->cursor)
+        late = w->cursor + 1; /* served ticks are behind us */
+    int64_t slack = 0;
+    if (how == WHEEL_EARLY) {
+        slack = delay_us / WHEEL_TICK_US / 16;
+        if (slack > WHEEL_MAX_SLACK)
+            slack = WHEEL_MAX_SLACK;
+    }
+    t->late = late;
+    t->early = late - slack;
     t->cb = cb;
-    push(&w->slots[t->late & MASK], t);
+    push(&w->slots[late & MASK], t);
     w->count++;
 }
 
@@ -61,12 +66,12 @@ void wheel_cancel(struct wheel *w, struct wheel_timer *t)
 }
 
 /* Moves the timers of slot s that pass the test to the expired list. */
-static void collect(struct wheel *w, size_t s, int64_t now_tick, int by_due, struct wheel_timer **expired)
+static void collect(struct wheel *w, size_t s, int64_t now_tick, int by_early, struct wheel_timer **expired)
 {
     struct wheel_timer *t = w->slots[s];
     while (t) {
         struct wheel_timer *next = t->next;
-        if ((by_due ? t->due : t->late) <= now_tick) {
+        if ((by_early ? t->early : t->late) <= now_tick) {
             unlink_timer(t);
             push(expired, t);
         }

@@ -5,10 +5,14 @@
  * session that is O(sessions) per ping, and it was most of the edge's CPU
  * during connect storms. Here scheduling and cancelling are O(1).
  *
- * Resolution is WHEEL_TICK_US. A timer fires at or after its due time, at the
- * latest its slack later (1/16 of its delay, at most WHEEL_MAX_SLACK ticks):
- * timers whose windows overlap fire together, so 100,000 sessions cost about
- * ten wakeups a second, not one per tick. The pure part (schedule, cancel,
+ * Resolution is WHEEL_TICK_US. No timer fires late: each fires at its due
+ * time rounded down to a tick (so at most a tick early), plus whatever the
+ * loop itself takes to wake up. Protocol deadlines (pong, connect, upgrade,
+ * token expiry, request timeouts) are exact in that sense. A periodic timer
+ * scheduled with WHEEL_EARLY (the next ping, a liveness check) may fire up to
+ * its slack early (1/16 of its delay, at most WHEEL_MAX_SLACK ticks): timers
+ * whose windows overlap fire together, so 100,000 sessions cost about ten
+ * wakeups a second, not one per tick. The pure part (schedule, cancel,
  * advance) takes the time as an argument; wheel_lws_* drive it from one lws
  * timer on the service thread. */
 #ifndef WHEEL_H
@@ -29,8 +33,8 @@ typedef void (*wheel_cb)(struct wheel_timer *t);
 struct wheel_timer {
     struct wheel_timer *next;
     struct wheel_timer **pprev; /* NULL when not scheduled */
-    int64_t due;                /* first tick it may fire at */
-    int64_t late;               /* last tick it should fire at: its slot */
+    int64_t early;              /* first tick it may fire at */
+    int64_t late;               /* the tick it is due at: its slot */
     wheel_cb cb;
 };
 
@@ -43,8 +47,14 @@ struct wheel {
 
 /* An empty wheel; now_us: the clock the caller will pass to advance. */
 void wheel_init(struct wheel *w, int64_t now_us);
-/* (Re)schedules t to call cb in delay_us (>= 0) from now_us. */
-void wheel_schedule(struct wheel *w, struct wheel_timer *t, wheel_cb cb, int64_t now_us, int64_t delay_us);
+/* How a timer may fire: WHEEL_EXACT at its due tick; WHEEL_EARLY anywhere in
+ * its slack before it (never after). */
+enum { WHEEL_EXACT = 0, WHEEL_EARLY = 1 };
+
+/* (Re)schedules t to call cb in delay_us (>= 0) from now_us; how is
+ * WHEEL_EXACT or WHEEL_EARLY. */
+void wheel_schedule(struct wheel *w, struct wheel_timer *t, wheel_cb cb, int64_t now_us, int64_t delay_us,
+                    int how);
 /* Unschedules t; nothing happens when it is not scheduled. */
 void wheel_cancel(struct wheel *w, struct wheel_timer *t);
 /* Fires every timer that is due at now_us (callbacks may schedule and cancel
@@ -60,7 +70,7 @@ struct lws_context;
 void wheel_lws_init(struct wheel *w, struct lws_context *ctx);
 /* wheel_schedule with lws's clock, waking the loop as needed. (wheel_cancel
  * needs no clock: the lws timer may then wake once for nothing.) */
-void wheel_lws_schedule(struct wheel *w, struct wheel_timer *t, wheel_cb cb, int64_t delay_us);
+void wheel_lws_schedule(struct wheel *w, struct wheel_timer *t, wheel_cb cb, int64_t delay_us, int how);
 /* Stops the lws timer (timers left scheduled never fire). */
 void wheel_lws_cleanup(struct wheel *w);
 

@@ -47,11 +47,11 @@ void wheel_lws_init(struct wheel *w, struct lws_context *ctx)
     w->lws = l;
 }
 
-void wheel_lws_schedule(struct wheel *w, struct wheel_timer *t, wheel_cb cb, int64_t delay_us)
+void wheel_lws_schedule(struct wheel *w, struct wheel_timer *t, wheel_cb cb, int64_t delay_us, int how)
 {
     struct wheel_lws *l = w->lws;
     int64_t now = lws_now_usecs();
-    wheel_schedule(w, t, cb, now, delay_us);
+    wheel_schedule(w, t, cb, now, delay_us, how);
     if (l->armed < 0 || t->late < l->armed) {
         l->armed = t->late;
         int64_t us = t->late * WHEEL_TICK_US - now;

@@ -1,7 +1,8 @@
 /* test_wheel: the edge's timing wheel on a simulated clock. Every timer must
- * fire at or after its due time and within its slack, never twice, never once
- * cancelled; timers beyond a revolution wait for theirs; close timers share
- * wakeups; callbacks may schedule and cancel. */
+ * fire never later than its due time and never earlier than a tick before it
+ * (a WHEEL_EARLY one: than its slack before it), never twice, never once
+ * cancelled; timers beyond a revolution wait for theirs; close periodic timers
+ * share wakeups; callbacks may schedule and cancel. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -20,6 +21,7 @@ struct item {
     int fired;
     struct item *victim; /* cancelled by this one's callback */
     int64_t again_us;    /* > 0: reschedules itself this far ahead */
+    int how;             /* WHEEL_EXACT or WHEEL_EARLY */
 };
 
 static struct wheel w; /* 32 KiB: not on the stack */
@@ -33,17 +35,18 @@ static void on_fire(struct wheel_timer *t)
     it->fired_us = now_us;
     if (it->victim)
         wheel_cancel(&w, &it->victim->t);
-    if (it->again_us > 0) {
+    if (it->again_us > 0) { /* a ping, then its deadline: exact */
         it->want_us = now_us + it->again_us;
         it->again_us = 0;
-        wheel_schedule(&w, &it->t, on_fire, now_us, it->want_us - now_us);
+        it->how = WHEEL_EXACT;
+        wheel_schedule(&w, &it->t, on_fire, now_us, it->want_us - now_us, it->how);
     }
 }
 
 static void at(struct item *it, int64_t delay_us)
 {
     it->want_us = now_us + delay_us;
-    wheel_schedule(&w, &it->t, on_fire, now_us, delay_us);
+    wheel_schedule(&w, &it->t, on_fire, now_us, delay_us, it->how);
 }
 
 /* Runs the clock the way wheel_lws does, until the wheel is empty or until. */
@@ -60,15 +63,20 @@ static void run_until(int64_t until_us)
     now_us = until_us;
 }
 
-/* fired once, not early, not later than its slack allows */
+/* fired once, never late, not earlier than a tick (or its slack) before */
 static void assert_on_time(const struct item *it, int64_t delay_us)
 {
     assert_int_equal(it->fired, 1);
-    assert_true(it->fired_us >= it->want_us);
-    int64_t slack = delay_us / WHEEL_TICK_US / 16;
-    if (slack > WHEEL_MAX_SLACK)
-        slack = WHEEL_MAX_SLACK;
-    assert_true(it->fired_us <= it->want_us + (slack + 1) * WHEEL_TICK_US);
+    /* A due time inside the tick being served: the next tick, less than a tick late. */
+    int64_t next_tick = (it->want_us - delay_us) / WHEEL_TICK_US * WHEEL_TICK_US + WHEEL_TICK_US;
+    assert_true(it->fired_us <= (it->want_us > next_tick ? it->want_us : next_tick));
+    int64_t slack = 0;
+    if (it->how == WHEEL_EARLY) {
+        slack = delay_us / WHEEL_TICK_US / 16;
+        if (slack > WHEEL_MAX_SLACK)
+            slack = WHEEL_MAX_SLACK;
+    }
+    assert_true(it->fired_us > it->want_us - (slack + 1) * WHEEL_TICK_US);
 }
 
 static int setup(void **state)
@@ -87,14 +95,16 @@ static void test_delays(void **state)
                                      200000,   300000,   2000000,  20479999, 20480000,
                                      20485000, 25000000, 45000000, 61000000, 3600000000LL};
     enum { N = sizeof delays / sizeof delays[0] };
-    struct item items[N];
+    struct item items[2 * N];
     memset(items, 0, sizeof items);
-    for (int i = 0; i < N; i++)
-        at(&items[i], delays[i]);
-    assert_int_equal(w.count, N);
+    for (int i = 0; i < 2 * N; i++) {
+        items[i].how = i < N ? WHEEL_EXACT : WHEEL_EARLY;
+        at(&items[i], delays[i % N]);
+    }
+    assert_int_equal(w.count, 2 * N);
     run_until(now_us + 4000000000LL);
-    for (int i = 0; i < N; i++)
-        assert_on_time(&items[i], delays[i]);
+    for (int i = 0; i < 2 * N; i++)
+        assert_on_time(&items[i], delays[i % N]);
     assert_int_equal(w.count, 0);
     assert_int_equal(wheel_next_us(&w, now_us), -1);
 }
@@ -143,6 +153,7 @@ static void test_coalescing(void **state)
     struct item *items = calloc(N, sizeof *items);
     for (int i = 0; i < N; i++) {
         now_us += 100; /* 2 s of connects */
+        items[i].how = WHEEL_EARLY;
         at(&items[i], 25000000);
     }
     wakeups = 0;
@@ -167,15 +178,38 @@ static void test_stall(void **state)
     assert_int_equal(b.fired, 0);
     run_until(now_us + 200000000);
     assert_int_equal(b.fired, 1);
-    assert_true(b.fired_us >= b.want_us);
+    assert_on_time(&b, 100000000);
+}
+
+/* The official suites' heartbeat: a ping at 300 ms, its pong deadline 200 ms
+ * later, polled for at exactly 500 ms. Whatever the phase of the clock
+ * against the ticks, the session must be gone by then. */
+static void test_deadline_never_late(void **state)
+{
+    (void)state;
+    for (int64_t phase = 0; phase < 2 * WHEEL_TICK_US; phase += 250) {
+        setup(NULL);
+        now_us += phase;
+        int64_t start = now_us;
+        struct item ping = {0};
+        ping.how = WHEEL_EARLY;
+        ping.again_us = 200000; /* then the exact pong deadline */
+        at(&ping, 300000);
+        run_until(start + 500000);
+        assert_int_equal(ping.fired, 2);
+        assert_true(ping.fired_us <= start + 500000);
+    }
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_delays, setup),     cmocka_unit_test_setup(test_cancel, setup),
-        cmocka_unit_test_setup(test_reschedule, setup), cmocka_unit_test_setup(test_coalescing, setup),
+        cmocka_unit_test_setup(test_delays, setup),
+        cmocka_unit_test_setup(test_cancel, setup),
+        cmocka_unit_test_setup(test_reschedule, setup),
+        cmocka_unit_test_setup(test_coalescing, setup),
         cmocka_unit_test_setup(test_stall, setup),
+        cmocka_unit_test_setup(test_deadline_never_late, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
