@@ -56,10 +56,14 @@ json_t *chat_json_message(const Chat__V1__Message *m)
     return o;
 }
 
+int chat_json_presence_seen(const Chat__V1__PresenceInfo *p)
+{
+    return p->last_seen_ms > 0;
+}
+
 json_t *chat_json_presence(const Chat__V1__PresenceInfo *p)
 {
-    return json_pack("{s:s,s:o,s:s,s:o}", "userId", p->user_id, "username",
-                     *p->username ? json_string(p->username) : json_null(), "status",
+    return json_pack("{s:s,s:s,s:s,s:o}", "userId", p->user_id, "username", p->username, "status",
                      chat_json_status_name(p->status), "lastSeen", chat_json_time(p->last_seen_ms));
 }
 
@@ -67,6 +71,7 @@ json_t *chat_json_presence_list(const Chat__V1__PresenceList *l)
 {
     json_t *a = json_array();
     for (size_t i = 0; i < l->n_users; i++)
-        json_array_append_new(a, chat_json_presence(l->users[i]));
+        if (chat_json_presence_seen(l->users[i]))
+            json_array_append_new(a, chat_json_presence(l->users[i]));
     return a;
 }

@@ -13,9 +13,12 @@ json_t *chat_json_time(long long ms);
 /* Message: {id, senderId, recipientId, content, type, createdAt, readAt}
  * plus clientMessageId when there is one. */
 json_t *chat_json_message(const Chat__V1__Message *m);
-/* PresenceInfo: {userId, username, status, lastSeen}. */
+/* 1 when presence has ever seen the user (it has a lastSeen): only those are
+ * shown to clients, whose PresenceInfo has a string lastSeen, never null. */
+int chat_json_presence_seen(const Chat__V1__PresenceInfo *p);
+/* PresenceInfo: {userId, username, status, lastSeen}, all strings. */
 json_t *chat_json_presence(const Chat__V1__PresenceInfo *p);
-/* An array of PresenceInfo. */
+/* An array of the PresenceInfo of the users ever seen, in order. */
 json_t *chat_json_presence_list(const Chat__V1__PresenceList *l);
 /* Status names: "online", "away", "offline"; unknown -> STATUS_UNSPECIFIED. */
 const char *chat_json_status_name(Chat__V1__Status s);

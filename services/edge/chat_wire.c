@@ -99,9 +99,7 @@ static int put_presence(struct buf *b, const Chat__V1__PresenceInfo *p)
     if (put_key_str(b, "{\"userId\":", p->user_id))
         return -1;
     buf_puts(b, ",\"username\":");
-    if (!*p->username)
-        buf_puts(b, "null");
-    else if (chat_wire_string(b, p->username))
+    if (chat_wire_string(b, p->username))
         return -1;
     buf_puts(b, ",\"status\":\"");
     buf_puts(b, chat_json_status_name(p->status));
@@ -115,9 +113,13 @@ int chat_wire_presence_list(struct buf *b, const char *event, const Chat__V1__Pr
 {
     open_event(b, event);
     buf_putc(b, '[');
+    int first = 1;
     for (size_t i = 0; i < l->n_users; i++) {
-        if (i)
+        if (!chat_json_presence_seen(l->users[i]))
+            continue;
+        if (!first)
             buf_putc(b, ',');
+        first = 0;
         if (put_presence(b, l->users[i]))
             return -1;
     }
@@ -127,6 +129,8 @@ int chat_wire_presence_list(struct buf *b, const char *event, const Chat__V1__Pr
 
 int chat_wire_status(struct buf *b, const Chat__V1__PresenceInfo *p)
 {
+    if (!chat_json_presence_seen(p))
+        return -1;
     open_event(b, "user:status");
     if (put_presence(b, p))
         return -1;

@@ -10,9 +10,11 @@
 #include "chat.pb-c.h"
 #include "mem.h"
 
-/* 2["<event>",[{userId, username, status, lastSeen}, ...]] */
+/* 2["<event>",[{userId, username, status, lastSeen}, ...]]: the users that
+ * were ever seen (chat_json_presence_seen), in order. */
 int chat_wire_presence_list(struct buf *b, const char *event, const Chat__V1__PresenceList *l);
-/* 2["user:status",{userId, username, status, lastSeen}] */
+/* 2["user:status",{userId, username, status, lastSeen}]; -1 for a user never
+ * seen (no lastSeen: nothing to say). */
 int chat_wire_status(struct buf *b, const Chat__V1__PresenceInfo *p);
 /* 2["<event>",{...}] for a Delivery (seed-socket-handlers.md's shapes, with
  * chat_json_message for messages); *event is set to the event name. */

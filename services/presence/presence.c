@@ -428,9 +428,15 @@ static void run_query(struct presence *p, struct item *it)
     }
     if (nunknown && userdb_load(p->db, ids, nunknown, fill_row, &f) != 0)
         log_debug("query: %zu ids not read: database unavailable", nunknown);
-    pack_list(&out, f.infos, n);
-    it->answer = (uint8_t *)buf_steal(&out, &it->answer_len);
+    /* Users never seen have no PresenceInfo (no name, no lastSeen): left out,
+     * as the original backend's store, which only holds users it has seen. */
+    size_t kept = 0;
     for (size_t i = 0; i < n; i++)
+        if (f.infos[i].known)
+            f.infos[kept++] = f.infos[i];
+    pack_list(&out, f.infos, kept);
+    it->answer = (uint8_t *)buf_steal(&out, &it->answer_len);
+    for (size_t i = 0; i < kept; i++)
         if (f.infos[i].known == 2)
             free((char *)f.infos[i].username);
     free(ids);
@@ -458,7 +464,7 @@ static void apply(struct presence *p, struct item *it, const struct map *rows)
         break;
     }
     case ITEM_SET:
-        if (roster_set_status(p->roster, it->user_id, (enum roster_status)it->pb.ss->status) != 0)
+        if (roster_set_status(p->roster, it->user_id, (enum roster_status)it->pb.ss->status, it->now_ms) != 0)
             log_debug("set status ignored user=%s: no session", it->user_id);
         break;
     case ITEM_QUERY:

@@ -322,7 +322,10 @@ int roster_open(struct roster *r, const struct roster_event *ev, const struct ro
     int quiet = r->resyncing && (ev->resync || u->was_online);
     if (!quiet) {
         u->status = ROSTER_ONLINE;
+        u->last_seen_ms = ev->now_ms; /* the time of this change */
         queue_change(r, u, ROSTER_ONLINE);
+    } else if (u->last_seen_ms <= 0) {
+        u->last_seen_ms = ev->now_ms; /* a row from before lastSeen was kept for everyone */
     }
     return 1;
 }
@@ -338,12 +341,13 @@ int roster_close(struct roster *r, const struct roster_event *ev)
     return last;
 }
 
-int roster_set_status(struct roster *r, const char *user_id, enum roster_status status)
+int roster_set_status(struct roster *r, const char *user_id, enum roster_status status, long long now_ms)
 {
     struct roster_user *u = map_get(&r->users, user_id);
     if (!u || u->nsessions == 0)
         return -1;
     u->status = status;
+    u->last_seen_ms = now_ms;
     r->online_gen++;
     mark_dirty(r, u);
     queue_change(r, u, status);

@@ -21,7 +21,8 @@ struct roster_user {
     const char *id;            /* as given (callers normalise uuids first) */
     char *username;            /* never NULL */
     enum roster_status status; /* chosen status */
-    long long last_seen_ms;    /* Unix ms, 0 = never */
+    long long last_seen_ms;    /* Unix ms of the last change of status (the last
+                                  close when offline); 0 = never */
     size_t nsessions;          /* online while > 0 */
     int was_online;            /* users.online as loaded (resync window rule) */
     int offline_pending;       /* last session closed in the resync window */
@@ -96,7 +97,9 @@ void roster_edge_touch_all(struct roster *r, long long mono_ms);
  * not in memory is created from row (the database's copy; NULL = a new user:
  * ONLINE, never seen). A first session queues an ONLINE change and makes the
  * chosen status ONLINE, unless it is quiet: the resync window is open and
- * resync is set or the row said online. A known session is left as it is
+ * resync is set or the row said online. A change sets last_seen = now_ms (the
+ * time the user came online); a quiet open keeps the row's, or takes now_ms
+ * when there is none. A known session is left as it is
  * (idempotent); a known session of another user is moved. An empty username
  * keeps the previous one. Returns 1 for a user's first session, else 0. */
 int roster_open(struct roster *r, const struct roster_event *ev, const struct roster_row *row);
@@ -105,9 +108,10 @@ int roster_open(struct roster *r, const struct roster_event *ev, const struct ro
  * OFFLINE change (returns 1); otherwise returns 0. */
 int roster_close(struct roster *r, const struct roster_event *ev);
 
-/* Sets the chosen status of a connected user and queues a change with it.
- * Returns -1 (nothing done) when the user has no session. */
-int roster_set_status(struct roster *r, const char *user_id, enum roster_status status);
+/* Sets the chosen status of a connected user at now_ms (its lastSeen) and
+ * queues a change with it. Returns -1 (nothing done) when the user has no
+ * session. */
+int roster_set_status(struct roster *r, const char *user_id, enum roster_status status, long long now_ms);
 
 /* The resync window after a start: quiet opens (see roster_open). */
 void roster_resync_begin(struct roster *r);

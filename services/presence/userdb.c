@@ -232,7 +232,7 @@ int userdb_save(void *ctx, const struct roster_user *const *users, size_t n)
 
 #define ROW_COLUMNS                                                                                          \
     "SELECT id::text, username, status, online,"                                                             \
-    " COALESCE(floor(extract(epoch FROM last_seen) * 1000)::bigint, 0) FROM users"
+    " floor(extract(epoch FROM COALESCE(last_seen, created_at)) * 1000)::bigint FROM users"
 
 static int read_rows(struct userdb *db, PGresult *r, void (*row_cb)(void *ctx, const struct roster_row *row),
                      void *ctx)

@@ -550,7 +550,9 @@ describe("EDGE_MAX_GHOST_TEXT=16 and EDGE_MAX_PRESENCE_QUERY=5", () => {
     const u = makeUser("quinn");
     const { socket, rec } = await connectClient(edge.url, u.token);
     sockets.add(socket);
-    const five = [u.id, rita.id, randomUUID(), randomUUID(), randomUUID()];
+    const others = [makeUser("o1"), makeUser("o2"), makeUser("o3")]; // seen: presence answers for them
+    for (const o of others) sockets.add((await connectClient(edge.url, o.token)).socket);
+    const five = [u.id, rita.id, ...others.map((o) => o.id)];
     const res = await socket.timeout(3000).emitWithAck("presence:request", five);
     assert.equal(res.ok, true, JSON.stringify(res));
     assert.deepEqual(res.users.map((x) => x.userId), five);

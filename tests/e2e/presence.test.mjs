@@ -110,7 +110,25 @@ function recorder(socket) {
   };
 }
 
-const info = (user, status, lastSeen = null) => ({ userId: user.id, username: user.username, status, lastSeen });
+/** Stands for "any ISO 8601 UTC time with milliseconds" in an expected PresenceInfo. */
+const ANY_TIME = Object.freeze({ anyTime: true });
+/** A PresenceInfo as clients get it; lastSeen is always a time (ANY_TIME: any, checked by assertLike). */
+const info = (user, status, lastSeen = ANY_TIME) => ({ userId: user.id, username: user.username, status, lastSeen });
+
+/** actual with every value that matches an ANY_TIME of expected replaced by ANY_TIME (deep). */
+function likeExpected(actual, expected) {
+  if (expected === ANY_TIME) return typeof actual === "string" && ISO_MS.test(actual) ? ANY_TIME : actual;
+  if (Array.isArray(expected) && Array.isArray(actual)) return actual.map((a, i) => likeExpected(a, expected[i]));
+  if (expected && typeof expected === "object" && actual && typeof actual === "object" && !Array.isArray(actual)) {
+    return Object.fromEntries(Object.entries(actual).map(([k, v]) => [k, likeExpected(v, expected[k])]));
+  }
+  return actual;
+}
+
+/** deepEqual where ANY_TIME in expected accepts any ISO time. */
+function assertLike(actual, expected, msg) {
+  assert.deepEqual(likeExpected(actual, expected), expected, msg);
+}
 const esc = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 /**
@@ -176,8 +194,15 @@ async function nextStatus(c, users, what, ms = 3000, { skipOnline = [] } = {}) {
   return e.args[0];
 }
 
+/** Every observer gets user:status expected next (ANY_TIME: the same time on all); returns the first. */
 async function expectStatus(observers, expected, users, what, ms) {
-  for (const o of observers) assert.deepEqual(await nextStatus(o, users, what, ms), expected, `${what} on ${o.user.username}'s socket`);
+  let first;
+  for (const o of observers) {
+    const s = await nextStatus(o, users, what, ms);
+    assertLike(s, first ?? expected, `${what} on ${o.user.username}'s socket`);
+    first ??= s;
+  }
+  return first;
 }
 
 /** Every observer gets user:status offline for user, with the same ISO lastSeen; returns it. */
@@ -187,7 +212,7 @@ async function expectOffline(observers, user, users, what, ms, opts) {
     const s = await nextStatus(o, users, what, ms, opts);
     assert.match(String(s.lastSeen), ISO_MS, `${what}: lastSeen ${JSON.stringify(s.lastSeen)}`);
     lastSeen ??= s.lastSeen;
-    assert.deepEqual(s, info(user, "offline", lastSeen), `${what} on ${o.user.username}'s socket`);
+    assertLike(s, info(user, "offline", lastSeen), `${what} on ${o.user.username}'s socket`);
   }
   return lastSeen;
 }
@@ -202,7 +227,7 @@ async function marker(edge, observers, users, what, { skipOnline = [] } = {}) {
   const mc = await connect(m, edge);
   for (const o of observers) {
     const s = await nextStatus(o, [...users, m], `${what} (the marker)`, 3000, { skipOnline });
-    assert.deepEqual(s, info(m, "online"), `${what}: the marker must be the next user:status on ${o.user.username}'s socket`);
+    assertLike(s, info(m, "online"), `${what}: the marker must be the next user:status on ${o.user.username}'s socket`);
   }
   return mc;
 }
@@ -255,8 +280,8 @@ for (const transport of TRANSPORTS) describe(`transport: ${transport}`, () => {
       await closeSocket(g);
       await expectOffline([o], G, [G], "gone's offline");
       const n = await conn(N, edge2);
-      assert.deepEqual(entryOf(n.list, N), info(N, "online"));
-      assert.deepEqual(entryOf(n.list, O), info(O, "online"));
+      assertLike(entryOf(n.list, N), info(N, "online"));
+      assertLike(entryOf(n.list, O), info(O, "online"));
       entryOf(n.list, G, { absent: true });
       const ids = n.list.map((e) => e.userId);
       assert.equal(new Set(ids).size, ids.length, "no user twice");
@@ -266,14 +291,18 @@ for (const transport of TRANSPORTS) describe(`transport: ${transport}`, () => {
       }
     });
 
-    test("a user's first session → user:status online {lastSeen: null} on every socket of both edges; users row created", async () => {
+    test("a user's first session → user:status online {lastSeen: the time of that change} on every socket of both edges; users row created", async () => {
       const o1 = await conn(makeUser("olga"), edge1);
       const o2 = await conn(makeUser("oscar"), edge2);
       const N = makeUser("nina");
       assert.equal(dbUser(N.id), null, "no row before the first connect");
-      await conn(N, edge2);
-      await expectStatus([o1, o2], info(N, "online"), [N], "nina's online");
-      assert.deepEqual(dbUser(N.id), { username: "nina", status: "online", online: true, lastSeen: null });
+      const before = Date.now();
+      const n = await conn(N, edge2);
+      const s = await expectStatus([o1, o2], info(N, "online"), [N], "nina's online");
+      const ms = Date.parse(s.lastSeen);
+      assert.ok(ms >= before - 5 && ms <= Date.now() + 5, `lastSeen ${s.lastSeen} within the connect`);
+      assertLike(entryOf(n.list, N), info(N, "online", s.lastSeen), "her own list says the same");
+      assert.deepEqual(dbUser(N.id), { username: "nina", status: "online", online: true, lastSeen: s.lastSeen });
     });
 
     test("another session of an online user, on the same edge or the other one, broadcasts nothing", async () => {
@@ -283,10 +312,10 @@ for (const transport of TRANSPORTS) describe(`transport: ${transport}`, () => {
       const n1 = await conn(N, edge1);
       await expectStatus([o1, o2], info(N, "online"), [N], "nina's online");
       const n2 = await conn(N, edge1);
-      assert.deepEqual(entryOf(n2.list, N), info(N, "online"));
+      assertLike(entryOf(n2.list, N), info(N, "online"));
       await marker(edge1, [o1, o2, n1], [N], "nothing for a second tab on the same edge");
       const n3 = await conn(N, edge2);
-      assert.deepEqual(entryOf(n3.list, N), info(N, "online"));
+      assertLike(entryOf(n3.list, N), info(N, "online"));
       await marker(edge2, [o1, o2, n1, n2], [N], "nothing for a third tab on the other edge");
     });
 
@@ -302,7 +331,7 @@ for (const transport of TRANSPORTS) describe(`transport: ${transport}`, () => {
       await marker(edge1, [o1, o2, t2, t3], [U], "nothing when one of three tabs closes");
       await closeSocket(t3);
       await marker(edge2, [o1, o2, t2], [U], "nothing when the tab on the other edge closes");
-      assert.deepEqual(await request(o1, [U.id]), [info(U, "online")], "still online with one tab left");
+      assertLike(await request(o1, [U.id]), [info(U, "online")], "still online with one tab left");
       assert.equal(dbUser(U.id).online, true);
       const before = Date.now();
       await closeSocket(t2);
@@ -317,8 +346,8 @@ for (const transport of TRANSPORTS) describe(`transport: ${transport}`, () => {
       const o2 = await conn(makeUser("oscar"), edge2);
       const L = makeUser("leo");
       const l = await conn(L, edge2);
-      await expectStatus([o1, o2], info(L, "online"), [L], "leo's online");
-      assert.equal(dbUser(L.id).lastSeen, null);
+      const on = await expectStatus([o1, o2], info(L, "online"), [L], "leo's online");
+      assert.equal(dbUser(L.id).lastSeen, on.lastSeen, "users.last_seen: when he came online");
       const before = Date.now();
       await closeSocket(l);
       const lastSeen = await expectOffline([o1, o2], L, [L], "leo's offline");
@@ -327,20 +356,21 @@ for (const transport of TRANSPORTS) describe(`transport: ${transport}`, () => {
       const row = dbUser(L.id);
       assert.equal(row.online, false);
       assert.equal(row.lastSeen, lastSeen, "users.last_seen is the broadcast lastSeen");
-      assert.deepEqual(await request(o2, [L.id]), [info(L, "offline", lastSeen)]);
+      assertLike(await request(o2, [L.id]), [info(L, "offline", lastSeen)]);
     });
 
-    test("a returning user: users.username updated; user:status online carries the new username and the last lastSeen", async () => {
+    test("a returning user: users.username updated; user:status online carries the new username and the time it came back", async () => {
       const o = await conn(makeUser("olga"), edge1);
       const R = makeUser("ann");
       const r1 = await conn(R, edge1);
       await expectStatus([o], info(R, "online"), [R], "ann's online");
       await closeSocket(r1);
-      const lastSeen = await expectOffline([o], R, [R], "ann's offline");
+      const left = await expectOffline([o], R, [R], "ann's offline");
       const R2 = { ...R, username: "anne", token: mintToken({ ...R.claims, username: "anne" }) };
       const r2 = await conn(R2, edge2);
-      await expectStatus([o], info(R2, "online", lastSeen), [R], "anne's online");
-      assert.deepEqual(entryOf(r2.list, R2), info(R2, "online", lastSeen));
+      const { lastSeen } = await expectStatus([o], info(R2, "online"), [R], "anne's online");
+      assert.ok(Date.parse(lastSeen) >= Date.parse(left), `back at ${lastSeen}, after leaving at ${left}`);
+      assertLike(entryOf(r2.list, R2), info(R2, "online", lastSeen));
       assert.deepEqual(dbUser(R.id), { username: "anne", status: "online", online: true, lastSeen });
     });
   });
@@ -356,9 +386,9 @@ for (const transport of TRANSPORTS) describe(`transport: ${transport}`, () => {
       a1.socket.emit("presence:update", { status: "away" });
       await expectStatus([o1, o2, a1, a2], info(A, "away"), [A], "amy's away");
       assert.equal(dbUser(A.id).status, "away");
-      assert.deepEqual(await request(o2, [A.id]), [info(A, "away")]);
+      assertLike(await request(o2, [A.id]), [info(A, "away")]);
       const p = await conn(makeUser("pat"), edge2);
-      assert.deepEqual(entryOf(p.list, A), info(A, "away"));
+      assertLike(entryOf(p.list, A), info(A, "away"));
     });
 
     test("with an ack: offline → {ok:true}, user:status offline while connected, hidden from the list; online → back", async () => {
@@ -372,7 +402,7 @@ for (const transport of TRANSPORTS) describe(`transport: ${transport}`, () => {
       const row = dbUser(A.id);
       assert.equal(row.status, "offline");
       assert.equal(row.online, true, "still connected");
-      assert.deepEqual(await request(o1, [A.id]), [info(A, "offline")]);
+      assertLike(await request(o1, [A.id]), [info(A, "offline")]);
       const p = await conn(makeUser("pat"), edge1);
       entryOf(p.list, A, { absent: true });
       assert.deepEqual(await a.socket.timeout(3000).emitWithAck("presence:update", { status: "online" }), { ok: true });
@@ -388,16 +418,17 @@ for (const transport of TRANSPORTS) describe(`transport: ${transport}`, () => {
       a1.socket.emit("presence:update", { status: "away" });
       await expectStatus([o, a1], info(A, "away"), [A], "amy's away");
       await closeSocket(a1);
-      const lastSeen = await expectOffline([o], A, [A], "amy's offline");
+      const left = await expectOffline([o], A, [A], "amy's offline");
       const a2 = await conn(A, edge2);
-      await expectStatus([o], info(A, "online", lastSeen), [A], "amy online again");
-      assert.deepEqual(entryOf(a2.list, A), info(A, "online", lastSeen));
+      const { lastSeen } = await expectStatus([o], info(A, "online"), [A], "amy online again");
+      assert.ok(Date.parse(lastSeen) >= Date.parse(left));
+      assertLike(entryOf(a2.list, A), info(A, "online", lastSeen));
       assert.equal(dbUser(A.id).status, "online");
     });
   });
 
   describe("presence:request [ids]", () => {
-    test("presence:response: one PresenceInfo per id in request order (duplicates kept): online, offline with lastSeen, unknown", async () => {
+    test("presence:response: one PresenceInfo per id seen, in request order (duplicates kept): online, offline with lastSeen; never-seen ids left out", async () => {
       const O = makeUser("olga");
       const G = makeUser("gone");
       const o = await conn(O, edge1);
@@ -410,21 +441,14 @@ for (const transport of TRANSPORTS) describe(`transport: ${transport}`, () => {
       q.socket.emit("presence:request", [unknown, O.id, G.id, O.id]);
       const ev = await q.rec.take((e) => e.event !== "user:status", 3000, "presence:response");
       assert.equal(ev.event, "presence:response", `got ${ev.event} ${JSON.stringify(ev.args)}`);
-      assert.deepEqual(ev.args, [
-        [
-          { userId: unknown, username: null, status: "offline", lastSeen: null },
-          info(O, "online"),
-          info(G, "offline", lastSeen),
-          info(O, "online"),
-        ],
-      ]);
+      assertLike(ev.args, [[info(O, "online"), info(G, "offline", lastSeen), info(O, "online")]]);
     });
 
     test("with an ack: {ok:true, users} and presence:response with the same list", async () => {
       const O = makeUser("olga");
       const o = await conn(O, edge1);
       const unknown = randomUUID();
-      assert.deepEqual(await request(o, [O.id, unknown]), [info(O, "online"), { userId: unknown, username: null, status: "offline", lastSeen: null }]);
+      assertLike(await request(o, [O.id, unknown]), [info(O, "online")]);
     });
 
     test("an empty array → [] (ack and presence:response)", async () => {
@@ -432,16 +456,24 @@ for (const transport of TRANSPORTS) describe(`transport: ${transport}`, () => {
       assert.deepEqual(await request(o, []), []);
     });
 
-    test("exactly EDGE_MAX_PRESENCE_QUERY (500) ids → 500 entries", async () => {
+    test("exactly EDGE_MAX_PRESENCE_QUERY (500) ids → 500 entries (users presence knows from the database)", async () => {
       const O = makeUser("olga");
       const o = await conn(O, edge1);
       const ids = Array.from({ length: 499 }, () => randomUUID());
+      // Users seen long ago: rows only, none in presence's memory (one written before lastSeen was kept).
+      pg.psql(
+        `INSERT INTO users (id, username, status, online, last_seen, created_at) SELECT id::uuid, 'old-' || ord, 'online', false,` +
+          ` CASE WHEN ord = 1 THEN NULL ELSE timestamptz '2026-01-02T03:04:05.678Z' END, timestamptz '2025-12-31T00:00:00.001Z'` +
+          ` FROM unnest('{${ids.join(",")}}'::text[]) WITH ORDINALITY AS t(id, ord)`,
+      );
       ids.splice(250, 0, O.id);
       const users = await request(o, ids);
       assert.equal(users.length, 500);
       assert.deepEqual(users.map((u) => u.userId), ids);
-      assert.deepEqual(users[250], info(O, "online"));
-      for (const [i, u] of users.entries()) if (i !== 250) assert.deepEqual(u, { userId: ids[i], username: null, status: "offline", lastSeen: null });
+      assertLike(users[250], info(O, "online"));
+      assert.deepEqual(users[0], { userId: ids[0], username: "old-1", status: "offline", lastSeen: "2025-12-31T00:00:00.001Z" }, "no last_seen: the row's creation");
+      for (const [i, u] of users.entries())
+        if (i !== 250 && i !== 0) assert.deepEqual(u, { userId: ids[i], username: `old-${i < 250 ? i + 1 : i}`, status: "offline", lastSeen: "2026-01-02T03:04:05.678Z" });
     });
   });
 
@@ -485,7 +517,7 @@ for (const transport of TRANSPORTS) describe(`transport: ${transport}`, () => {
 
     /** The connection still works and nothing else came: the next non-status event is the answer to a request. */
     async function stillWorks() {
-      assert.deepEqual(await request(a, [A.id]), [info(A, "online")]);
+      assertLike(await request(a, [A.id]), [info(A, "online")]);
     }
 
     for (const [name, ev, args, code] of cases) {
@@ -517,7 +549,7 @@ for (const transport of TRANSPORTS) describe(`transport: ${transport}`, () => {
 
     test("no user:status went out for any refused presence:update; amy is still online", async () => {
       await marker(edge1, [o, a], [A], "nothing for refused presence:update events");
-      assert.deepEqual(await request(o, [A.id]), [info(A, "online")]);
+      assertLike(await request(o, [A.id]), [info(A, "online")]);
       assert.equal(dbUser(A.id).status, "online");
     });
   });
@@ -537,7 +569,7 @@ describe("an edge killed with SIGKILL (WebSocket clients)", () => {
     await connect(D, crash);
     await expectStatus([o], info(D, "online"), users, "dora's online");
     const d2 = await connect(D, edge1);
-    assert.deepEqual(entryOf(d2.list, C), info(C, "online"));
+    assertLike(entryOf(d2.list, C), info(C, "online"));
     const t0 = Date.now();
     await crash.stop("SIGKILL");
     const lastSeen = await expectOffline([o, d2], C, users, "carl's offline after the edge timeout", EDGE_TIMEOUT_MS + 3000);
@@ -546,7 +578,7 @@ describe("an edge killed with SIGKILL (WebSocket clients)", () => {
     const ms = Date.parse(lastSeen);
     assert.ok(ms >= t0 && ms <= Date.now() + 5, `lastSeen ${lastSeen} between the kill and now`);
     await marker(edge1, [o, d2], users, "nothing for dora (still on edge 1)");
-    assert.deepEqual(await request(o, [C.id, D.id]), [info(C, "offline", lastSeen), info(D, "online")]);
+    assertLike(await request(o, [C.id, D.id]), [info(C, "offline", lastSeen), info(D, "online")]);
     assert.deepEqual(dbUser(C.id), { username: "carl", status: "online", online: false, lastSeen });
     assert.equal(dbUser(D.id).online, true);
   });
@@ -589,12 +621,12 @@ describe("an edge restarted under the same EDGE_ID (WebSocket clients; presence 
     const ms = Date.parse(lastSeen);
     assert.ok(ms >= t0 && ms <= Date.now() + 5, `lastSeen ${lastSeen} between the kill and now`);
     await marker(edgeB, [o, d2], users, "nothing for dora (still on edge B)");
-    assert.deepEqual(await request(o, [C.id, D.id]), [info(C, "offline", lastSeen), info(D, "online")]);
+    assertLike(await request(o, [C.id, D.id]), [info(C, "offline", lastSeen), info(D, "online")]);
     const R = makeUser("rita");
     const r = await connect(R, edgeA2);
-    assert.deepEqual(entryOf(r.list, R), info(R, "online"));
-    assert.deepEqual(entryOf(r.list, O), info(O, "online"));
-    assert.deepEqual(entryOf(r.list, D), info(D, "online"));
+    assertLike(entryOf(r.list, R), info(R, "online"));
+    assertLike(entryOf(r.list, O), info(O, "online"));
+    assertLike(entryOf(r.list, D), info(D, "online"));
     entryOf(r.list, C, { absent: true });
   });
 });
@@ -630,10 +662,10 @@ describe("presence killed with SIGKILL and restarted (WebSocket clients)", () =>
     // A deliberate window: past the restarted presence's own edge timeout too.
     await delay(Math.max(0, tUp + EDGE_TIMEOUT_MS + 500 - Date.now()));
     const m = await marker(edge1, [a, b], users, "no offline for amy and ben during and after the restart", stayed);
-    assert.deepEqual(entryOf(m.list, A), info(A, "online"));
-    assert.deepEqual(entryOf(m.list, B), info(B, "online"));
+    assertLike(entryOf(m.list, A), info(A, "online"));
+    assertLike(entryOf(m.list, B), info(B, "online"));
     entryOf(m.list, X, { absent: true });
-    assert.deepEqual(await request(a, [A.id, B.id, X.id]), [info(A, "online"), info(B, "online"), info(X, "offline", lastSeen)]);
+    assertLike(await request(a, [A.id, B.id, X.id]), [info(A, "online"), info(B, "online"), info(X, "offline", lastSeen)]);
     assert.equal(dbUser(A.id).online, true);
     assert.equal(dbUser(B.id).online, true);
   });

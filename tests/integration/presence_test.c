@@ -700,7 +700,7 @@ static void test_odd_usernames(void)
         struct change c;
         CHECK(expect_change(user, 3000, &c) && strcmp(c.name, names[i]) == 0, "odd name %d: no broadcast", i);
         row_of(user, row, sizeof row);
-        snprintf(want, sizeof want, "%s|online|true|0", names[i]);
+        snprintf(want, sizeof want, "%s|online|true|%lld", names[i], c.last_seen);
         CHECK(strcmp(row, want) == 0, "odd name %d: row '%s', want '%s'", i, row, want);
         session(0, &edges[0], (unsigned long long)(3000 + i), user, "", 0, 0);
         CHECK(expect_change(user, 3000, &c) && c.status == CHAT__V1__STATUS__STATUS_OFFLINE,
@@ -741,7 +741,7 @@ static void test_outage_mid_burst(void)
     id_list(half2, sizeof half2, FIRST + N / 2, N / 2);
     snprintf(where, sizeof where,
              "username LIKE 'burst%%' AND ((id IN %s AND NOT online AND last_seen IS NOT NULL)"
-             " OR (id IN %s AND online AND last_seen IS NULL))",
+             " OR (id IN %s AND online AND last_seen IS NOT NULL))",
              half1, half2);
     int rows = -1;
     for (int i = 0; i < 80 && rows != N; i++) { /* the re-dial backoff is at most 5 s */
@@ -759,20 +759,23 @@ static char u1[37], u2[37], u3[37], u4[37], u5[37], u6[37], u7[37], u8[37], nobo
 
 static void test_connect(void)
 {
+    long long before = now_ms(CLOCK_REALTIME);
     Chat__V1__PresenceList *l = session(1, &edges[0], 1, u1, "alice", 0, 1);
+    long long after = now_ms(CLOCK_REALTIME);
     CHECK(l != NULL, "open: no reply");
     const Chat__V1__PresenceInfo *me = find(l, u1);
     CHECK(me && me->status == CHAT__V1__STATUS__STATUS_ONLINE && strcmp(me->username, "alice") == 0 &&
-              me->last_seen_ms == 0,
-          "open: reply list lacks alice online");
+              me->last_seen_ms >= before - 5 && me->last_seen_ms <= after + 5,
+          "open: reply list lacks alice online with lastSeen the time she came online");
     chat__v1__presence_list__free_unpacked(l, NULL);
     struct change c;
     CHECK(expect_change(u1, 2000, &c) && c.status == CHAT__V1__STATUS__STATUS_ONLINE &&
-              strcmp(c.name, "alice") == 0,
-          "open: no online broadcast for alice");
-    char row[256];
+              strcmp(c.name, "alice") == 0 && c.last_seen >= before - 5 && c.last_seen <= after + 5,
+          "open: no online broadcast for alice with lastSeen now");
+    char row[256], want[256];
     row_of(u1, row, sizeof row);
-    CHECK(strcmp(row, "alice|online|true|0") == 0, "open: row is '%s'", row);
+    snprintf(want, sizeof want, "alice|online|true|%lld", c.last_seen);
+    CHECK(strcmp(row, want) == 0, "open: row is '%s', want '%s'", row, want);
 }
 
 static void test_two_sessions(void)
@@ -805,9 +808,12 @@ static void test_two_sessions(void)
 
 static void test_set_status(void)
 {
+    long long before = now_ms(CLOCK_REALTIME);
     set_status(u1, CHAT__V1__STATUS__STATUS_AWAY);
     struct change c;
-    CHECK(expect_change(u1, 2000, &c) && c.status == CHAT__V1__STATUS__STATUS_AWAY, "set away: no broadcast");
+    CHECK(expect_change(u1, 2000, &c) && c.status == CHAT__V1__STATUS__STATUS_AWAY &&
+              c.last_seen >= before - 5 && c.last_seen <= now_ms(CLOCK_REALTIME) + 5,
+          "set away: no broadcast with lastSeen the time of the change");
     char row[256];
     row_of(u1, row, sizeof row);
     CHECK(strncmp(row, "alice|away|true|", 16) == 0, "set away: row '%s'", row);
@@ -818,9 +824,11 @@ static void test_set_status(void)
     const Chat__V1__PresenceInfo *a = find(l, u1);
     CHECK(a && a->status == CHAT__V1__STATUS__STATUS_AWAY, "list: alice is not away");
     chat__v1__presence_list__free_unpacked(l, NULL);
+    long long away_at = c.last_seen;
     set_status(u1, CHAT__V1__STATUS__STATUS_OFFLINE); /* invisible */
-    CHECK(expect_change(u1, 2000, &c) && c.status == CHAT__V1__STATUS__STATUS_OFFLINE && c.last_seen == 0,
-          "invisible: want offline with the stored last_seen (0)");
+    CHECK(expect_change(u1, 2000, &c) && c.status == CHAT__V1__STATUS__STATUS_OFFLINE &&
+              c.last_seen >= away_at,
+          "invisible: want offline with lastSeen the time of the change");
     l = session(1, &edges[0], 4, u3, "carol", 0, 1);
     CHECK(l && !find(l, u1) && find(l, u3), "invisible alice is in the list");
     chat__v1__presence_list__free_unpacked(l, NULL);
@@ -835,28 +843,27 @@ static void test_set_status(void)
 
 static void test_query(void)
 {
+    /* Users never seen (an unknown uuid, not a uuid at all) are left out;
+     * the others are answered in request order, duplicates kept. */
     const char *ids[] = {u1, nobody, u2, u1, "not-a-uuid"};
     Chat__V1__PresenceList *l = query(ids, 5);
-    CHECK(l && l->n_users == 5, "query: want 5 answers");
-    if (l && l->n_users == 5) {
-        for (int i = 0; i < 5; i++)
-            CHECK(strcmp(l->users[i]->user_id, ids[i]) == 0, "query: answer %d is for %s", i,
-                  l->users[i]->user_id);
+    CHECK(l && l->n_users == 3, "query: want 3 answers (the never seen left out)");
+    if (l && l->n_users == 3) {
+        const char *want_ids[] = {u1, u2, u1};
+        for (int i = 0; i < 3; i++)
+            CHECK(strcmp(l->users[i]->user_id, want_ids[i]) == 0 && l->users[i]->last_seen_ms > 0,
+                  "query: answer %d is for %s", i, l->users[i]->user_id);
         CHECK(l->users[0]->status == CHAT__V1__STATUS__STATUS_ONLINE &&
                   strcmp(l->users[0]->username, "alice") == 0,
               "query: alice");
-        CHECK(l->users[3]->status == CHAT__V1__STATUS__STATUS_ONLINE, "query: duplicate alice");
-        CHECK(l->users[1]->status == CHAT__V1__STATUS__STATUS_OFFLINE && l->users[1]->last_seen_ms == 0 &&
-                  !*l->users[1]->username,
-              "query: unknown id");
+        CHECK(l->users[2]->status == CHAT__V1__STATUS__STATUS_ONLINE, "query: duplicate alice");
         char row[256];
         row_of(u2, row, sizeof row);
         const char *ls = strrchr(row, '|');
-        CHECK(l->users[2]->status == CHAT__V1__STATUS__STATUS_OFFLINE &&
-                  strcmp(l->users[2]->username, "bob") == 0 && ls &&
-                  l->users[2]->last_seen_ms == atoll(ls + 1) && l->users[2]->last_seen_ms > 0,
+        CHECK(l->users[1]->status == CHAT__V1__STATUS__STATUS_OFFLINE &&
+                  strcmp(l->users[1]->username, "bob") == 0 && ls &&
+                  l->users[1]->last_seen_ms == atoll(ls + 1) && l->users[1]->last_seen_ms > 0,
               "query: bob (from the database) wants offline, last_seen of row '%s'", row);
-        CHECK(l->users[4]->status == CHAT__V1__STATUS__STATUS_OFFLINE, "query: not a uuid");
     }
     chat__v1__presence_list__free_unpacked(l, NULL);
     const char *many[MAX_QUERY + 1] = {u1, u1, u1, u1, u1, u1};

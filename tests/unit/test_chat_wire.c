@@ -91,8 +91,12 @@ static void test_presence(void **state)
         ptrs[i] = &infos[i];
         struct buf b;
         buf_init(&b);
-        assert_int_equal(chat_wire_status(&b, &infos[i]), 0);
-        assert_packet(&b, json_pack("[so]", "user:status", chat_json_presence(&infos[i])));
+        if (infos[i].last_seen_ms) {
+            assert_int_equal(chat_wire_status(&b, &infos[i]), 0);
+            assert_packet(&b, json_pack("[so]", "user:status", chat_json_presence(&infos[i])));
+        } else { /* never seen: no status to tell */
+            assert_int_equal(chat_wire_status(&b, &infos[i]), -1);
+        }
         buf_cleanup(&b);
     }
     for (size_t n = 0; n <= 6; n += 3) {
@@ -102,7 +106,14 @@ static void test_presence(void **state)
         struct buf b;
         buf_init(&b);
         assert_int_equal(chat_wire_presence_list(&b, "presence:update", &l), 0);
-        assert_packet(&b, json_pack("[so]", "presence:update", chat_json_presence_list(&l)));
+        json_t *want = chat_json_presence_list(&l);
+        assert_int_equal(json_array_size(want), n / 2); /* the never seen are left out */
+        for (size_t k = 0; k < json_array_size(want); k++) {
+            json_t *e = json_array_get(want, k);
+            assert_true(json_is_string(json_object_get(e, "username")));
+            assert_true(json_is_string(json_object_get(e, "lastSeen")));
+        }
+        assert_packet(&b, json_pack("[so]", "presence:update", want));
         buf_cleanup(&b);
     }
 }

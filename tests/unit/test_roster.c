@@ -23,7 +23,7 @@ enum op {
     OP_HB,     /* edge boot t */
     OP_EXPIRE, /* t, arg = timeout; ret = edges dropped */
     OP_TOUCH,  /* t */
-    OP_SET,    /* user, arg = status; ret */
+    OP_SET,    /* user, arg = status, t; ret */
     OP_RBEGIN,
     OP_REND,
     OP_SWEEP,  /* row, t; ret */
@@ -53,7 +53,7 @@ struct step {
 #define CLOSE(e, b, c, tm) .op = OP_CLOSE, .edge = e, .boot = b, .conn = c, .t = tm
 #define HB(e, b, tm) .op = OP_HB, .edge = e, .boot = b, .t = tm
 #define EXPIRE(tm, timeout) .op = OP_EXPIRE, .t = tm, .arg = timeout
-#define SET(u, st) .op = OP_SET, .user = u, .arg = st
+#define SET(u, st, tm) .op = OP_SET, .user = u, .arg = st, .t = tm
 #define QUERY(ids) .op = OP_QUERY, .user = ids
 #define ROW(id, name, st, ls, on) (&(const struct roster_row){id, name, st, ls, on})
 
@@ -125,7 +125,7 @@ static void run_step(struct roster *r, const struct step *s, struct buf *out, in
         roster_edge_touch_all(r, s->t);
         break;
     case OP_SET:
-        *ret = roster_set_status(r, s->user, (enum roster_status)s->arg);
+        *ret = roster_set_status(r, s->user, (enum roster_status)s->arg, s->t);
         break;
     case OP_RBEGIN:
         roster_resync_begin(r);
@@ -230,8 +230,9 @@ static void run_case(const struct roster_case *k)
 static const struct roster_case cases[] = {
     {"first session online, reply list, last session offline",
      (const struct step[]){
-         {OPEN("A", "b1", 1, "u1", "alice", 100), .ret = 1, .want = "u1/alice:online@0"},
-         {.op = OP_ONLINE, .want = "u1/alice:online@0"},
+         {OPEN("A", "b1", 1, "u1", "alice", 100), .ret = 1,
+          .want = "u1/alice:online@100"}, /* lastSeen: now */
+         {.op = OP_ONLINE, .want = "u1/alice:online@100"},
          {OPEN("A", "b1", 2, "u1", "alice", 110), .ret = 0, .want = ""}, /* second tab: quiet */
          {OPEN("A", "b1", 2, "u1", "alice", 120), .ret = 0, .want = ""}, /* same session again: idempotent */
          {.op = OP_COUNTS, .want = "users=1 sessions=2 edges=1"},
@@ -243,14 +244,14 @@ static const struct roster_case cases[] = {
          {.op = OP_FLUSH, .arg = 9, .ret = 0, .want = "u1-"},
          {QUERY("u1"), .want = "u1/:offline@0?"}, /* written, forgotten: the caller asks the database */
          {.op = OP_COUNTS, .want = "users=0 sessions=0 edges=1"},
-         {OPEN("A", "b1", 3, "u1", "alice2", 400), .ret = 1, .want = "u1/alice2:online@0"},
+         {OPEN("A", "b1", 3, "u1", "alice2", 400), .ret = 1, .want = "u1/alice2:online@400"},
          {.op = OP_END}}},
     {"a database row gives username, last_seen and status",
      (const struct step[]){
-         {OPEN("A", "b1", 1, "u1", "", 100), .row = ROW("u1", "bob", ROSTER_AWAY, 5000, 0), .ret = 1,
-          .want = "u1/bob:online@5000"}, /* a fresh connect makes the chosen status online */
+         {OPEN("A", "b1", 1, "u1", "", 100), .row = ROW("u1", "bob", ROSTER_AWAY, 50, 0), .ret = 1,
+          .want = "u1/bob:online@100"}, /* a fresh connect makes the chosen status online, lastSeen now */
          {OPEN("A", "b1", 2, "u2", "carol", 100), .row = ROW("someone-else", "x", ROSTER_AWAY, 1, 1),
-          .ret = 1, .want = "u2/carol:online@0"}, /* a row for another id is not used */
+          .ret = 1, .want = "u2/carol:online@100"}, /* a row for another id is not used */
          {.op = OP_END}}},
     {"multi-edge: a user stays online while any edge holds a session",
      (const struct step[]){
@@ -268,9 +269,9 @@ static const struct roster_case cases[] = {
          {HB("A", "a1", 10), .want = ""},
          {HB("A", "a2", 20), .want = "u1/alice:offline@20"}, /* u2 keeps B */
          {.op = OP_COUNTS, .want = "users=2 sessions=1 edges=2"},
-         {OPEN("A", "a2", 1, "u1", "alice", 30), .ret = 1, .want = "u1/alice:online@20"},
+         {OPEN("A", "a2", 1, "u1", "alice", 30), .ret = 1, .want = "u1/alice:online@30"},
          /* a session event with yet another boot id counts as a restart too */
-         {OPEN("A", "a3", 5, "u3", "dan", 40), .ret = 1, .want = "u1/alice:offline@40 u3/dan:online@0"},
+         {OPEN("A", "a3", 5, "u3", "dan", 40), .ret = 1, .want = "u1/alice:offline@40 u3/dan:online@40"},
          {CLOSE("B", "b2", 99, 50), .ret = -1, .want = "u2/bob:offline@50"},
          {.op = OP_END}}},
     {"edge timeout drops silent edges, heartbeats keep them",
@@ -296,9 +297,10 @@ static const struct roster_case cases[] = {
          {.op = OP_ONLINE, .want = "u1/alice:away@500"}, /* chosen status kept */
          {OPEN("B", "b1", 1, "u2", "bob", 0), .row = ROW("u2", "bob", ROSTER_AWAY, 600, 1), .ret = 1,
           .want = ""}, /* a new tab before its edge re-announced: still quiet */
-         {OPEN("B", "b1", 2, "u3", "carol", 0), .row = ROW("u3", "carol", ROSTER_ONLINE, 700, 0), .ret = 1,
-          .want = "u3/carol:online@700"}, /* was offline: news */
-         {OPEN("B", "b1", 3, "u4", "dan", 0), .resync = 1, .ret = 1, .want = ""},
+         {OPEN("B", "b1", 2, "u3", "carol", 750), .row = ROW("u3", "carol", ROSTER_ONLINE, 700, 0), .ret = 1,
+          .want = "u3/carol:online@750"}, /* was offline: news */
+         {OPEN("B", "b1", 3, "u4", "dan", 760), .resync = 1, .ret = 1, .want = ""},
+         {QUERY("u4"), .want = "u4/dan:online@760"}, /* quiet, and no row: lastSeen from now all the same */
          /* a last close in the window is decided at its end: other sessions
           * of the user may not be re-announced yet */
          {CLOSE("B", "b1", 1, 800), .ret = 1, .want = ""},
@@ -314,26 +316,26 @@ static const struct roster_case cases[] = {
          {.op = OP_SWEEP, .row = ROW("u1", "alice", ROSTER_AWAY, 500, 1), .t = 900, .ret = 0, .want = ""},
          {.op = OP_SWEEP, .row = ROW("u9", "zed", ROSTER_AWAY, 100, 1), .t = 950, .ret = 0, .want = ""},
          /* after the window a re-announced first session is news (the world was told offline) */
-         {OPEN("C", "c1", 1, "u9", "zed", 1000), .resync = 1, .ret = 1, .want = "u9/zed:online@900"},
+         {OPEN("C", "c1", 1, "u9", "zed", 1000), .resync = 1, .ret = 1, .want = "u9/zed:online@1000"},
          {OPEN("A", "a1", 1, "u1", "alice", 1000), .resync = 1, .ret = 0, .want = ""},
          {.op = OP_END}}},
     {"invisible users: set status, online list, query",
      (const struct step[]){
-         {SET("u1", ROSTER_AWAY), .ret = -1, .want = ""}, /* no session: ignored */
-         {OPEN("A", "a1", 1, "u1", "alice", 0), .row = ROW("u1", "alice", ROSTER_ONLINE, 42, 0), .ret = 1,
-          .want = "u1/alice:online@42"},
-         {OPEN("A", "a1", 2, "u2", "bob", 0), .ret = 1, .want = "u2/bob:online@0"},
-         {SET("u1", ROSTER_AWAY), .ret = 0, .want = "u1/alice:away@42"},
-         {.op = OP_ONLINE, .want = "u1/alice:away@42 u2/bob:online@0"},
-         {SET("u2", ROSTER_OFFLINE), .ret = 0, .want = "u2/bob:offline@0"}, /* stored last_seen, may be 0 */
-         {.op = OP_ONLINE, .want = "u1/alice:away@42"},
-         {QUERY("u2 u1"), .want = "u2/bob:offline@0 u1/alice:away@42"},
-         {OPEN("A", "a1", 3, "u2", "bob", 0), .ret = 0, .want = ""}, /* still invisible */
-         {.op = OP_ONLINE, .want = "u1/alice:away@42"},
-         {SET("u2", ROSTER_ONLINE), .ret = 0, .want = "u2/bob:online@0"},
+         {SET("u1", ROSTER_AWAY, 1), .ret = -1, .want = ""}, /* no session: ignored */
+         {OPEN("A", "a1", 1, "u1", "alice", 2), .row = ROW("u1", "alice", ROSTER_ONLINE, 1, 0), .ret = 1,
+          .want = "u1/alice:online@2"},
+         {OPEN("A", "a1", 2, "u2", "bob", 3), .ret = 1, .want = "u2/bob:online@3"},
+         {SET("u1", ROSTER_AWAY, 4), .ret = 0, .want = "u1/alice:away@4"}, /* lastSeen: the change */
+         {.op = OP_ONLINE, .want = "u1/alice:away@4 u2/bob:online@3"},
+         {SET("u2", ROSTER_OFFLINE, 5), .ret = 0, .want = "u2/bob:offline@5"},
+         {.op = OP_ONLINE, .want = "u1/alice:away@4"},
+         {QUERY("u2 u1"), .want = "u2/bob:offline@5 u1/alice:away@4"},
+         {OPEN("A", "a1", 3, "u2", "bob", 6), .ret = 0, .want = ""}, /* still invisible */
+         {.op = OP_ONLINE, .want = "u1/alice:away@4"},
+         {SET("u2", ROSTER_ONLINE, 7), .ret = 0, .want = "u2/bob:online@7"},
          {CLOSE("A", "a1", 2, 10), .ret = 0, .want = ""},
          {CLOSE("A", "a1", 3, 20), .ret = 1, .want = "u2/bob:offline@20"},
-         {SET("u2", ROSTER_AWAY), .ret = -1, .want = ""},
+         {SET("u2", ROSTER_AWAY, 21), .ret = -1, .want = ""},
          {.op = OP_END}}},
     {"query: request order, duplicates, unknown ids",
      (const struct step[]){
@@ -352,7 +354,7 @@ static const struct roster_case cases[] = {
          {.op = OP_FLUSH, .arg = 9, .want = ""},
          {OPEN("A", "a1", 1, "u1", "alicia", 0), .ret = 0, .want = ""},
          {.op = OP_FLUSH, .arg = 9, .want = "u1+"}, /* the new name is written */
-         {OPEN("A", "a1", 1, "u2", "bob", 5), .ret = 1, .want = "u1/alicia:offline@5 u2/bob:online@0"},
+         {OPEN("A", "a1", 1, "u2", "bob", 5), .ret = 1, .want = "u1/alicia:offline@5 u2/bob:online@5"},
          {.op = OP_COUNTS, .want = "users=2 sessions=1 edges=1"},
          {.op = OP_END}}},
     {"flush and queries of an empty roster",
@@ -370,7 +372,7 @@ static const struct roster_case cases[] = {
                            {.op = OP_COUNTS, .want = "users=1 sessions=1 edges=1"},
                            {OPEN("A", "a1", 3, "u1", "alice", 20),
                             .row = ROW("u1", "alice", ROSTER_ONLINE, 10, 0), .ret = 1,
-                            .want = "u1/alice:online@10"},
+                            .want = "u1/alice:online@20"},
                            {.op = OP_FLUSH, .arg = 9, .ret = 0, .want = "u2+ | u1+"},
                            {.op = OP_COUNTS, .want = "users=2 sessions=2 edges=1"},
                            {.op = OP_END}}},
@@ -399,9 +401,9 @@ static const struct roster_case cases[] = {
                            {.op = OP_GEN, .ret = 1}, /* new username */
                            {OPEN("A", "a1", 2, "u1", "", 0), .ret = 0, .want = ""},
                            {.op = OP_GEN, .ret = 1}, /* second session: cheap to over-count */
-                           {SET("u1", ROSTER_OFFLINE), .ret = 0, .want = "u1/alicia:offline@0"},
+                           {SET("u1", ROSTER_OFFLINE, 6), .ret = 0, .want = "u1/alicia:offline@6"},
                            {.op = OP_GEN, .ret = 1},
-                           {SET("u1", ROSTER_ONLINE), .ret = 0, .want = "u1/alicia:online@0"},
+                           {SET("u1", ROSTER_ONLINE, 7), .ret = 0, .want = "u1/alicia:online@7"},
                            {.op = OP_GEN, .ret = 1},
                            {CLOSE("A", "a1", 1, 10), .ret = 0, .want = ""},
                            {.op = OP_GEN, .ret = 1},
@@ -411,7 +413,7 @@ static const struct roster_case cases[] = {
                            {.op = OP_ONLINE, .want = ""},
                            {HB("A", "a2", 30), .want = ""},
                            {.op = OP_GEN, .ret = 0},
-                           {OPEN("A", "a2", 3, "u2", "bob", 40), .ret = 1, .want = "u2/bob:online@0"},
+                           {OPEN("A", "a2", 3, "u2", "bob", 40), .ret = 1, .want = "u2/bob:online@40"},
                            {HB("A", "a3", 50), .want = ""}, /* restart: bob's session dropped (quietly) */
                            {.op = OP_GEN, .ret = 1},
                            {.op = OP_ONLINE, .want = ""},
