@@ -123,8 +123,8 @@ deps:
 test: deps
 	scripts/check-compose.sh
 	$(MAKE) test-fuzz
-	$(MAKE) all test-unit test-integration test-e2e test-browser bench-smoke
-	$(MAKE) SANITIZE=address,undefined all test-unit test-integration test-e2e test-browser
+	$(MAKE) all test-unit test-types test-integration test-conformance test-e2e test-browser bench-smoke
+	$(MAKE) SANITIZE=address,undefined all test-unit test-integration test-conformance test-e2e test-browser
 
 test-unit: $(UNIT_TESTS)
 	@for t in $(UNIT_TESTS); do echo "== $$t"; $$t || exit 1; done
@@ -140,6 +140,20 @@ test-integration: $(BUILD)/bin/chat-presence $(BUILD)/tests/presence_test
 	PRESENCE_BIN=$(abspath $(BUILD)/bin/chat-presence) PRESENCE_TEST=$(abspath $(BUILD)/tests/presence_test) \
 	  LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 tests/integration/run.sh
+
+# The TypeScript declarations of the events (clients/typescript/chat.d.ts)
+# type-check with socket.io-client, and the example's deliberate mistakes fail.
+.PHONY: test-types
+test-types:
+	cd clients/typescript && npx --no-install tsc -p . && echo "types: clients/typescript/chat.d.ts and example.ts type-check"
+
+# The official Engine.IO v4 / Socket.IO v5 suites from ../shared/conformance
+# (skipped, saying so, when they are not there); CONFORMANCE_RUNS=10 repeats them.
+.PHONY: test-conformance
+test-conformance: $(BUILD)/bin/chat-edge
+	CHAT_EDGE_BIN=$(abspath $(BUILD)/bin/chat-edge) \
+	  LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 tests/conformance/run.sh
 
 test-e2e: $(BINS)
 	cd tests/e2e && CHAT_EDGE_BIN=$(abspath $(BUILD)/bin/chat-edge) \

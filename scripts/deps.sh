@@ -3,7 +3,8 @@
 # Debian packages through apt-get (chromium for the browser test, docker-compose
 # to validate compose.yaml offline), then the pinned npm packages of tests/e2e,
 # tests/browser (playwright-core, which drives Debian's chromium: no browser is
-# downloaded) and web/ (the socket.io-client bundle the demo page loads).
+# downloaded), web/ (the socket.io-client bundle the demo page loads) and
+# clients/typescript (TypeScript, to type-check the event declarations).
 # Safe to run again: it does nothing when everything is there.
 set -eu
 cd "$(dirname "$0")/.."
@@ -26,7 +27,7 @@ if [ -n "$missing" ]; then
 fi
 
 # npm packages, exactly as locked; reinstalled when a lockfile changes.
-for dir in tests/e2e tests/browser web; do
+for dir in tests/e2e tests/browser web clients/typescript; do
     stamp=$dir/node_modules/.lock-stamp
     if [ ! -f "$stamp" ] || ! cmp -s "$dir/package-lock.json" "$stamp"; then
         echo "deps: npm ci in $dir"

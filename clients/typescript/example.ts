@@ -1,0 +1,72 @@
+// A small front end written against chat.d.ts, type-checked by `make test`
+// (tsc, strict). The @ts-expect-error lines are mistakes the declarations
+// must catch: tsc fails if any of them compiles.
+import { io, type Socket } from "socket.io-client";
+import type { ClientToServerEvents, Message, PresenceInfo, ServerToClientEvents } from "./chat";
+
+const socket: Socket<ServerToClientEvents, ClientToServerEvents> = io("http://127.0.0.1:3000", {
+  auth: { token: "<an HS256 JWT>" },
+});
+
+const people = new Map<string, PresenceInfo>();
+const lastSeenLabel = (p: PresenceInfo): string => `${p.username}, last seen ${new Date(p.lastSeen).toLocaleString()}`;
+
+socket.on("presence:update", (online) => online.forEach((p) => people.set(p.userId, p)));
+socket.on("user:status", (p) => {
+  people.set(p.userId, p);
+  console.log(lastSeenLabel(p));
+});
+socket.on("message:received", (m: Message) => {
+  socket.emit("message:read", { messageId: m.id, senderId: m.senderId });
+});
+socket.on("message:read", ({ messageId, readAt }) => console.log(messageId, new Date(readAt)));
+socket.on("ghost:typing", ({ userId, text }) => console.log(userId, text));
+socket.on("chat:error", ({ event, code, message }) => console.warn(event, code, message));
+socket.on("connect_error", (err) => console.warn(err.message));
+
+export async function send(recipientId: string, content: string): Promise<Message | null> {
+  const res = await socket.timeout(5000).emitWithAck("message:send", {
+    recipientId,
+    content,
+    type: "text",
+    clientMessageId: crypto.randomUUID(),
+  });
+  if (!res.ok) {
+    console.warn(res.error.code, res.error.message);
+    return null;
+  }
+  return res.message;
+}
+
+export async function history(withUserId: string, before?: string): Promise<Message[]> {
+  const res = await socket.emitWithAck("message:history", before ? { withUserId, before, limit: 50 } : { withUserId });
+  return res.ok ? res.messages : [];
+}
+
+export async function whoIs(ids: string[]): Promise<PresenceInfo[]> {
+  const res = await socket.emitWithAck("presence:request", ids);
+  return res.ok ? res.users : [];
+}
+
+// ---- mistakes the declarations must refuse ----
+
+socket.on("user:status", (p) => {
+  // @ts-expect-error lastSeen is a string, never null
+  const never: null = p.lastSeen;
+  // @ts-expect-error username is a string
+  const n: number = p.username;
+  return [never, n];
+});
+// @ts-expect-error the content is required
+socket.emit("message:send", { recipientId: "x", type: "text" });
+// @ts-expect-error no such message type
+socket.emit("message:send", { recipientId: "x", content: "hi", type: "video" });
+// @ts-expect-error no such status
+socket.emit("presence:update", { status: "busy" });
+// @ts-expect-error no such server event
+socket.on("message:deleted", () => {});
+export async function wrong(): Promise<void> {
+  const res = await socket.emitWithAck("message:history", { withUserId: "x" });
+  // @ts-expect-error messages exist only when ok is true
+  console.log(res.messages);
+}
