@@ -14,6 +14,7 @@ import { fileURLToPath } from "node:url";
 import { test as nodeTest } from "node:test";
 import { io } from "socket.io-client";
 import WebSocket from "ws";
+import { markChatEdge, takeViolations, checkEvent, SERVER_EVENTS } from "./contract.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -193,13 +194,21 @@ export function test(name, optsOrFn, maybeFn) {
   const opts = typeof optsOrFn === "function" ? {} : optsOrFn;
   return nodeTest(name, { timeout: 30000, ...opts }, async (t) => {
     try {
-      return await fn(t);
+      const r = await fn(t);
+      assertContract(`test "${name}"`);
+      return r;
     } catch (err) {
       await delay(300); // let a child that just died report its exit status before the dump
       dumpLogs(`failed: ${name}`);
       throw err;
     }
   });
+}
+
+/** Throws when a chat edge sent any client of these tests a payload that breaks docs/schema/chat.schema.json. */
+export function assertContract(what) {
+  const v = takeViolations();
+  if (v.length) throw new Error(`${what}: ${v.length} payload(s) do not match docs/schema/chat.schema.json:\n${v.slice(0, 20).join("\n")}`);
 }
 
 const startedNats = new Set(); // every nats-server of this file, for shutdown()
@@ -391,6 +400,7 @@ export async function startEdge({ nats = null, name = "edge", env = {}, listenTi
     ...env,
   };
   for (const k of Object.keys(fullEnv)) if (fullEnv[k] === undefined) delete fullEnv[k];
+  if (fullEnv.EDGE_MODE !== "conformance") markChatEdge(port);
   const child = new Child(`chat-edge:${name}:${port}`, EDGE_BIN, [], fullEnv);
   try {
     await child.waitForLine(/listening/, listenTimeout, "a 'listening' log line");
@@ -440,6 +450,11 @@ export async function shutdown() {
   }
   for (const nats of [...startedNats]) await nats.destroy();
   for (const pg of [...startedPg]) await pg.destroy();
+  try {
+    assertContract("after the last test");
+  } catch (err) {
+    errors.push(err);
+  }
   if (errors.length === 1) throw errors[0];
   if (errors.length > 1) throw new Error(errors.map((e) => e.message).join("\n\n"));
 }
@@ -991,11 +1006,18 @@ export async function rawHttp(edge) {
 export function parseSio(text) {
   const m = /^4(\d)(?:(\d+)-)?(?:(\/[^,]*),)?(\d*)(.*)$/s.exec(text);
   if (!m) return null;
-  return {
+  const p = {
     type: Number(m[1]),
     attachments: m[2] ? Number(m[2]) : 0,
     nsp: m[3] ?? "/",
     ackId: m[4] === "" ? null : Number(m[4]),
     data: m[5] === "" ? undefined : JSON.parse(m[5]),
   };
+  // A chat event a raw client got is checked against the schema like the
+  // socket.io-client ones (the raw clients do not know which edge mode they
+  // talk to: events of the conformance application have other names).
+  if (p.type === 2 && p.nsp === "/" && Array.isArray(p.data) && SERVER_EVENTS.includes(p.data[0])) {
+    checkEvent(p.data[0], p.data.slice(1), " (raw client)");
+  }
+  return p;
 }
