@@ -14,8 +14,7 @@ CC      ?= gcc
 Q       := $(if $(V),,@)
 PKGS    := libwebsockets libnats libprotobuf-c jansson libjwt
 CFLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -g -O2 -Wall -Wextra -Werror -Wshadow \
-           -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith -Wsign-compare -fno-common -MMD -MP \
-           -Ilib -Iservices/edge -I$(BUILD)/gen
+           -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith -Wsign-compare -fno-common -MMD -MP
 ifneq ($(SANITIZE),)
 CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -O1
 LDFLAGS += -fsanitize=$(SANITIZE)
@@ -23,24 +22,53 @@ endif
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) libpq 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 PQ_LIBS    = $(shell pkg-config --libs libpq 2>/dev/null)
+SIO_LIBS   = $(shell pkg-config --libs libwebsockets jansson 2>/dev/null)
 
 GEN_C   := $(BUILD)/gen/chat.pb-c.c
 GEN_H   := $(BUILD)/gen/chat.pb-c.h
-LIB_SRC := lib/log.c lib/config.c lib/mem.c lib/map.c lib/bus.c lib/ids.c lib/streams.c lib/metrics.c lib/admin.c lib/msgtype.c
-EDGE_SRC := services/edge/main.c services/edge/ws.c services/edge/polling.c services/edge/session.c services/edge/eio.c \
-            services/edge/sio.c services/edge/sock.c services/edge/auth.c services/edge/chat.c services/edge/chat_json.c services/edge/chat_wire.c services/edge/chat_valid.c \
-            services/edge/conform.c services/edge/relay.c services/edge/site.c services/edge/abuse.c services/edge/wheel.c \
-            services/edge/wheel_lws.c
+
+# Include folders per room: each binary sees its own headers and lib/'s, and
+# nothing else (messaging and presence never see the edge's). The edge's
+# protocol layers (engineio/, socketio/, server/) do not see the generated
+# protobuf headers either. A file includes another room's header by its
+# room ("engineio/session.h"); tests/layers/check.sh checks which may.
+INC := -Ilib -I$(BUILD)/gen
+$(BUILD)/obj/services/edge/%.o: INC := -Ilib -Iservices/edge -I$(BUILD)/gen
+$(BUILD)/obj/services/edge/engineio/%.o: INC := -Ilib -Iservices/edge
+$(BUILD)/obj/services/edge/socketio/%.o: INC := -Ilib -Iservices/edge
+$(BUILD)/obj/services/edge/server/%.o: INC := -Ilib -Iservices/edge
+$(BUILD)/obj/examples/%.o: INC := -Ilib -Iservices/edge
+$(BUILD)/obj/services/messaging/%.o: INC := -Ilib -Iservices/messaging -I$(BUILD)/gen
+$(BUILD)/obj/services/presence/%.o: INC := -Ilib -Iservices/presence -I$(BUILD)/gen
+$(BUILD)/obj/tests/unit/%.o: INC := -Ilib -Iservices/edge -I$(BUILD)/gen
+$(BUILD)/obj/tests/unit/test_roster.o: INC := -Ilib -Iservices/presence
+
+LIB_BASE := lib/log.c lib/mem.c lib/map.c lib/ids.c
+LIB_SRC  := $(LIB_BASE) lib/config.c lib/bus.c lib/streams.c lib/metrics.c lib/admin.c lib/msgtype.c lib/bucket.c \
+            lib/stop.c
+# The protocol layers as a library of their own: Engine.IO, Socket.IO and the
+# server with its transports, on lws and jansson only (docs/socketio-library.md).
+SIO_SRC  := services/edge/engineio/eio.c services/edge/engineio/frame.c services/edge/engineio/session.c \
+            services/edge/socketio/sio.c services/edge/socketio/sock.c \
+            services/edge/server/server.c services/edge/server/http.c services/edge/server/ws.c \
+            services/edge/server/polling.c lib/wheel.c lib/wheel_lws.c $(LIB_BASE)
+SIO_LIB  := $(BUILD)/lib/libchatsio.a
+CHAT_SRC := services/edge/chat/chat_socks.c services/edge/chat/chat_events.c services/edge/chat/chat_nats.c \
+            services/edge/chat/chat_valid.c services/edge/chat/chat_json.c services/edge/chat/chat_wire.c \
+            services/edge/chat/auth.c services/edge/chat/relay.c
+EDGE_SRC := services/edge/main.c services/edge/site.c services/edge/abuse.c services/edge/conform/conform.c \
+            $(CHAT_SRC)
 DB_SRC  := lib/db.c
 MSG_SRC := services/messaging/main.c services/messaging/messaging.c services/messaging/store.c $(DB_SRC)
 PRS_SRC := services/presence/main.c services/presence/presence.c services/presence/roster.c \
             services/presence/userdb.c $(DB_SRC)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
-BINS := $(BUILD)/bin/chat-edge $(BUILD)/bin/chat-messaging $(BUILD)/bin/chat-presence $(BUILD)/bin/chat-tap
+BINS := $(BUILD)/bin/chat-edge $(BUILD)/bin/chat-messaging $(BUILD)/bin/chat-presence $(BUILD)/bin/chat-tap \
+        $(BUILD)/bin/sio-echo
 UNIT_TESTS := $(BUILD)/tests/test_eio $(BUILD)/tests/test_sio $(BUILD)/tests/test_auth $(BUILD)/tests/test_roster \
               $(BUILD)/tests/test_chat_valid $(BUILD)/tests/test_wheel \
-              $(BUILD)/tests/test_chat_wire
+              $(BUILD)/tests/test_chat_wire $(BUILD)/tests/test_session
 
 .PHONY: all test test-unit test-e2e test-browser test-sanitize deps run format clean clean-state
 all: $(BINS)
@@ -53,19 +81,31 @@ $(GEN_C) $(GEN_H) &: proto/chat.proto
 $(BUILD)/obj/%.o: %.c | $(GEN_H)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
-	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+	$(Q)$(CC) $(CFLAGS) $(INC) $(PKG_CFLAGS) -c $< -o $@
 
 $(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
-	$(Q)$(CC) $(filter-out -Wmissing-prototypes,$(CFLAGS)) $(PKG_CFLAGS) -c $< -o $@
+	$(Q)$(CC) $(filter-out -Wmissing-prototypes,$(CFLAGS)) -I$(BUILD)/gen $(PKG_CFLAGS) -c $< -o $@
 
 GEN_O := $(BUILD)/obj/gen/chat.pb-c.o
 
-$(BUILD)/bin/chat-edge: $(call obj,$(EDGE_SRC) $(LIB_SRC)) $(GEN_O)
+$(SIO_LIB): $(call obj,$(SIO_SRC))
+	@mkdir -p $(dir $@)
+	@echo "  AR      $@"
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/bin/chat-edge: $(call obj,$(EDGE_SRC) $(LIB_SRC)) $(GEN_O) $(SIO_LIB)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+
+# The example app links the protocol library and nothing else of ours: the
+# proof that it builds without nats.c, libpq or any chat file.
+$(BUILD)/bin/sio-echo: $(call obj,examples/echo/echo.c) $(SIO_LIB)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(SIO_LIBS)
 
 $(BUILD)/bin/chat-messaging: $(call obj,$(MSG_SRC) $(LIB_SRC)) $(GEN_O)
 	@mkdir -p $(dir $@)
@@ -82,39 +122,43 @@ $(BUILD)/bin/chat-tap: $(call obj,tools/tap/main.c $(LIB_SRC)) $(GEN_O)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
 
-# Unit tests: pure modules only; they link without lws, nats or libpq.
-$(BUILD)/tests/test_eio: $(call obj,tests/unit/test_eio.c services/edge/eio.c lib/mem.c)
+# Unit tests: pure modules only (test_session: the Engine.IO session with a
+# fake transport, on lws's loop but no socket); no nats or libpq.
+$(BUILD)/tests/test_eio: $(call obj,tests/unit/test_eio.c services/edge/engineio/eio.c lib/mem.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
-$(BUILD)/tests/test_sio: $(call obj,tests/unit/test_sio.c services/edge/sio.c lib/mem.c)
+$(BUILD)/tests/test_sio: $(call obj,tests/unit/test_sio.c services/edge/socketio/sio.c lib/mem.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson)
-$(BUILD)/tests/test_auth: $(call obj,tests/unit/test_auth.c services/edge/auth.c lib/ids.c lib/mem.c)
+$(BUILD)/tests/test_auth: $(call obj,tests/unit/test_auth.c services/edge/chat/auth.c lib/ids.c lib/mem.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson libjwt)
-$(BUILD)/tests/test_chat_valid: $(call obj,tests/unit/test_chat_valid.c services/edge/chat_valid.c lib/msgtype.c \
-                                   services/edge/chat_json.c lib/ids.c lib/mem.c)
+$(BUILD)/tests/test_chat_valid: $(call obj,tests/unit/test_chat_valid.c services/edge/chat/chat_valid.c lib/msgtype.c \
+                                   services/edge/chat/chat_json.c lib/ids.c lib/mem.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson)
-$(BUILD)/obj/tests/unit/test_roster.o: CFLAGS += -Iservices/presence
 $(BUILD)/tests/test_roster: $(call obj,tests/unit/test_roster.c services/presence/roster.c lib/map.c lib/mem.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
 
-$(BUILD)/tests/test_chat_wire: $(call obj,tests/unit/test_chat_wire.c services/edge/chat_wire.c \
-                                  services/edge/chat_json.c lib/msgtype.c lib/mem.c) $(GEN_O)
+$(BUILD)/tests/test_chat_wire: $(call obj,tests/unit/test_chat_wire.c services/edge/chat/chat_wire.c \
+                                  services/edge/chat/chat_json.c lib/msgtype.c lib/mem.c) $(GEN_O)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson libprotobuf-c)
-$(BUILD)/tests/test_wheel: $(call obj,tests/unit/test_wheel.c services/edge/wheel.c)
+$(BUILD)/tests/test_wheel: $(call obj,tests/unit/test_wheel.c lib/wheel.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
+$(BUILD)/tests/test_session: $(call obj,tests/unit/test_session.c) $(SIO_LIB)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka) $(SIO_LIBS)
 
 # Installs missing Debian packages and the pinned npm packages.
 deps:
@@ -123,7 +167,7 @@ deps:
 test: deps
 	scripts/check-compose.sh
 	$(MAKE) test-fuzz
-	$(MAKE) all test-unit test-types test-integration test-conformance test-e2e test-browser bench-smoke
+	$(MAKE) all test-layers test-unit test-types test-integration test-conformance test-e2e test-browser bench-smoke
 	$(MAKE) SANITIZE=address,undefined all test-unit test-integration test-conformance test-e2e test-browser
 
 test-unit: $(UNIT_TESTS)
@@ -140,6 +184,13 @@ test-integration: $(BUILD)/bin/chat-presence $(BUILD)/tests/presence_test
 	PRESENCE_BIN=$(abspath $(BUILD)/bin/chat-presence) PRESENCE_TEST=$(abspath $(BUILD)/tests/presence_test) \
 	  LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 tests/integration/run.sh
+
+# The layer check: which room may include which (tests/layers/check.sh), and
+# that it catches planted violations.
+.PHONY: test-layers
+test-layers:
+	tests/layers/check.sh
+	tests/layers/check.sh --selftest
 
 # The TypeScript declarations of the events (clients/typescript/chat.d.ts)
 # type-check with socket.io-client, and the example's deliberate mistakes fail.
@@ -196,13 +247,13 @@ FUZZ_CC      ?= clang
 FUZZ_DIR     := build/fuzz
 FUZZ_TARGETS := eio sio chat jwt
 FUZZ_BINS    := $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_TARGETS))
-FUZZ_CFLAGS   = $(filter -std=% -D% -I% -W%,$(CFLAGS)) $(PKG_CFLAGS) -g -O1 -fno-omit-frame-pointer \
-                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS   = $(filter -std=% -D% -W%,$(CFLAGS)) -Ilib -Iservices/edge -I$(BUILD)/gen $(PKG_CFLAGS) -g -O1 \
+                -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 
-FUZZ_eio_SRC  := services/edge/eio.c lib/mem.c
-FUZZ_sio_SRC  := services/edge/sio.c lib/mem.c
-FUZZ_chat_SRC := services/edge/chat_valid.c services/edge/chat_json.c lib/msgtype.c lib/ids.c lib/mem.c
-FUZZ_jwt_SRC  := services/edge/auth.c lib/ids.c lib/mem.c
+FUZZ_eio_SRC  := services/edge/engineio/eio.c lib/mem.c
+FUZZ_sio_SRC  := services/edge/socketio/sio.c lib/mem.c
+FUZZ_chat_SRC := services/edge/chat/chat_valid.c services/edge/chat/chat_json.c lib/msgtype.c lib/ids.c lib/mem.c
+FUZZ_jwt_SRC  := services/edge/chat/auth.c lib/ids.c lib/mem.c
 FUZZ_eio_LIBS  :=
 FUZZ_sio_LIBS   = $(shell pkg-config --libs jansson)
 FUZZ_chat_LIBS  = $(shell pkg-config --libs jansson)
@@ -214,7 +265,7 @@ $(FUZZ_DIR)/fuzz_sio: $(FUZZ_sio_SRC)
 $(FUZZ_DIR)/fuzz_chat: $(FUZZ_chat_SRC)
 $(FUZZ_DIR)/fuzz_jwt: $(FUZZ_jwt_SRC)
 # Coarse but safe: any header of edge or lib rebuilds the targets.
-$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard services/edge/*.h lib/*.h) | $(GEN_H)
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard services/edge/*/*.h lib/*.h) | $(GEN_H)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZCC  $@"
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*_SRC) $(FUZZ_$*_LIBS)

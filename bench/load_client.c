@@ -98,7 +98,7 @@ static void become_ready(struct lc_conn *c, int64_t now)
         lc_want_write(c);
 }
 
-/* One whole Engine.IO message (socketio-protocol.md §2.2, §3). */
+/* One whole Engine.IO message (docs/protocol.md §2.2, §3). */
 static void on_message(struct lc_conn *c, int64_t now, const char *p, size_t len)
 {
     lc_counts.frames_in++;

@@ -1,12 +1,12 @@
 /* load_client: many Socket.IO v5 clients over Engine.IO v4 WebSocket
- * (socketio-protocol.md §2.5, §3) on one libwebsockets client context, one
+ * (docs/protocol.md §2.5, §3) on one libwebsockets client context, one
  * thread. Each connection: WebSocket upgrade on /socket.io/, the open packet,
  * CONNECT with {"token"}, the CONNECT reply, then the first event
  * (presence:update) marks it ready; a CONNECT reply with no presence:update
  * within LC_JOIN_GRACE_MS (a server whose presence lookup timed out) marks it
  * ready too, as of the reply, and is counted in no_list. Server pings are answered; everything
  * else is handed to the application's callbacks. Frames are written one per
- * WRITEABLE callback (c-stack.md §2), built when they are written. */
+ * WRITEABLE callback (docs/architecture.md §Libraries), built when they are written. */
 #ifndef LOAD_CLIENT_H
 #define LOAD_CLIENT_H
 

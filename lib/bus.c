@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "mem.h"
 
 static void on_disconnected(natsConnection *nc, void *closure)
 {
@@ -109,4 +110,19 @@ int bus_publish(struct bus *b, const char *subject, const ProtobufCMessage *m)
 int bus_connected(const struct bus *b)
 {
     return b->nc && natsConnection_Status(b->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+natsStatus bus_js_publish(jsCtx *js, const char *subject, const char *msg_id, long max_wait_ms,
+                          const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = xmalloc(n ? n : 1);
+    protobuf_c_message_pack(m, buf);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = msg_id;
+    po.MaxWait = max_wait_ms;
+    natsStatus s = js_PublishAsync(js, subject, buf, (int)n, &po);
+    free(buf);
+    return s;
 }

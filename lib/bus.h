@@ -23,7 +23,7 @@ struct bus {
 
 /* Connects (or keeps trying in the background when the server is not up).
  * Keeps on_connect/on_connect_closure and no_echo if the caller set them.
- * send_asap: 1 for request/reply responders (lower latency, see c-stack.md).
+ * send_asap: 1 for request/reply responders (lower latency, docs/architecture.md §Libraries).
  * Returns 0, or -1 after logging the nats.c error (bad URL...). */
 int bus_open(struct bus *b, const char *url, const char *name, int send_asap);
 /* Flushes what was published (bounded by timeout_ms), closes and frees. Accepts a
@@ -31,6 +31,13 @@ int bus_open(struct bus *b, const char *url, const char *name, int send_asap);
 void bus_close(struct bus *b, int timeout_ms);
 /* Packs m and publishes it. Returns 0, or -1 when NATS does not take it. */
 int bus_publish(struct bus *b, const char *subject, const ProtobufCMessage *m);
+/* Packs m and publishes it to JetStream without waiting for the ack (a
+ * failure comes back to the jsCtx's PublishAsync error handler). msg_id: the
+ * Nats-Msg-Id that makes a republication within the stream's duplicate
+ * window a no-op, or NULL. max_wait_ms: how long nats.c waits for the ack (0:
+ * its default). Returns what js_PublishAsync returns. */
+natsStatus bus_js_publish(jsCtx *js, const char *subject, const char *msg_id, long max_wait_ms,
+                          const ProtobufCMessage *m);
 /* 1 when the connection is up now. */
 int bus_connected(const struct bus *b);
 

@@ -1,5 +1,5 @@
 /* config: environment-only configuration, read once in main from a table
- * (style rule 20). Prints the effective values with secrets masked; on bad
+ * (every service lists its variables the same way). Prints the effective values with secrets masked; on bad
  * input lists every problem and exits 1. */
 #ifndef CONFIG_H
 #define CONFIG_H
@@ -21,6 +21,15 @@ struct config_var {
     long min, max;   /* CONFIG_INT bounds */
     const char *help;
 };
+
+/* One row of a service's table for its config struct T (style: every
+ * service's main.c lists its variables this way). */
+#define CONFIG_VAR(T, name, kind, def, field, min, max, help)                                                \
+    {                                                                                                        \
+        name, kind, def, 0, offsetof(T, field), min, max, help                                               \
+    }
+/* The number of rows of a table. */
+#define CONFIG_COUNT(vars) (sizeof(vars) / sizeof((vars)[0]))
 
 /* Fills *out from the environment. Exits 1 after logging every missing or
  * invalid variable. Strings stay valid for the life of the process. */

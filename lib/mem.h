@@ -1,9 +1,13 @@
-/* mem: allocation that never returns NULL (aborts on OOM, style rule 14) and a
+/* mem: allocation that never returns NULL (aborts on OOM: a service that
+ * cannot allocate cannot answer anyone, and no caller checks) and a
  * growable byte buffer. No I/O, no globals: usable from the pure codecs. */
 #ifndef MEM_H
 #define MEM_H
 
 #include <stddef.h>
+
+/* The struct of type T whose member m is at p. */
+#define container_of(p, T, m) ((T *)(void *)((char *)(p)-offsetof(T, m)))
 
 void *xmalloc(size_t n);
 void *xcalloc(size_t count, size_t n);

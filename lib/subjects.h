@@ -1,6 +1,6 @@
 /* subjects: every NATS subject of the product, with its payload (proto/chat.proto,
  * package chat.v1), who publishes and who subscribes. Keep this file and the
- * table in ../shared/docs/architecture.md and README.md in step. */
+ * table in docs/architecture.md and README.md in step. */
 #ifndef SUBJECTS_H
 #define SUBJECTS_H
 

@@ -1,27 +1,23 @@
-/* abuse: abuse limits of the edge: Engine.IO sessions and handshakes per
- * client address, and the token bucket that paces each socket's events.
- * Lws thread only. */
+/* abuse: the per-address limits of the edge: Engine.IO sessions and
+ * handshakes per client address (EDGE_MAX_CONN_PER_IP, EDGE_HANDSHAKES_PER_S).
+ * main.c makes them the engine's admission hook. Loop thread only. */
 #ifndef ABUSE_H
 #define ABUSE_H
 
-struct edge;
+#include "map.h"
 
-/* A token bucket: rate tokens per second, at most burst in the bucket. */
-struct abuse_bucket {
-    double tokens;
-    long long last_us; /* 0: new (full) */
+struct abuse {
+    long max_conn_per_ip;  /* 0: no limit */
+    long handshakes_per_s; /* 0: no limit; burst twice that */
+    struct map peers;      /* client address -> its state */
 };
 
-/* Takes one token; returns 1, or 0 when the bucket is empty. */
-int abuse_take(struct abuse_bucket *b, double rate, double burst, long long now_us);
-long long abuse_now_us(void);
-
-/* A new session from ip: 0, or -1 when ip already holds EDGE_MAX_CONN_PER_IP
- * sessions or opens them faster than EDGE_HANDSHAKES_PER_S. On 0 the caller
- * must abuse_release(ip) when the session ends. */
-int abuse_admit(struct edge *e, const char *ip);
-void abuse_release(struct edge *e, const char *ip);
+void abuse_init(struct abuse *a, long max_conn_per_ip, long handshakes_per_s);
+/* The engine's admit/release hooks (ctx: the struct abuse). admit: 0, or -1
+ * when ip already holds max_conn_per_ip sessions or opens them too fast. */
+int abuse_admit(void *ctx, const char *ip);
+void abuse_release(void *ctx, const char *ip);
 /* Frees the table (shutdown). */
-void abuse_cleanup(struct edge *e);
+void abuse_cleanup(struct abuse *a);
 
 #endif

@@ -11,12 +11,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "chat.h"
-#include "edge.h"
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
-#include "polling.h"
 
 #define LOGIN_MAX_BODY 1024
 #define DEV_TOKEN_TTL_S (24 * 3600)
@@ -60,15 +57,20 @@ static int safe_path(const char *p)
     return 1;
 }
 
-static int serve_static(struct lws *wsi, struct ws_pss *pss, struct edge *e, const char *path)
+static int not_found(struct lws *wsi, struct http_conn *h)
+{
+    return http_respond(wsi, h, HTTP_STATUS_NOT_FOUND, "text/plain", "not found\n", 10);
+}
+
+static int serve_static(struct lws *wsi, struct http_conn *h, struct site *site, const char *path)
 {
     char root[PATH_MAX], want[PATH_MAX * 2], real[PATH_MAX];
-    if (!*e->cfg->static_dir || !realpath(e->cfg->static_dir, root) || !safe_path(path))
-        return polling_respond(wsi, pss, HTTP_STATUS_NOT_FOUND, "text/plain", "not found\n", 10);
+    if (!*site->static_dir || !realpath(site->static_dir, root) || !safe_path(path))
+        return not_found(wsi, h);
     snprintf(want, sizeof want, "%s%s", root, strcmp(path, "/") == 0 ? "/index.html" : path);
     size_t rlen = strlen(root);
     if (!realpath(want, real) || strncmp(real, root, rlen) != 0 || (real[rlen] != '/' && real[rlen] != '\0'))
-        return polling_respond(wsi, pss, HTTP_STATUS_NOT_FOUND, "text/plain", "not found\n", 10);
+        return not_found(wsi, h);
     int n = lws_serve_http_file(wsi, real, mime_of(real), NULL, 0);
     if (n < 0)
         return -1;
@@ -77,80 +79,51 @@ static int serve_static(struct lws *wsi, struct ws_pss *pss, struct edge *e, con
     return 0;
 }
 
-static int health(struct lws *wsi, struct ws_pss *pss, struct edge *e)
+static int health(struct lws *wsi, struct http_conn *h, struct site *site)
 {
-    int ok = e->conformance || bus_connected(&e->bus);
+    int ok = !site->healthy || site->healthy(site->ctx);
     const char *body = ok ? "{\"status\":\"ok\"}\n" : "{\"status\":\"unavailable\",\"nats\":false}\n";
-    return polling_respond(wsi, pss, ok ? HTTP_STATUS_OK : HTTP_STATUS_SERVICE_UNAVAILABLE,
-                           "application/json", body, strlen(body));
+    return http_respond(wsi, h, ok ? HTTP_STATUS_OK : HTTP_STATUS_SERVICE_UNAVAILABLE, "application/json",
+                        body, strlen(body));
 }
 
-static int metrics(struct lws *wsi, struct ws_pss *pss, struct edge *e)
+static int metrics(struct lws *wsi, struct http_conn *h, struct site *site)
 {
-    size_t polling = 0, websocket = 0, i;
-    for (struct map_entry *m = map_first(&e->sessions, &i); m; m = map_next(&e->sessions, m, &i))
-        if (((struct session *)m->value)->transport == SESSION_POLLING)
-            polling++;
-        else
-            websocket++;
-    metrics_set("chat_edge_sessions", "transport=\"polling\"", (double)polling);
-    metrics_set("chat_edge_sessions", "transport=\"websocket\"", (double)websocket);
-    if (e->bus.nc) {
-        natsStatistics *st = NULL;
-        uint64_t reconnects = 0;
-        if (natsStatistics_Create(&st) == NATS_OK && natsConnection_GetStats(e->bus.nc, st) == NATS_OK)
-            natsStatistics_GetCounts(st, NULL, NULL, NULL, NULL, &reconnects);
-        natsStatistics_Destroy(st);
-        metrics_set("chat_edge_nats_reconnects_total", NULL, (double)reconnects);
-        metrics_set("chat_edge_nats_connected", NULL, bus_connected(&e->bus));
-    }
+    if (site->gauges)
+        site->gauges(site->ctx);
     char *text = metrics_render();
-    int rc = polling_respond(wsi, pss, HTTP_STATUS_OK, "text/plain; version=0.0.4", text, strlen(text));
+    int rc = http_respond(wsi, h, HTTP_STATUS_OK, "text/plain; version=0.0.4", text, strlen(text));
     free(text);
     return rc;
 }
 
-int site_request(struct lws *wsi, struct ws_pss *pss, struct edge *e, const char *path)
+static int login(void *ctx, struct lws *wsi, struct http_conn *h);
+
+static int request(void *ctx, struct lws *wsi, struct http_conn *h, const char *path, int *want_body)
 {
+    struct site *site = ctx;
     char *uri;
     int ulen;
     int method = lws_http_get_uri_and_method(wsi, &uri, &ulen);
-    pss->role = WS_ROLE_NONE;
-    pss->body.len = 0;
-    pss->close_after = 0;
-    free(pss->origin);
-    pss->origin = NULL;
-    pss->preflight = 0;
     if (method == LWSHUMETH_GET && strcmp(path, "/healthz") == 0)
-        return health(wsi, pss, e);
+        return health(wsi, h, site);
     if (method == LWSHUMETH_GET && strcmp(path, "/metrics") == 0)
-        return metrics(wsi, pss, e);
-    if (method == LWSHUMETH_POST && strcmp(path, "/dev/login") == 0 && e->dev_login) {
-        char clen[24];
-        if (lws_hdr_copy(wsi, clen, sizeof clen, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0 ||
-            strtoul(clen, NULL, 10) > LOGIN_MAX_BODY) {
-            pss->close_after = 1;
-            return polling_respond(wsi, pss, HTTP_STATUS_REQ_ENTITY_TOO_LARGE, "text/plain", "bad length\n",
-                                   11);
+        return metrics(wsi, h, site);
+    if (method == LWSHUMETH_POST && strcmp(path, "/dev/login") == 0 && site->dev_login) {
+        long long clen = http_content_length(wsi);
+        if (clen < 0 || clen > LOGIN_MAX_BODY) {
+            h->close_after = 1;
+            return http_respond(wsi, h, HTTP_STATUS_REQ_ENTITY_TOO_LARGE, "text/plain", "bad length\n", 11);
         }
-        pss->role = WS_ROLE_LOGIN;
-        if (strtoul(clen, NULL, 10) == 0)
-            return site_body_done(wsi, pss, e);
+        if (clen == 0)
+            return login(ctx, wsi, h);
+        *want_body = 1;
         return 0;
     }
     if (method == LWSHUMETH_GET)
-        return serve_static(wsi, pss, e, path);
-    pss->close_after = 1;
-    return polling_respond(wsi, pss, HTTP_STATUS_NOT_FOUND, "text/plain", "not found\n", 10);
-}
-
-int site_body(struct lws *wsi, struct ws_pss *pss, const void *in, size_t len)
-{
-    (void)wsi;
-    if (pss->body.len + len > LOGIN_MAX_BODY)
-        return -1;
-    buf_append(&pss->body, in, len);
-    return 0;
+        return serve_static(wsi, h, site, path);
+    h->close_after = 1;
+    return not_found(wsi, h);
 }
 
 /* The same user name always gets the same user id (a name-based uuid), so a
@@ -168,13 +141,10 @@ static void name_uuid(char *out, const char *name)
              (unsigned)(h1 & 0xffff), (unsigned)(h2 >> 48), (unsigned long long)(h2 & 0xffffffffffffULL));
 }
 
-int site_body_done(struct lws *wsi, struct ws_pss *pss, struct edge *e)
+static int login(void *ctx, struct lws *wsi, struct http_conn *h)
 {
-    if (pss->role != WS_ROLE_LOGIN)
-        return 0;
-    pss->role = WS_ROLE_NONE;
-    json_t *req =
-        json_loadb(pss->body.data ? pss->body.data : "", pss->body.len, JSON_REJECT_DUPLICATES, NULL);
+    struct site *site = ctx;
+    json_t *req = json_loadb(h->body.data ? h->body.data : "", h->body.len, JSON_REJECT_DUPLICATES, NULL);
     json_t *name = json_object_get(req, "username");
     size_t nlen = json_string_length(name);
     int ok = json_is_string(name) && nlen >= 1 && nlen <= 32;
@@ -183,7 +153,7 @@ int site_body_done(struct lws *wsi, struct ws_pss *pss, struct edge *e)
     if (!ok) {
         json_decref(req);
         const char *msg = "{\"error\":\"username must be 1 to 32 printable characters\"}";
-        return polling_respond(wsi, pss, HTTP_STATUS_BAD_REQUEST, "application/json", msg, strlen(msg));
+        return http_respond(wsi, h, HTTP_STATUS_BAD_REQUEST, "application/json", msg, strlen(msg));
     }
     char id[37];
     name_uuid(id, json_string_value(name));
@@ -192,17 +162,23 @@ int site_body_done(struct lws *wsi, struct ws_pss *pss, struct edge *e)
     if (jwt_new(&jwt) == 0 && jwt_add_grant(jwt, "sub", id) == 0 &&
         jwt_add_grant(jwt, "username", json_string_value(name)) == 0 &&
         jwt_add_grant_int(jwt, "exp", (long)time(NULL) + DEV_TOKEN_TTL_S) == 0 &&
-        jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)e->cfg->jwt_secret,
-                    (int)strlen(e->cfg->jwt_secret)) == 0)
+        jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)site->jwt_secret,
+                    (int)strlen(site->jwt_secret)) == 0)
         tok = jwt_encode_str(jwt);
     jwt_free(jwt);
     json_t *res = json_pack("{s:s,s:s,s:O}", "token", tok ? tok : "", "userId", id, "username", name);
     free(tok);
     char *text = json_dumps(res, JSON_COMPACT);
     log_warn("dev login user=%s (EDGE_DEV_LOGIN is on: never in production)", id);
-    int rc = polling_respond(wsi, pss, HTTP_STATUS_OK, "application/json", text, strlen(text));
+    int rc = http_respond(wsi, h, HTTP_STATUS_OK, "application/json", text, strlen(text));
     free(text);
     json_decref(res);
     json_decref(req);
     return rc;
 }
+
+const struct server_routes site_routes = {
+    .request = request,
+    .body_done = login,
+    .max_body = LOGIN_MAX_BODY,
+};

@@ -1,20 +1,24 @@
-/* site: the edge's plain HTTP routes next to Engine.IO: GET /healthz, GET
+/* site: the edge's plain HTTP routes beside Engine.IO: GET /healthz, GET
  * /metrics, the demo's static files (EDGE_STATIC_DIR) and, for the demo only,
- * POST /dev/login (EDGE_DEV_LOGIN=1 with a "dev-" secret). */
+ * POST /dev/login (EDGE_DEV_LOGIN=1 with a "dev-" secret). main.c mounts them
+ * on the server (server_set_routes with site_routes and the struct site). */
 #ifndef SITE_H
 #define SITE_H
 
-#include <libwebsockets.h>
+#include "server/server.h"
 
-#include "ws.h"
+struct site {
+    const char *static_dir; /* "" : no static files */
+    const char *jwt_secret; /* signs dev logins */
+    int dev_login;          /* POST /dev/login is served */
+    /* 1 when the edge can do its job (GET /healthz: 200, else 503). */
+    int (*healthy)(void *ctx);
+    /* Sets the gauges that are read, not counted, just before /metrics is rendered. */
+    void (*gauges)(void *ctx);
+    void *ctx;
+};
 
-struct edge;
-
-/* LWS_CALLBACK_HTTP for a path that is not Engine.IO's. */
-int site_request(struct lws *wsi, struct ws_pss *pss, struct edge *e, const char *path);
-/* POST bodies of /dev/login (LWS_CALLBACK_HTTP_BODY / _COMPLETION). */
-int site_body(struct lws *wsi, struct ws_pss *pss, const void *in, size_t len);
-int site_body_done(struct lws *wsi, struct ws_pss *pss, struct edge *e);
+extern const struct server_routes site_routes;
 /* 1 when EDGE_DEV_LOGIN may be used with this secret. */
 int site_dev_secret(const char *secret);
 

@@ -308,6 +308,47 @@ async function startService(kind, bin, { nats, pg, name = kind, env = {}, ready,
   return svc;
 }
 
+/**
+ * Starts any binary of ours with env (added to PATH/HOME and the sanitizer
+ * options) and waits for a log line matching ready. Returns {child, stop()}:
+ * stop() sends SIGTERM and checks the clean exit like an edge's.
+ */
+export async function startBinary({ name, bin, env = {}, ready = /listening/, readyTimeout = 10000 }) {
+  if (!existsSync(bin)) throw new Error(`${name}: binary not found at ${bin} (build it with make)`);
+  const fullEnv = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME ?? "/tmp",
+    ASAN_OPTIONS: process.env.ASAN_OPTIONS,
+    LSAN_OPTIONS: process.env.LSAN_OPTIONS,
+    UBSAN_OPTIONS: process.env.UBSAN_OPTIONS,
+    ...env,
+  };
+  for (const k of Object.keys(fullEnv)) if (fullEnv[k] === undefined) delete fullEnv[k];
+  const child = new Child(name, bin, [], fullEnv);
+  try {
+    await child.waitForLine(ready, readyTimeout, `a ${ready} log line`);
+  } catch (err) {
+    const out = child.tail();
+    await child.stop("SIGKILL");
+    throw new Error(`${err.message}\n--- ${name} output ---\n${out}`);
+  }
+  const proc = {
+    name,
+    child,
+    async stop(signal = "SIGTERM", grace = 10000) {
+      startedEdges.delete(proc);
+      const r = await child.stop(signal, grace);
+      if (signal === "SIGTERM") assertCleanExit(child, r);
+      return r;
+    },
+  };
+  startedEdges.add(proc);
+  return proc;
+}
+
+/** The directory of the binaries under test (beside chat-edge). */
+export { BIN_DIR };
+
 /** chat-messaging; resolves once it has set up JetStream and its schema ("ready" log line). */
 export function startMessaging(opts = {}) {
   return startService("chat-messaging", MESSAGING_BIN, { ready: /\bready partitions=/, ...opts });

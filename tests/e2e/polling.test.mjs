@@ -1,4 +1,4 @@
-// HTTP long-polling and the upgrade to WebSocket (socketio-protocol.md §2.6–2.7),
+// HTTP long-polling and the upgrade to WebSocket (docs/protocol.md §2.6–2.7),
 // on the same port and path as the WebSocket: handshake, held GETs, POSTs,
 // errors, heartbeat, concurrency and aborts, Connection: close, the upgrade
 // (probe, noop, flush, afterwards), CORS, and chat traffic across an upgrade.

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chat_json.h"
-#include "chat_valid.h"
+#include "chat/chat_json.h"
+#include "chat/chat_valid.h"
 #include "msgtype.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "auth.h"
+#include "chat/auth.h"
 #include "mem.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "mem.h"
-#include "sio.h"
+#include "socketio/sio.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,4 +1,4 @@
-/* Unit tests of auth.c: every token shape of c-stack.md §4, minted here with
+/* Unit tests of auth.c: every token shape of docs/architecture.md §Libraries, minted here with
  * libjwt (or by hand where libjwt refuses to make them). */
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "auth.h"
+#include "chat/auth.h"
 #include "mem.h"
 
 #define NOW 1800000000L

@@ -1,5 +1,5 @@
 /* test_chat_valid: the payload checks of every chat event
- * (seed-socket-handlers.md §Client → Server Events), table-driven: each case
+ * (the README's event table), table-driven: each case
  * is the event's argument as JSON and the exact chat:error code and message,
  * or none when the payload is valid. Small limits keep the edges visible. */
 #include <stdarg.h>
@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "chat_valid.h"
+#include "chat/chat_valid.h"
 
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -11,8 +11,8 @@
 
 #include <string.h>
 
-#include "chat_json.h"
-#include "chat_wire.h"
+#include "chat/chat_json.h"
+#include "chat/chat_wire.h"
 
 /* The seed's shapes for each Delivery, built with jansson: [name, payload],
  * or NULL for an unknown one (or a string jansson refuses). */

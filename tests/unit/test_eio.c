@@ -1,5 +1,5 @@
 /* test_eio: Engine.IO v4 codec. Cases are the examples of
- * docs/socketio-protocol.md §2 and §5; every incremental decoder is fed whole,
+ * docs/protocol.md §2 and §5; every incremental decoder is fed whole,
  * split at every offset and one byte at a time. Run it under ASan: inputs are
  * copied into exact-size heap blocks so any over-read is caught. */
 #include <stdarg.h>
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "eio.h"
+#include "engineio/eio.h"
 #include "mem.h"
 
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))

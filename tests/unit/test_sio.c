@@ -1,5 +1,5 @@
 /* test_sio: Socket.IO v5 codec. Cases are the examples of
- * docs/socketio-protocol.md §3 and §5, written as they appear on the wire
+ * docs/protocol.md §3 and §5, written as they appear on the wire
  * (with the Engine.IO message digit '4' in front, which the driver strips).
  * Inputs are copied into exact-size heap blocks so ASan catches over-reads. */
 #include <stdarg.h>
@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "mem.h"
-#include "sio.h"
+#include "socketio/sio.h"
 
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -1,0 +1,130 @@
+/* chat_int: what the chat application's files share (chat_socks.c: sockets
+ * and users; chat_events.c: the client events; chat_nats.c: everything that
+ * goes to and comes from NATS). Private to chat/. */
+#ifndef CHAT_INT_H
+#define CHAT_INT_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "bucket.h"
+#include "chat.h"
+#include "chat.pb-c.h"
+#include "map.h"
+#include "mem.h"
+#include "relay.h"
+
+/* A NATS subscription's closure: its chat, and what its messages are. */
+struct chat_sub {
+    struct chat *c;
+    enum relay_kind kind;
+};
+
+struct chat_user {
+    char id[37];
+    natsSubscription *sub;
+    struct chat_sock *socks; /* every local socket of the user */
+    int nsocks;
+};
+
+struct chat_sock {
+    struct sock *k;
+    struct chat_user *user;
+    struct chat_sock *next; /* in user->socks */
+    struct chat *chat;
+    char num[24];                /* k->num in decimal: key of chat->socks */
+    struct bucket events;        /* EDGE_EVENTS_PER_S */
+    long refused_in_row;         /* events refused by the rate limit, in a row */
+    struct wheel_timer t_expiry; /* the token's exp */
+    char username[];             /* the token's, at most AUTH_MAX_USERNAME bytes */
+};
+
+enum req_kind { REQ_CONNECT, REQ_HISTORY, REQ_PRESENCE };
+
+/* A request to a service waiting for its reply (or its timeout). */
+struct chat_req {
+    struct chat *chat;
+    enum req_kind kind;
+    char key[24];      /* request number: last token of the reply subject */
+    char sock_num[24]; /* the socket it answers */
+    int64_t ack_id;
+    struct wheel_timer timer;
+};
+
+/* The fixed subscriptions; SUB_USER is only the closure of every user's. */
+enum { SUB_EDGE, SUB_REPLY, SUB_STATUS, SUB_RESYNC, SUB_USER, NSUBS };
+
+struct chat {
+    const struct chat_config *cfg;
+    struct bus *bus;
+    struct wheel *wheel;
+    struct relay *relay;
+    jsCtx *js;
+    struct map users; /* user id -> struct chat_user */
+    struct map socks; /* socket number -> struct chat_sock */
+    struct map reqs;  /* request number -> struct chat_req */
+    uint64_t next_req;
+    natsSubscription *subs[NSUBS];
+    struct chat_sub sub_ctx[NSUBS];
+    char edge_subject[128];
+    char inbox[64]; /* replies come to <inbox>.<request number> */
+    struct wheel_timer t_heartbeat;
+    pthread_t streams_thread;
+    int streams_started;
+    volatile int stopped;
+};
+
+#define REQUEST_TIMEOUT_MS 5000
+
+/* For the functions that refuse with *code and *msg (static text). */
+#define FAIL(c, m)                                                                                           \
+    do {                                                                                                     \
+        *code = (c);                                                                                         \
+        *msg = (m);                                                                                          \
+        return -1;                                                                                           \
+    } while (0)
+
+/* chat_socks.c */
+void chat_user_attach(struct chat *c, struct chat_sock *cs, const char *id);
+void chat_user_detach(struct chat *c, struct chat_sock *cs);
+void chat_finish_connect(struct chat_sock *cs, const Chat__V1__PresenceList *list);
+void chat_deliver(struct chat *c, const char *user_id, const uint8_t *data, size_t len);
+int chat_fan_out_delivery(struct chat *c, struct chat_user *u, const Chat__V1__Delivery *d);
+void chat_on_status(struct chat *c, const uint8_t *data, size_t len);
+void chat_on_resync(struct chat *c);
+
+/* chat_events.c */
+void chat_count(const char *metric, const char *label, const char *value);
+void chat_send_error(struct chat_sock *cs, const char *event, int64_t ack_id, const char *code,
+                     const char *message);
+void chat_send_ok(struct chat_sock *cs, int64_t ack_id, const char *key, json_t *value);
+void chat_emit(struct chat_sock *cs, const char *event, json_t *payload);
+/* The sio_app's on_packet (ctx: the chat): one client event. */
+void chat_on_packet(void *ctx, struct sock *k, struct sio_packet *p);
+
+/* chat_nats.c */
+/* Sends a request whose reply comes back through the relay (or times out
+ * after timeout_ms). Returns 0, or -1 when NATS does not take it. */
+int chat_request(struct chat_sock *cs, enum req_kind kind, int64_t ack_id, const char *subject,
+                 const ProtobufCMessage *m, long timeout_ms);
+/* Subscribes chat.user.<u->id> (a failure is logged: the user gets nothing
+ * from other edges until NATS takes it). */
+void chat_subscribe_user(struct chat *c, struct chat_user *u);
+void chat_unsubscribe(natsSubscription **sub);
+/* A SessionEvent about cs (its strings borrowed from cs and the config). */
+void chat_session_event(Chat__V1__SessionEvent *ev, struct chat_sock *cs, Chat__V1__SessionEvent__Kind kind,
+                        int resync);
+/* Tells presence that cs opened or closed. */
+void chat_announce(struct chat_sock *cs, Chat__V1__SessionEvent__Kind kind, int resync);
+/* A Delivery to user to: through NATS to the user's sockets on other edges
+ * (and to taps), directly to its sockets here (the edge's connection does not
+ * hear its own publications). Returns 0, or -1 with *code and *msg. */
+int chat_publish_delivery(struct chat_sock *cs, const char *to, Chat__V1__Delivery *d, const char **code,
+                          const char **msg);
+/* A command to JetStream, without waiting (the loop never blocks); a failure
+ * comes back as the client's error. Returns 1 (answered later), or -1. */
+int chat_publish_command(struct chat_sock *cs, const char *subject, const char *msg_id,
+                         const ProtobufCMessage *m, const char **code, const char **msg);
+
+#endif

@@ -1,0 +1,249 @@
+/* chat_socks: the chat's sockets and users. A CONNECT is authorized by its
+ * token; every socket of a user on this edge hangs off one struct chat_user,
+ * which holds the user's one NATS subscription. Deliveries and statuses that
+ * come from NATS are written once into a frame and queued for every socket
+ * they concern. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "auth.h"
+#include "chat_int.h"
+#include "chat_wire.h"
+#include "log.h"
+#include "subjects.h"
+
+#define CONNECT_WAIT_MS 2000 /* longest wait for presence before a CONNECT reply */
+
+/* ---------- users ---------- */
+
+void chat_user_attach(struct chat *c, struct chat_sock *cs, const char *id)
+{
+    struct chat_user *u = map_get(&c->users, id);
+    if (!u) {
+        u = xcalloc(1, sizeof *u);
+        memcpy(u->id, id, sizeof u->id);
+        chat_subscribe_user(c, u);
+        map_put(&c->users, u->id, u);
+    }
+    cs->user = u;
+    cs->next = u->socks;
+    u->socks = cs;
+    u->nsocks++;
+}
+
+void chat_user_detach(struct chat *c, struct chat_sock *cs)
+{
+    struct chat_user *u = cs->user;
+    struct chat_sock **p = &u->socks;
+    while (*p && *p != cs)
+        p = &(*p)->next;
+    if (*p)
+        *p = cs->next;
+    cs->user = NULL;
+    u->nsocks--;
+    if (!u->socks) {
+        if (!c->stopped)
+            chat_unsubscribe(&u->sub);
+        map_del(&c->users, u->id);
+        free(u);
+    }
+}
+
+/* ---------- frames ---------- */
+
+/* Sends one packet written by chat_wire to one socket. */
+static void send_wire(struct chat_sock *cs, const struct buf *packet)
+{
+    struct frame *f = frame_text(EIO_MESSAGE, packet->data, packet->len);
+    sock_send_frame(cs->k, f);
+    frame_unref(f);
+}
+
+/* Sends one packet (written once) to sockets: one user's (user set) or
+ * everyone's. */
+static void fan_out(struct chat *c, struct chat_user *user, const char *event, const struct buf *packet,
+                    uint64_t coalesce)
+{
+    chat_count("chat_edge_fanouts_total", "event", event);
+    struct frame *f = frame_text(EIO_MESSAGE, packet->data, packet->len);
+    f->coalesce = coalesce;
+    if (user) {
+        for (struct chat_sock *cs = user->socks; cs; cs = cs->next)
+            if (cs->k->state == SOCK_OPEN)
+                sock_send_frame(cs->k, f);
+    } else {
+        size_t i;
+        for (struct map_entry *m = map_first(&c->socks, &i); m; m = map_next(&c->socks, m, &i)) {
+            struct chat_sock *cs = m->value;
+            if (cs->k->state == SOCK_OPEN)
+                sock_send_frame(cs->k, f);
+        }
+    }
+    frame_unref(f);
+}
+
+/* ghost:typing is the whole text typed so far: a newer one from the same
+ * sender makes a queued one useless. Its frames carry a key of the sender
+ * (FNV-1a 64, never 0) so that one still queued is replaced (session.h). */
+static uint64_t ghost_key(const Chat__V1__Delivery *d)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (const unsigned char *p = (const unsigned char *)d->ghost_typing->user_id; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    return h | 1;
+}
+
+int chat_fan_out_delivery(struct chat *c, struct chat_user *u, const Chat__V1__Delivery *d)
+{
+    struct buf b;
+    const char *event;
+    buf_init(&b);
+    int r = chat_wire_delivery(&b, d, &event);
+    if (r == 0)
+        fan_out(c, u, event, &b, d->event_case == CHAT__V1__DELIVERY__EVENT_GHOST_TYPING ? ghost_key(d) : 0);
+    buf_cleanup(&b);
+    return r;
+}
+
+void chat_deliver(struct chat *c, const char *user_id, const uint8_t *data, size_t len)
+{
+    struct chat_user *u = map_get(&c->users, user_id);
+    if (!u)
+        return; /* the last socket left after NATS had it queued */
+    Chat__V1__Delivery *d = chat__v1__delivery__unpack(NULL, len, data);
+    if (!d || chat_fan_out_delivery(c, u, d) != 0)
+        log_warn("undecodable delivery user=%s len=%zu", user_id, len);
+    chat__v1__delivery__free_unpacked(d, NULL);
+}
+
+void chat_on_status(struct chat *c, const uint8_t *data, size_t len)
+{
+    Chat__V1__PresenceChange *ch = chat__v1__presence_change__unpack(NULL, len, data);
+    struct buf b;
+    buf_init(&b);
+    if (ch && ch->info && chat_wire_status(&b, ch->info) == 0)
+        fan_out(c, NULL, "user:status", &b, 0);
+    buf_cleanup(&b);
+    chat__v1__presence_change__free_unpacked(ch, NULL);
+}
+
+/* Presence restarted: it learns every open session again, without
+ * broadcasts (docs/architecture.md §Presence). */
+void chat_on_resync(struct chat *c)
+{
+    size_t i;
+    for (struct map_entry *m = map_first(&c->socks, &i); m; m = map_next(&c->socks, m, &i)) {
+        struct chat_sock *cs = m->value;
+        if (cs->k->state == SOCK_OPEN)
+            chat_announce(cs, CHAT__V1__SESSION_EVENT__KIND__KIND_OPEN, 1);
+    }
+}
+
+/* ---------- connect / disconnect ---------- */
+
+void chat_finish_connect(struct chat_sock *cs, const Chat__V1__PresenceList *list)
+{
+    sock_accept(cs->k);
+    if (!list)
+        return;
+    struct buf b;
+    buf_init(&b);
+    if (chat_wire_presence_list(&b, "presence:update", list) == 0)
+        send_wire(cs, &b);
+    else
+        log_warn("presence list with a name that is not UTF-8: not sent socket=%s", cs->k->id);
+    buf_cleanup(&b);
+}
+
+static int nsp_valid(void *ctx, const char *nsp)
+{
+    (void)ctx;
+    return strcmp(nsp, "/") == 0;
+}
+
+static void on_token_expiry(struct wheel_timer *t)
+{
+    struct chat_sock *cs = container_of(t, struct chat_sock, t_expiry);
+    log_info("token expired user=%s socket=%s: disconnecting", cs->user->id, cs->k->id);
+    chat_count("chat_edge_disconnects_total", "reason", "token_expired");
+    sock_disconnect(cs->k); /* frees cs (on_disconnect) */
+}
+
+/* docs/architecture.md §Connect: verify the token, subscribe the user's
+ * subject, announce the session to presence and answer the CONNECT with its
+ * reply. The reply travels after the SUB on the same NATS connection, so once
+ * the client sees "connect", deliveries to it work from every edge. Without
+ * presence (no responder, timeout) the CONNECT is answered all the same. */
+static int authorize(void *ctx, struct sock *k, json_t *auth, json_t **error)
+{
+    struct chat *c = ctx;
+    const struct chat_config *cfg = c->cfg;
+    json_t *tok = json_object_get(auth, "token");
+    struct auth_claims claims;
+    const char *why = "no token";
+    if (!json_is_string(tok) ||
+        auth_verify(&claims, json_string_value(tok), json_string_length(tok),
+                    (const unsigned char *)cfg->jwt_secret, strlen(cfg->jwt_secret), time(NULL), &why) != 0) {
+        log_info("connect refused socket=%s reason=\"%s\"", k->id, why);
+        chat_count("chat_edge_connects_total", "result", "unauthorized");
+        *error = json_pack("{s:s}", "message", "unauthorized");
+        return SOCK_REJECT;
+    }
+    struct chat_user *known = map_get(&c->users, claims.user_id);
+    if (known && known->nsocks >= cfg->max_sockets_per_user) {
+        log_info("connect refused user=%s reason=\"too many sockets\" sockets=%d", claims.user_id,
+                 known->nsocks);
+        chat_count("chat_edge_connects_total", "result", "too_many_connections");
+        *error = json_pack("{s:s}", "message", "too many connections");
+        return SOCK_REJECT;
+    }
+    size_t name_len = strlen(claims.username);
+    struct chat_sock *cs = xcalloc(1, sizeof *cs + name_len + 1);
+    cs->k = k;
+    cs->chat = c;
+    memcpy(cs->username, claims.username, name_len + 1);
+    /* The socket lives as long as its token: DISCONNECT at exp. */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    long long left_us = (claims.exp - (long long)now.tv_sec) * 1000000LL - now.tv_nsec / 1000;
+    wheel_lws_schedule(c->wheel, &cs->t_expiry, on_token_expiry, left_us > 0 ? left_us : 0, WHEEL_EXACT);
+    snprintf(cs->num, sizeof cs->num, "%" PRIu64, k->num);
+    k->app_state = cs;
+    map_put(&c->socks, cs->num, cs);
+    chat_user_attach(c, cs, claims.user_id);
+    log_info("connect user=%s socket=%s", claims.user_id, k->id);
+    chat_count("chat_edge_connects_total", "result", "ok");
+
+    Chat__V1__SessionEvent ev;
+    chat_session_event(&ev, cs, CHAT__V1__SESSION_EVENT__KIND__KIND_OPEN, 0);
+    if (chat_request(cs, REQ_CONNECT, -1, SUBJ_PRESENCE_SESSION, &ev.base, CONNECT_WAIT_MS) != 0)
+        return SOCK_ACCEPT; /* no NATS now: nothing to wait for */
+    return SOCK_LATER;
+}
+
+static void on_disconnect(void *ctx, struct sock *k, const char *reason)
+{
+    struct chat *c = ctx;
+    struct chat_sock *cs = k->app_state;
+    if (!cs)
+        return;
+    log_info("disconnect user=%s socket=%s reason=\"%s\"", cs->user->id, k->id, reason);
+    wheel_cancel(c->wheel, &cs->t_expiry);
+    if (!c->stopped)
+        chat_announce(cs, CHAT__V1__SESSION_EVENT__KIND__KIND_CLOSE, 0);
+    map_del(&c->socks, cs->num);
+    chat_user_detach(c, cs);
+    free(cs);
+    k->app_state = NULL;
+}
+
+const struct sio_app chat_sio_app = {
+    .nsp_valid = nsp_valid,
+    .authorize = authorize,
+    .on_connect = NULL,
+    .on_packet = chat_on_packet,
+    .on_disconnect = on_disconnect,
+};
