@@ -207,7 +207,7 @@ static int on_message_send(struct chat_sock *cs, json_t *arg, int64_t ack_id, co
     char subj[64];
     snprintf(subj, sizeof subj, SUBJ_CMD_SEND_FMT,
              ids_partition(cs->user->id, (unsigned)cs->chat->cfg->partitions));
-    return chat_publish_command(cs, subj, id, &cmd.base, code, msg);
+    return chat_publish_command(cs, subj, id, ack_id, &cmd.base, code, msg);
 }
 
 /* message:read {messageId, senderId}: senderId is only a hint; messaging uses
@@ -223,7 +223,7 @@ static int on_message_read(struct chat_sock *cs, json_t *arg, int64_t ack_id, co
     cmd.message_id = v.message_id;
     cmd.reader_id = cs->user->id;
     cmd.origin = &origin;
-    return chat_publish_command(cs, SUBJ_CMD_READ, NULL, &cmd.base, code, msg);
+    return chat_publish_command(cs, SUBJ_CMD_READ, NULL, ack_id, &cmd.base, code, msg);
 }
 
 /* message:history {withUserId, before?, limit?} (ack required): newest first,

@@ -37,8 +37,14 @@ struct chat_sock {
     struct bucket events;        /* EDGE_EVENTS_PER_S */
     long refused_in_row;         /* events refused by the rate limit, in a row */
     struct wheel_timer t_expiry; /* the token's exp */
-    char username[];             /* the token's, at most AUTH_MAX_USERNAME bytes */
+    int64_t *pending;            /* ack ids of commands sent to JetStream, not answered yet */
+    uint32_t npending, pending_cap;
+    char username[]; /* the token's, at most AUTH_MAX_USERNAME bytes */
 };
+
+/* Most commands of one socket waiting for their outcome (far above what the
+ * event rate allows within JetStream's publish timeout). */
+#define CHAT_MAX_PENDING 1024
 
 enum req_kind { REQ_CONNECT, REQ_HISTORY, REQ_PRESENCE };
 
@@ -103,6 +109,13 @@ void chat_emit(struct chat_sock *cs, const char *event, json_t *payload);
 /* The sio_app's on_packet (ctx: the chat): one client event. */
 void chat_on_packet(void *ctx, struct sock *k, struct sio_packet *p);
 
+/* A command with ack id ack_id went out: its outcome is acked once. Returns
+ * 0, or -1 when CHAT_MAX_PENDING are waiting already. */
+int chat_pending_add(struct chat_sock *cs, int64_t ack_id);
+/* Takes ack_id off the waiting list; 0 if it was there, -1 if not (answered
+ * already: a command redelivered by JetStream is answered again). */
+int chat_pending_take(struct chat_sock *cs, int64_t ack_id);
+
 /* chat_nats.c */
 /* Sends a request whose reply comes back through the relay (or times out
  * after timeout_ms). Returns 0, or -1 when NATS does not take it. */
@@ -123,8 +136,9 @@ void chat_announce(struct chat_sock *cs, Chat__V1__SessionEvent__Kind kind, int 
 int chat_publish_delivery(struct chat_sock *cs, const char *to, Chat__V1__Delivery *d, const char **code,
                           const char **msg);
 /* A command to JetStream, without waiting (the loop never blocks); a failure
- * comes back as the client's error. Returns 1 (answered later), or -1. */
-int chat_publish_command(struct chat_sock *cs, const char *subject, const char *msg_id,
+ * comes back as the client's error; its outcome is acked once (ack_id, -1 for
+ * none). Returns 1 (answered later), or -1. */
+int chat_publish_command(struct chat_sock *cs, const char *subject, const char *msg_id, int64_t ack_id,
                          const ProtobufCMessage *m, const char **code, const char **msg);
 
 #endif

@@ -168,15 +168,19 @@ int chat_publish_delivery(struct chat_sock *cs, const char *to, Chat__V1__Delive
 
 /* Publishes a command to JetStream without waiting (the loop never
  * blocks); failures come back through on_publish_error. */
-int chat_publish_command(struct chat_sock *cs, const char *subject, const char *msg_id,
+int chat_publish_command(struct chat_sock *cs, const char *subject, const char *msg_id, int64_t ack_id,
                          const ProtobufCMessage *m, const char **code, const char **msg)
 {
     struct chat *c = cs->chat;
     if (!bus_connected(c->bus))
         FAIL("unavailable", "the message bus is unavailable; try again");
+    if (ack_id >= 0 && chat_pending_add(cs, ack_id) != 0)
+        FAIL("rate_limited", "too many commands waiting for their outcome: slow down");
     natsStatus s = bus_js_publish(c->js, subject, msg_id, REQUEST_TIMEOUT_MS, m);
-    if (s != NATS_OK)
+    if (s != NATS_OK) {
+        chat_pending_take(cs, ack_id);
         FAIL("unavailable", "the message store is unavailable; try again");
+    }
     return 1;
 }
 
@@ -280,6 +284,12 @@ static void on_command_result(struct chat *c, const uint8_t *data, size_t len)
     char num[24];
     snprintf(num, sizeof num, "%" PRIu64, r->origin->conn_id);
     struct chat_sock *cs = map_get(&c->socks, num);
+    /* A command JetStream redelivered (after a crash or a NATS outage) is
+     * answered again: its ack went out already. */
+    if (cs && r->origin->ack_id >= 0 && chat_pending_take(cs, r->origin->ack_id) != 0) {
+        log_debug("duplicate outcome dropped socket=%s ack=%lld", cs->k->id, (long long)r->origin->ack_id);
+        cs = NULL;
+    }
     if (cs && cs->k->state == SOCK_OPEN) {
         if (r->outcome_case == CHAT__V1__COMMAND_RESULT__OUTCOME_ERROR && r->error)
             chat_send_error(cs, r->event, r->origin->ack_id, r->error->code, r->error->message);

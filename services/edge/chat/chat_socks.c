@@ -52,6 +52,36 @@ void chat_user_detach(struct chat *c, struct chat_sock *cs)
     }
 }
 
+/* ---------- acks of commands ---------- */
+
+int chat_pending_add(struct chat_sock *cs, int64_t ack_id)
+{
+    if (cs->npending == CHAT_MAX_PENDING)
+        return -1;
+    if (cs->npending == cs->pending_cap) {
+        cs->pending_cap = cs->pending_cap ? cs->pending_cap * 2 : 8;
+        cs->pending = xrealloc(cs->pending, cs->pending_cap * sizeof *cs->pending);
+    }
+    cs->pending[cs->npending++] = ack_id;
+    return 0;
+}
+
+int chat_pending_take(struct chat_sock *cs, int64_t ack_id)
+{
+    for (uint32_t i = 0; i < cs->npending; i++) {
+        if (cs->pending[i] != ack_id)
+            continue;
+        cs->pending[i] = cs->pending[--cs->npending];
+        if (cs->npending == 0 && cs->pending_cap > 64) { /* a burst is over: back to little */
+            free(cs->pending);
+            cs->pending = NULL;
+            cs->pending_cap = 0;
+        }
+        return 0;
+    }
+    return -1;
+}
+
 /* ---------- frames ---------- */
 
 /* Sends one packet written by chat_wire to one socket. */
@@ -236,6 +266,7 @@ static void on_disconnect(void *ctx, struct sock *k, const char *reason)
         chat_announce(cs, CHAT__V1__SESSION_EVENT__KIND__KIND_CLOSE, 0);
     map_del(&c->socks, cs->num);
     chat_user_detach(c, cs);
+    free(cs->pending);
     free(cs);
     k->app_state = NULL;
 }
