@@ -7,7 +7,8 @@
 /* Delivery. Pub: messaging, edges. Sub: each edge, while it holds a socket of
  * that user (one subscription per user per edge). Format with the user id. */
 #define SUBJ_USER_FMT "chat.user.%s"
-/* CommandResult. Pub: messaging, presence. Sub: that edge. */
+/* CommandResult. Pub: messaging (and the edge itself, for a command JetStream
+ * refused). Sub: that edge. */
 #define SUBJ_EDGE_FMT "chat.edge.%s"
 /* SendMessage. Pub: edge (JetStream CHAT_CMD), to the sender's partition
  * (ids_partition of the sender id over CHAT_PARTITIONS). Sub: messaging, one
@@ -20,7 +21,9 @@
 #define SUBJ_CMD_ALL "chat.cmd.>"
 /* HistoryQuery -> MessageList. Req: edge. Reply: messaging (queue group). */
 #define SUBJ_QUERY_MESSAGES "chat.query.messages"
-/* SessionEvent -> PresenceList. Req: edge. Reply: presence. */
+/* SessionEvent. An open is a request (reply: PresenceList, from presence);
+ * closes and re-announced opens are plain publications. Pub: edge. Sub:
+ * presence. */
 #define SUBJ_PRESENCE_SESSION "chat.presence.session"
 /* SetStatus. Pub: edge. Sub: presence. */
 #define SUBJ_PRESENCE_SET "chat.presence.set"

@@ -1,6 +1,7 @@
-/* userdb: the only presence file that speaks libpq (style rule 19). Every
- * statement goes through PQexecParams with $n placeholders. Times cross the
- * wire as integer milliseconds and are converted in SQL, exactly (no float).
+/* userdb: the only presence file that speaks libpq (SQL stays in one file per
+ * service). Every statement goes through PQexecParams with $n placeholders.
+ * Times cross the wire as integer milliseconds and are converted in SQL,
+ * exactly (no float).
  * It does not decide anything: the roster says what a row must hold. */
 #include "userdb.h"
 
@@ -32,8 +33,8 @@ struct userdb_link {
 };
 
 /* Version n of the schema is steps[n-1]; never edit a step, append one. The
- * ALTERs let a users table made by an older layout (architecture.md's first
- * draft had no status/online) take the new columns. */
+ * ALTERs let a users table made by an older layout (the first draft had no
+ * status/online) take the new columns. */
 static const char *const steps[] = {
     "CREATE TABLE IF NOT EXISTS users ("
     " id uuid PRIMARY KEY,"

@@ -1,8 +1,8 @@
-/* chat_valid: the checks chat.c runs on each event's payload before acting
+/* chat_valid: the checks the chat runs on each event's payload before acting
  * on it, in the order they are reported (the first failing field wins). The
  * codes and messages are the chat:error ones clients see, so they must not
  * change. It does not know who sends the event or whether NATS is up: the
- * handlers in chat.c do. */
+ * handlers in chat_events.c do. */
 #include "chat_valid.h"
 
 #include <stdlib.h>

@@ -26,8 +26,8 @@ struct relay_item {
 struct relay;
 
 /* max_bytes bounds what may wait in the queue; past it items are dropped and
- * counted (the lws thread is stalled: NATS redelivers nothing we lose here,
- * but ephemeral signals are by nature best-effort). */
+ * counted, a delivery among them (the loop is stalled that long: a client
+ * that stayed connected finds such a message in its history). */
 struct relay *relay_create(void (*wake)(void *ctx), void *wake_ctx, size_t max_bytes);
 void relay_destroy(struct relay *r);
 /* Any thread. Copies data. Returns 0, or -1 when dropped. */
