@@ -135,7 +135,7 @@ $(BUILD)/tests/test_sio: $(call obj,tests/unit/test_sio.c services/edge/socketio
 $(BUILD)/tests/test_auth: $(call obj,tests/unit/test_auth.c services/edge/chat/auth.c lib/ids.c lib/mem.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson libjwt)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson libjwt libcrypto)
 $(BUILD)/tests/test_chat_valid: $(call obj,tests/unit/test_chat_valid.c services/edge/chat/chat_valid.c lib/msgtype.c \
                                    services/edge/chat/chat_json.c lib/ids.c lib/mem.c)
 	@mkdir -p $(dir $@)

@@ -25,6 +25,15 @@ export function mintToken(claims, { secret = JWT_SECRET, alg = "HS256", header }
   return `${signingInput}.${sig}`;
 }
 
+/**
+ * An HS256 token over raw JSON texts (duplicate keys, odd headers: what
+ * mintToken cannot express); pad adds "=" to the claims segment before signing.
+ */
+export function signRaw(headerJson, claimsJson, { secret = JWT_SECRET, pad = false } = {}) {
+  const signingInput = `${b64url(headerJson)}.${b64url(claimsJson)}${pad ? "=" : ""}`;
+  return `${signingInput}.${createHmac("sha256", secret).update(signingInput).digest("base64url")}`;
+}
+
 export const nowSec = () => Math.floor(Date.now() / 1000);
 
 /** A fresh user: {id, username, claims, token}. */

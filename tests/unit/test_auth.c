@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include <jwt.h>
+#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +156,80 @@ static void test_tampered_and_garbage(void **state)
     expect_refused(big);
 }
 
+/* base64url of n bytes, no padding, appended to out. */
+static void b64url(char *out, const unsigned char *in, size_t n)
+{
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    char *o = out + strlen(out);
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v =
+            (unsigned)in[i] << 16 | (i + 1 < n ? (unsigned)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
+        *o++ = a[v >> 18 & 63];
+        *o++ = a[v >> 12 & 63];
+        if (i + 1 < n)
+            *o++ = a[v >> 6 & 63];
+        if (i + 2 < n)
+            *o++ = a[v & 63];
+    }
+    *o = '\0';
+}
+
+/* A token signed with the secret over header.claims as given (pad: "=" added
+ * to the claims segment before signing): the shapes libjwt would take. */
+static char *forge(const char *header, const char *claims, int pad)
+{
+    char *tok = xcalloc(1, 4096);
+    b64url(tok, (const unsigned char *)header, strlen(header));
+    strcat(tok, ".");
+    b64url(tok, (const unsigned char *)claims, strlen(claims));
+    if (pad)
+        strcat(tok, "=");
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int maclen = 0;
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)tok, strlen(tok), mac, &maclen);
+    strcat(tok, ".");
+    b64url(tok, mac, maclen);
+    return tok;
+}
+
+#define CLAIMS "\"sub\":\"" UID "\",\"username\":\"a\""
+#define H256 "{\"alg\":\"HS256\",\"typ\":\"JWT\"}"
+
+static void test_strict_form(void **state)
+{
+    (void)state;
+    struct auth_claims c;
+    const char *why = NULL;
+    char *ok = forge(H256, "{" CLAIMS ",\"exp\":1800000060}", 0);
+    assert_int_equal(verify(ok, &c, &why), 0); /* the forge makes good tokens too */
+    free(ok);
+    /* duplicate claims: libjwt alone would take the last one */
+    expect_refused(
+        forge(H256, "{\"sub\":\"0190a0b0-0000-7000-8000-000000000b0b\"," CLAIMS ",\"exp\":1800000060}", 0));
+    expect_refused(forge(H256, "{" CLAIMS ",\"exp\":1700000000,\"exp\":1800000060}", 0));
+    expect_refused(forge("{\"alg\":\"HS256\",\"alg\":\"HS256\"}", "{" CLAIMS ",\"exp\":1800000060}", 0));
+    /* alg exactly HS256; no crit; no padding */
+    expect_refused(forge("{\"alg\":\"hs256\"}", "{" CLAIMS ",\"exp\":1800000060}", 0));
+    expect_refused(
+        forge("{\"alg\":\"HS256\",\"crit\":[\"exp\"],\"exp\":1}", "{" CLAIMS ",\"exp\":1800000060}", 0));
+    expect_refused(forge(H256, "{" CLAIMS ",\"exp\":1800000060}", 1));
+    /* not JSON objects */
+    expect_refused(forge(H256, "[1,2]", 0));
+    expect_refused(forge("\"HS256\"", "{" CLAIMS ",\"exp\":1800000060}", 0));
+}
+
+static void test_huge_exp(void **state)
+{
+    (void)state;
+    struct auth_claims c;
+    const char *why = NULL;
+    char *tok = forge(H256, "{" CLAIMS ",\"exp\":9223372036854775807}", 0);
+    assert_int_equal(verify(tok, &c, &why), 0); /* valid, and bounded for every caller */
+    assert_true(c.exp == NOW + AUTH_MAX_LIFETIME_S);
+    assert_true((c.exp - NOW) * 1000000LL > 0);
+    free(tok);
+}
+
 static void test_no_key_never_verifies(void **state)
 {
     (void)state;
@@ -177,6 +252,8 @@ int main(void)
         cmocka_unit_test(test_bad_claims),
         cmocka_unit_test(test_tampered_and_garbage),
         cmocka_unit_test(test_no_key_never_verifies),
+        cmocka_unit_test(test_strict_form),
+        cmocka_unit_test(test_huge_exp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
