@@ -149,7 +149,8 @@ pids+=("$PRS_PID")
 # The edge's abuse limits (per address, per socket, per user) would measure
 # themselves, not the edge: lifted for the benchmark.
 export EDGE_MAX_CONN_PER_IP=0 EDGE_HANDSHAKES_PER_S=0 EDGE_EVENTS_PER_S=1000000 EDGE_EVENTS_BURST=1000000 \
-    EDGE_RATE_DISCONNECT=1000000 EDGE_MAX_SOCKETS_PER_USER=1000000
+    EDGE_RATE_DISCONNECT=1000000 EDGE_MAX_SOCKETS_PER_USER=1000000 EDGE_MAX_TCP_PER_IP=0 EDGE_EVENTS_TO_USER_PER_S=0 \
+    EDGE_QUERIES_PER_USER_PER_S=0
 # smoke: a fast Engine.IO heartbeat, so that the idle hold sees pings answered
 [ "$MODE" = smoke ] && export EDGE_PING_INTERVAL_MS=${EDGE_PING_INTERVAL_MS:-300}
 EDGE_HOST=127.0.0.1 EDGE_PORT=$EDGE_PORT "$BIN_DIR/chat-edge" >"$WORK/edge.log" 2>&1 &

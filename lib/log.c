@@ -75,3 +75,19 @@ void log_write(enum log_level level, const char *fmt, ...)
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
 }
+
+int log_limit_pass(struct log_limit *l)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (l->last_ms && now - l->last_ms < 1000) {
+        l->skipped++;
+        return 0;
+    }
+    if (l->skipped)
+        log_write(LOG_WARN, "(%lu lines like the next one were left out in the last second)", l->skipped);
+    l->last_ms = now;
+    l->skipped = 0;
+    return 1;
+}

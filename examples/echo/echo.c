@@ -80,8 +80,8 @@ int main(void)
     static struct echo echo;
     static struct sio_server sio;
     const char *port = getenv("ECHO_PORT");
-    struct server_config scfg = {"127.0.0.1", port ? atol(port) : 3001, "*"};
-    struct eio_config ecfg = {25000, 20000, 1000000, 4 << 20};
+    struct server_config scfg = {"127.0.0.1", port ? atol(port) : 3001, "*", "", 0};
+    struct eio_config ecfg = {25000, 20000, 1000000, 4 << 20, 256 << 10, 256 << 20};
     struct sio_config icfg = {45000};
     log_init("echo", "info");
     signal(SIGTERM, on_signal);

@@ -57,19 +57,19 @@ int abuse_admit(void *ctx, const char *ip)
         if (a->peers.count >= ABUSE_MAX_ADDRESSES / 2)
             sweep(a, now);
         if (a->peers.count >= ABUSE_MAX_ADDRESSES) {
-            log_warn("abuse: address table full; refusing %s", ip);
+            log_limited(LOG_WARN, "abuse: address table full; refusing %s", ip);
             return -1;
         }
         p = xcalloc(1, sizeof *p);
         map_put(&a->peers, ip, p);
     }
     if (a->max_conn_per_ip > 0 && p->sessions >= a->max_conn_per_ip) {
-        log_info("abuse: too many sessions from %s (%d)", ip, p->sessions);
+        log_limited(LOG_INFO, "abuse: too many sessions from %s (%d)", ip, p->sessions);
         return -1;
     }
     double rate = (double)a->handshakes_per_s;
     if (rate > 0 && !bucket_take(&p->handshakes, rate, rate * 2, now)) {
-        log_info("abuse: handshakes too fast from %s", ip);
+        log_limited(LOG_INFO, "abuse: handshakes too fast from %s", ip);
         return -1;
     }
     p->sessions++;

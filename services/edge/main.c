@@ -47,6 +47,13 @@ struct edge_config {
     long events_burst;
     long rate_disconnect;
     long max_sockets_per_user;
+    long max_tcp_per_ip;
+    const char *trusted_proxies;
+    long read_pause_bytes;
+    long max_output_bytes;
+    long to_user_per_s;
+    long to_user_burst;
+    long queries_per_user_per_s;
     const char *log_level;
 };
 
@@ -67,7 +74,7 @@ static const struct config_var vars[] = {
     V("EDGE_CONNECT_TIMEOUT_MS", CONFIG_INT, "45000", connect_timeout_ms, 50, 3600000,
       "time allowed for the Socket.IO CONNECT"),
     V("EDGE_CORS_ORIGINS", CONFIG_STR, "", cors_origins, 0, 0,
-      "origins allowed to long-poll from a browser: empty, * or a list"),
+      "origins allowed to long-poll from a browser and to upgrade: empty, * or a list"),
     V("EDGE_MAX_QUEUE_BYTES", CONFIG_INT, "4194304", max_queue_bytes, 4096, 1073741824,
       "per-connection output queue limit; a client past it is disconnected"),
     V("EDGE_MAX_GHOST_TEXT", CONFIG_INT, "2000", max_ghost_text, 0, 1000000,
@@ -80,10 +87,23 @@ static const struct config_var vars[] = {
     V("EDGE_HEARTBEAT_MS", CONFIG_INT, "5000", heartbeat_ms, 100, 600000, "period of chat.edge.heartbeat"),
     V("EDGE_STATIC_DIR", CONFIG_STR, "", static_dir, 0, 0, "folder served at / (the demo page); empty: none"),
     V("EDGE_DEV_LOGIN", CONFIG_INT, "0", dev_login, 0, 1, "1: POST /dev/login issues tokens (demo only)"),
-    V("EDGE_MAX_CONN_PER_IP", CONFIG_INT, "1024", max_conn_per_ip, 0, 10000000,
-      "sessions per client address; 0: no limit (behind a proxy)"),
-    V("EDGE_HANDSHAKES_PER_S", CONFIG_INT, "50", handshakes_per_s, 0, 1000000,
+    V("EDGE_MAX_CONN_PER_IP", CONFIG_INT, "4096", max_conn_per_ip, 0, 10000000,
+      "Engine.IO sessions per client address (an office behind NAT is one address); 0: no limit"),
+    V("EDGE_HANDSHAKES_PER_S", CONFIG_INT, "200", handshakes_per_s, 0, 1000000,
       "new sessions per second per client address, burst twice that; 0: no limit"),
+    V("EDGE_MAX_TCP_PER_IP", CONFIG_INT, "4096", max_tcp_per_ip, 0, 10000000,
+      "open TCP connections per peer address (trusted proxies excepted); 0: no limit"),
+    V("EDGE_TRUSTED_PROXIES", CONFIG_STR, "", trusted_proxies, 0, 0,
+      "proxies (addresses or CIDR blocks, comma-separated) whose X-Forwarded-For names the client"),
+    V("EDGE_READ_PAUSE_BYTES", CONFIG_INT, "262144", read_pause_bytes, 0, 1073741824,
+      "output queued for a client past which it is not read until it takes it; 0: never"),
+    V("EDGE_MAX_OUTPUT_BYTES", CONFIG_INT, "536870912", max_output_bytes, 0, 68719476736,
+      "output queued for all clients together; past it, clients with unread output are cut off; 0: no limit"),
+    V("EDGE_EVENTS_TO_USER_PER_S", CONFIG_INT, "20", to_user_per_s, 0, 1000000,
+      "events (signals and messages) of one user to one other user per second; 0: no limit"),
+    V("EDGE_EVENTS_TO_USER_BURST", CONFIG_INT, "60", to_user_burst, 1, 1000000, "... with this burst"),
+    V("EDGE_QUERIES_PER_USER_PER_S", CONFIG_INT, "10", queries_per_user_per_s, 0, 1000000,
+      "presence:request and message:history of one user's sockets per second, burst twice that; 0: no limit"),
     V("EDGE_EVENTS_PER_S", CONFIG_INT, "30", events_per_s, 1, 1000000, "client events per second per socket"),
     V("EDGE_EVENTS_BURST", CONFIG_INT, "60", events_burst, 1, 1000000, "burst of client events per socket"),
     V("EDGE_RATE_DISCONNECT", CONFIG_INT, "200", rate_disconnect, 1, 1000000,
@@ -119,6 +139,9 @@ static void gauges(void *ctx)
     metrics_set("chat_edge_sessions", "transport=\"polling\"", (double)polling);
     metrics_set("chat_edge_sessions", "transport=\"websocket\"", (double)websocket);
     metrics_set("chat_edge_frames_coalesced_total", NULL, (double)srv.engine.frames_coalesced);
+    metrics_set("chat_edge_output_bytes", NULL, (double)srv.engine.queued);
+    metrics_set("chat_edge_output_budget_kills_total", NULL, (double)srv.engine.budget_kills);
+    metrics_set("chat_edge_tcp_refused_total", NULL, (double)srv.refused_tcp);
     if (bus.nc) {
         natsStatistics *st = NULL;
         uint64_t reconnects = 0;
@@ -139,9 +162,10 @@ static int healthy(void *ctx)
 /* Hands each layer its part of the configuration. */
 static void split_config(void)
 {
-    eio_cfg =
-        (struct eio_config){cfg.ping_interval_ms, cfg.ping_timeout_ms, cfg.max_payload, cfg.max_queue_bytes};
-    srv_cfg = (struct server_config){cfg.host, cfg.port, cfg.cors_origins};
+    eio_cfg = (struct eio_config){cfg.ping_interval_ms, cfg.ping_timeout_ms,  cfg.max_payload,
+                                  cfg.max_queue_bytes,  cfg.read_pause_bytes, cfg.max_output_bytes};
+    srv_cfg =
+        (struct server_config){cfg.host, cfg.port, cfg.cors_origins, cfg.trusted_proxies, cfg.max_tcp_per_ip};
     sio_cfg = (struct sio_config){cfg.connect_timeout_ms};
     chat_cfg = (struct chat_config){
         .edge_id = cfg.edge_id,
@@ -156,6 +180,9 @@ static void split_config(void)
         .events_burst = cfg.events_burst,
         .rate_disconnect = cfg.rate_disconnect,
         .max_sockets_per_user = cfg.max_sockets_per_user,
+        .to_user_per_s = cfg.to_user_per_s,
+        .to_user_burst = cfg.to_user_burst,
+        .queries_per_user_per_s = cfg.queries_per_user_per_s,
     };
 }
 
@@ -213,6 +240,12 @@ int main(void)
         "ghost:typing frames replaced by a newer one from the same sender before they were sent.");
     metrics_describe("chat_edge_nats_reconnects_total", "counter", "NATS reconnections.");
     metrics_describe("chat_edge_nats_connected", "gauge", "1 while NATS is connected.");
+    metrics_describe("chat_edge_output_bytes", "gauge",
+                     "Output queued for all clients (EDGE_MAX_OUTPUT_BYTES).");
+    metrics_describe("chat_edge_output_budget_kills_total", "counter",
+                     "Sessions cut off because the edge's output budget was spent.");
+    metrics_describe("chat_edge_tcp_refused_total", "counter",
+                     "Connections refused at accept: the peer address had EDGE_MAX_TCP_PER_IP open.");
 
     stop_install(wake, &srv); /* the loop notices at its next turn */
 

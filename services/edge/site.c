@@ -111,6 +111,10 @@ static int request(void *ctx, struct lws *wsi, struct http_conn *h, const char *
         return metrics(wsi, h, site);
     if (method == LWSHUMETH_POST && strcmp(path, "/dev/login") == 0 && site->dev_login) {
         long long clen = http_content_length(wsi);
+        if (clen == -2) {
+            h->close_after = 1;
+            return http_respond(wsi, h, HTTP_STATUS_BAD_REQUEST, "text/plain", "bad framing\n", 12);
+        }
         if (clen < 0 || clen > LOGIN_MAX_BODY) {
             h->close_after = 1;
             return http_respond(wsi, h, HTTP_STATUS_REQ_ENTITY_TOO_LARGE, "text/plain", "bad length\n", 11);

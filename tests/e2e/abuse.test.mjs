@@ -39,6 +39,7 @@ import {
   delay,
   EDGE_BIN,
   TRANSPORTS,
+  sessionTag,
 } from "./harness.mjs";
 import { makeUser, mintToken, nowSec } from "./tokens.mjs";
 
@@ -170,22 +171,25 @@ async function expectWsRefused(edge, opts, what) {
   assert.deepEqual({ upgraded: r.ok, frames: rest }, { upgraded: true, frames: [] }, `${what}: accepted, then closed with nothing sent`);
 }
 
-/** An HTTP GET from localAddress (fetch cannot choose its source address). */
-function getFrom(edge, path, localAddress, ms = 3000) {
+/** An HTTP request from localAddress (fetch cannot choose its source address). */
+function requestFrom(edge, path, localAddress, { method = "GET", body, ms = 3000 } = {}) {
   return withTimeout(
     new Promise((resolve, reject) => {
-      const req = http.get({ host: "127.0.0.1", port: edge.port, path, localAddress, agent: false }, (res) => {
-        let body = "";
+      const headers = body === undefined ? {} : { "Content-Type": "text/plain;charset=UTF-8", "Content-Length": Buffer.byteLength(body) };
+      const req = http.request({ host: "127.0.0.1", port: edge.port, path, method, headers, localAddress, agent: false }, (res) => {
+        let text = "";
         res.setEncoding("utf8");
-        res.on("data", (d) => (body += d));
-        res.on("end", () => resolve({ status: res.statusCode, text: body }));
+        res.on("data", (d) => (text += d));
+        res.on("end", () => resolve({ status: res.statusCode, text }));
       });
       req.on("error", reject);
+      req.end(body);
     }),
     ms,
-    `GET ${path} from ${localAddress}`,
+    `${method} ${path} from ${localAddress}`,
   );
 }
+const getFrom = (edge, path, localAddress, ms) => requestFrom(edge, path, localAddress, { ms });
 
 let pollT = 0;
 const pollPath = (sid) => `/socket.io/?EIO=4&transport=polling${sid ? `&sid=${sid}` : ""}&t=${++pollT}`;
@@ -199,10 +203,11 @@ async function pollHandshake(edge, localAddress) {
   return { status: 200, sid: JSON.parse(open.slice(1)).sid };
 }
 
-const closePolling = (edge, sid) => httpRequest(`${edge.url}${pollPath(sid)}`, { method: "POST", body: "1", what: "closing a polling session" }).catch(() => {});
+/** Closes a polling session with POST "1", from the address that opened it (any other is refused). */
+const closePolling = (edge, sid, localAddress) => requestFrom(edge, pollPath(sid), localAddress, { method: "POST", body: "1" }).catch(() => {});
 
 /** Waits for the edge's log of the end of session sid (the address's count is released then). */
-const sessionClosed = (edge, sid) => edge.child.waitForLine(new RegExp(`session closed sid=${esc(sid)} `), 3000, `the edge closing session ${sid}`);
+const sessionClosed = (edge, sid) => edge.child.waitForLine(new RegExp(`session closed session=${sessionTag(sid)} `), 3000, `the edge closing session ${sid}`);
 
 /**
  * socket.io-client from a chosen address. A WebSocket refused by an address
@@ -476,11 +481,11 @@ describe("EDGE_MAX_CONN_PER_IP=3: Engine.IO sessions per client address", () => 
     await sessionClosed(edge, w1.sid);
     const w3 = await openWs(edge, { localAddress: A2 });
     await expectWsRefused(edge, { localAddress: A2 }, "full again");
-    await closePolling(edge, p.sid);
+    await closePolling(edge, p.sid, A2);
     await sessionClosed(edge, p.sid);
     const p2 = await pollHandshake(edge, A2);
     assert.equal(p2.status, 200, "a polling session after the previous one closed");
-    await closePolling(edge, p2.sid);
+    await closePolling(edge, p2.sid, A2);
     for (const c of [w2, w3]) c.close();
   });
 });
@@ -749,11 +754,11 @@ describe("leak check: connect/disconnect churn of 3,000 sockets", () => {
   async function pollOnce(u, localAddress) {
     const p = await pollHandshake(edge, localAddress);
     assert.equal(p.status, 200, `churn polling handshake ${JSON.stringify(p)}`);
-    const post = await httpRequest(`${edge.url}${pollPath(p.sid)}`, { method: "POST", body: "40" + JSON.stringify({ token: u.token }) });
+    const post = await requestFrom(edge, pollPath(p.sid), localAddress, { method: "POST", body: "40" + JSON.stringify({ token: u.token }) });
     assert.equal(post.text, "ok");
-    const got = await httpRequest(`${edge.url}${pollPath(p.sid)}`, { ms: 5000 });
+    const got = await requestFrom(edge, pollPath(p.sid), localAddress, { ms: 5000 });
     assert.match(got.text, /^40\{/);
-    const bye = await httpRequest(`${edge.url}${pollPath(p.sid)}`, { method: "POST", body: "1" });
+    const bye = await requestFrom(edge, pollPath(p.sid), localAddress, { method: "POST", body: "1" });
     assert.equal(bye.text, "ok");
   }
 

@@ -40,8 +40,9 @@ import {
   shutdown,
   withTimeout,
   delay,
+  sessionTag,
 } from "./harness.mjs";
-import { makeUser, mintToken, nowSec, b64url } from "./tokens.mjs";
+import { makeUser, mintToken, nowSec, b64url, signRaw } from "./tokens.mjs";
 
 // The edge's defaults (README, Configuration), which this file relies on.
 const MAX_PAYLOAD = 1000000; // EDGE_MAX_PAYLOAD
@@ -556,6 +557,13 @@ const rows = [
   { name: "HS512 with the right secret", send: connectAs(tok(() => mintToken(claims(), { alg: "HS512" }))), expect: UNAUTHORIZED },
   { name: "RS256 header with a 256-byte signature", send: connectAs(tok(() => `${b64url({ alg: "RS256", typ: "JWT" })}.${b64url(claims())}.${randomBytes(256).toString("base64url")}`)), expect: UNAUTHORIZED },
   { name: "HS256 with a wrong secret", send: connectAs(tok(() => mintToken(claims(), { secret: "not-the-secret" }))), expect: UNAUTHORIZED },
+  // what libjwt alone took: duplicate claims (the last one wins there), a lowercase alg, crit, padding
+  { name: "a duplicate sub (HS256-signed): {sub: A, sub: B}", send: connectAs(tok(() => signRaw('{"alg":"HS256","typ":"JWT"}', `{"sub":"${randomUUID()}","sub":"${mallory.id}","username":"m","exp":${nowSec() + 3600}}`))), expect: UNAUTHORIZED },
+  { name: "a duplicate exp (HS256-signed): a past one, then a future one", send: connectAs(tok(() => signRaw('{"alg":"HS256","typ":"JWT"}', `{"sub":"${mallory.id}","username":"m","exp":${nowSec() - 60},"exp":${nowSec() + 3600}}`))), expect: UNAUTHORIZED },
+  { name: "a duplicate alg in the header", send: connectAs(tok(() => signRaw('{"alg":"none","alg":"HS256"}', JSON.stringify(claims())))), expect: UNAUTHORIZED },
+  { name: "alg \"hs256\" (lowercase), HS256-signed", send: connectAs(tok(() => signRaw('{"alg":"hs256","typ":"JWT"}', JSON.stringify(claims())))), expect: UNAUTHORIZED },
+  { name: "a crit header, HS256-signed", send: connectAs(tok(() => signRaw('{"alg":"HS256","crit":["exp"]}', JSON.stringify(claims())))), expect: UNAUTHORIZED },
+  { name: "base64 '=' padding on the claims, signed over it", send: connectAs(tok(() => signRaw('{"alg":"HS256","typ":"JWT"}', JSON.stringify(claims({ username: "eve!" })), { pad: true }))), expect: UNAUTHORIZED },
   { name: "a valid signature over another payload", send: connectAs(tok(() => { const [h, , s] = mallory.token.split("."); return `${h}.${b64url(claims({ sub: mallory.id, username: "admin" }))}.${s}`; })), expect: UNAUTHORIZED },
   { name: "expired (exp one second ago)", send: connectAs(tok(() => mintToken(claims({ exp: nowSec() - 1 })))), expect: UNAUTHORIZED },
   { name: "nbf an hour ahead", send: connectAs(tok(() => mintToken(claims({ nbf: nowSec() + 3600 })))), expect: UNAUTHORIZED },
@@ -605,6 +613,60 @@ const rows = [
       return { status: r.status, text: r.body };
     }),
     expect: httpError(413, "payload too large"),
+  },
+  {
+    name: "polling: a POST with Content-Length and Transfer-Encoding (a smuggled request behind it is never answered)",
+    send: http(async () => {
+      const { sid } = await pollSession(true);
+      const h = await rawHttp(edge);
+      const body = ev("typing:start", { recipientId: B.id });
+      h.request({ method: "POST", path: `/socket.io/?EIO=4&transport=polling&sid=${sid}`, headers: { "Content-Length": String(body.length), "Transfer-Encoding": "chunked" }, body });
+      h.write("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); // would be a second request
+      const r = await h.response(3000, "the answer to an ambiguous POST");
+      await h.waitClosed(3000, "the edge to close the connection");
+      assert.equal(h.responses.length, 0, "the smuggled request was not answered");
+      return { status: r.status, text: r.body };
+    }),
+    expect: httpError(400, ERR(3)),
+  },
+  ...[
+    ["Content-Length: 2abc", { "Content-Length": "2abc" }],
+    ["two Content-Length headers that differ", { "Content-Length": ["2", "3"] }],
+    ["Content-Length with a sign", { "Content-Length": "+2" }],
+  ].map(([what, headers]) => ({
+    name: `polling: a POST with ${what}`,
+    send: http(async () => {
+      const { sid } = await pollSession(true);
+      const h = await rawHttp(edge);
+      const lines = Object.entries(headers).flatMap(([k, v]) => (Array.isArray(v) ? v.map((x) => `${k}: ${x}`) : [`${k}: ${v}`]));
+      h.write(`POST /socket.io/?EIO=4&transport=polling&sid=${sid} HTTP/1.1\r\nHost: x\r\n${lines.join("\r\n")}\r\n\r\n40`);
+      const r = await h.response(3000, `the answer to ${what}`);
+      await h.waitClosed(3000, "the edge to close the connection");
+      return { status: r.status, text: r.body };
+    }),
+    expect: httpError(400, ERR(3)),
+  })),
+  {
+    name: "HTTP CONNECT: 405, and the connection is closed (lws would hold it as a raw socket)",
+    send: http(async () => {
+      const h = await rawHttp(edge);
+      h.write("CONNECT x:22 HTTP/1.1\r\nHost: x\r\n\r\n");
+      const r = await h.response(3000, "the answer to CONNECT");
+      await h.waitClosed(3000, "the edge to close the connection");
+      return { status: r.status, text: r.body };
+    }),
+    expect: httpError(405, ""),
+  },
+  {
+    name: "HTTP DELETE outside Engine.IO: 405, the connection closed",
+    send: http(async () => {
+      const h = await rawHttp(edge);
+      h.request({ method: "DELETE", path: "/healthz" });
+      const r = await h.response(3000, "the answer to DELETE");
+      await h.waitClosed(3000, "the edge to close the connection");
+      return { status: r.status, text: r.body };
+    }),
+    expect: httpError(405, "method not allowed\n"),
   },
   { name: "polling: Engine.IO packet type 9", send: poll("9"), expect: pollEnds(400) },
   { name: "polling: Engine.IO upgrade (5) without a probe", send: poll("5"), expect: pollEnds(400) },
@@ -759,7 +821,7 @@ async function runTcp(row) {
     if (row.send.end) client.sock.end();
     const e = row.expect;
     if (e.kind === "session-ends") {
-      await edge.child.waitForLine(new RegExp(`session closed sid=${sid.replace(/[-_]/g, "\\$&")} `), 3000, `the edge to close session ${sid}`);
+      await edge.child.waitForLine(new RegExp(`session closed session=${sessionTag(sid)} `), 3000, `the edge to close session ${sid}`);
       return;
     }
     // A close frame with the code, or the TCP connection closed without one.

@@ -205,6 +205,16 @@ export function test(name, optsOrFn, maybeFn) {
   });
 }
 
+/**
+ * What the edge's logs call a session: FNV-1a 32 of its sid, in hex (the sid
+ * itself is a credential and never reaches a log).
+ */
+export function sessionTag(sid) {
+  let h = 2166136261;
+  for (const c of Buffer.from(sid, "utf8")) h = Math.imul(h ^ c, 16777619) >>> 0;
+  return h.toString(16).padStart(8, "0");
+}
+
 /** Throws when a chat edge sent any client of these tests a payload that breaks docs/schema/chat.schema.json. */
 export function assertContract(what) {
   const v = takeViolations();
@@ -413,7 +423,7 @@ export function assertCleanExit(child, { code, signal } = { code: child.exitCode
 }
 
 /** Starts chat-edge and waits for its "listening" log line. nats: result of startNats, or null. */
-export async function startEdge({ nats = null, name = "edge", env = {}, listenTimeout = 10000 } = {}) {
+export async function startEdge({ nats = null, name = "edge", env = {}, listenTimeout = 10000, wrap = [] } = {}) {
   if (!existsSync(EDGE_BIN)) {
     throw new Error(`chat-edge binary not found at ${EDGE_BIN} (build it with make, or set CHAT_EDGE_BIN)`);
   }
@@ -435,6 +445,9 @@ export async function startEdge({ nats = null, name = "edge", env = {}, listenTi
     EDGE_EVENTS_PER_S: "1000000",
     EDGE_EVENTS_BURST: "1000000",
     EDGE_MAX_SOCKETS_PER_USER: "100000",
+    EDGE_MAX_TCP_PER_IP: "0",
+    EDGE_EVENTS_TO_USER_PER_S: "0",
+    EDGE_QUERIES_PER_USER_PER_S: "0",
     JWT_SECRET,
     LOG_LEVEL: "debug",
     ...(nats ? { NATS_URL: nats.url } : {}),
@@ -442,7 +455,10 @@ export async function startEdge({ nats = null, name = "edge", env = {}, listenTi
   };
   for (const k of Object.keys(fullEnv)) if (fullEnv[k] === undefined) delete fullEnv[k];
   if (fullEnv.EDGE_MODE !== "conformance") markChatEdge(port);
-  const child = new Child(`chat-edge:${name}:${port}`, EDGE_BIN, [], fullEnv);
+  // wrap: a command that runs the edge (e.g. prlimit and its arguments, then "--").
+  const child = wrap.length
+    ? new Child(`chat-edge:${name}:${port}`, wrap[0], [...wrap.slice(1), EDGE_BIN], fullEnv)
+    : new Child(`chat-edge:${name}:${port}`, EDGE_BIN, [], fullEnv);
   try {
     await child.waitForLine(/listening/, listenTimeout, "a 'listening' log line");
   } catch (err) {

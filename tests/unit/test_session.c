@@ -47,10 +47,11 @@ static void fake_release(struct eio_transport *t, const char *reason)
 }
 
 /* Like the WebSocket: no upgrades, no close packet. */
-static const struct eio_transport_ops ws_like = {"websocket", "", 0, fake_kick, fake_closing, fake_release};
+static const struct eio_transport_ops ws_like = {"websocket",  "",           0,   fake_kick,
+                                                 fake_closing, fake_release, NULL};
 /* Like long-polling: upgradable to a WebSocket, closes with a "1" packet. */
-static const struct eio_transport_ops poll_like = {"polling", "\"websocket\"", 1, fake_kick,
-                                                   NULL,      fake_release};
+static const struct eio_transport_ops poll_like = {"polling", "\"websocket\"", 1,   fake_kick,
+                                                   NULL,      fake_release,    NULL};
 
 /* ---- an app that records ---- */
 
@@ -91,7 +92,7 @@ static const struct eio_app app = {app_open, app_message, app_close};
 static struct lws_context *ctx;
 static struct wheel wheel;
 static struct eio_engine engine;
-static struct eio_config cfg = {PING_MS, PONG_MS, 1000, 400};
+static struct eio_config cfg = {PING_MS, PONG_MS, 1000, 400, 0, 0};
 static struct app_log log_;
 static int refuse_next;
 

@@ -1,7 +1,7 @@
 /* chat: the chat application on the Socket.IO layer (docs/architecture.md):
  * JWT auth on CONNECT, one NATS subscription per connected user
  * (chat.user.<id>), validation of the seed's client events
- * (docs/events.md) and relay of the ephemeral signals, and fan-out of
+ * (the README's event table) and relay of the ephemeral signals, and fan-out of
  * Deliveries to every local socket of a user. It knows the protocol layers
  * (socketio/, engineio/) and NATS, never a transport: main.c mounts it. */
 #ifndef CHAT_H
@@ -24,6 +24,9 @@ struct chat_config {
     long events_burst;         /* ... with this burst */
     long rate_disconnect;      /* refused events in a row before the socket is disconnected */
     long max_sockets_per_user; /* on this edge */
+    long to_user_per_s;        /* events of one user to one other user, per second (0: no limit) */
+    long to_user_burst;        /* ... with this burst */
+    long queries_per_user_per_s; /* presence:request and message:history per user (burst: twice) */
 };
 
 struct chat;

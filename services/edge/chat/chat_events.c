@@ -187,7 +187,8 @@ static int on_message_send(struct chat_sock *cs, json_t *arg, int64_t ack_id, co
 {
     struct chat_valid_send v;
     char id[IDS_UUID_LEN + 1];
-    if (chat_valid_send(&v, arg, (size_t)cs->chat->cfg->max_message_bytes, code, msg))
+    if (chat_valid_send(&v, arg, (size_t)cs->chat->cfg->max_message_bytes, code, msg) ||
+        chat_pair_take(cs, v.to, code, msg))
         return -1;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -234,7 +235,7 @@ static int on_message_history(struct chat_sock *cs, json_t *arg, int64_t ack_id,
     struct chat_valid_history v;
     if (ack_id < 0)
         FAIL("bad_request", "message:history answers through its ack: emit it with one");
-    if (chat_valid_history(&v, arg, code, msg))
+    if (chat_valid_history(&v, arg, code, msg) || chat_query_take(cs, code, msg))
         return -1;
     Chat__V1__HistoryQuery q = CHAT__V1__HISTORY_QUERY__INIT;
     q.user_id = cs->user->id;
@@ -270,6 +271,10 @@ static int on_presence_request(struct chat_sock *cs, json_t *arg, int64_t ack_id
     struct chat_valid_ids v;
     if (chat_valid_ids(&v, arg, (size_t)cs->chat->cfg->max_presence_query, code, msg))
         return -1;
+    if (chat_query_take(cs, code, msg)) {
+        chat_valid_ids_cleanup(&v);
+        return -1;
+    }
     Chat__V1__PresenceQuery q = CHAT__V1__PRESENCE_QUERY__INIT;
     q.n_user_ids = v.n;
     q.user_ids = v.ptrs;

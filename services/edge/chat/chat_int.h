@@ -26,6 +26,7 @@ struct chat_user {
     natsSubscription *sub;
     struct chat_sock *socks; /* every local socket of the user */
     int nsocks;
+    struct bucket queries; /* presence:request and message:history of all its sockets here */
 };
 
 struct chat_sock {
@@ -70,6 +71,7 @@ struct chat {
     struct map users; /* user id -> struct chat_user */
     struct map socks; /* socket number -> struct chat_sock */
     struct map reqs;  /* request number -> struct chat_req */
+    struct map pairs; /* "<sender>|<recipient>" -> struct bucket: events of one user to another */
     uint64_t next_req;
     natsSubscription *subs[NSUBS];
     struct chat_sub sub_ctx[NSUBS];
@@ -92,6 +94,15 @@ struct chat {
     } while (0)
 
 /* chat_socks.c */
+/* Takes one token of cs's user's bucket toward user to (EDGE_EVENTS_TO_USER_PER_S).
+ * Returns 0, or -1 with *code and *msg. */
+int chat_pair_take(struct chat_sock *cs, const char *to, const char **code, const char **msg);
+/* Takes one token of cs's user's query bucket (EDGE_QUERIES_PER_USER_PER_S):
+ * the queries of all the user's sockets share it. Returns 0, or -1 with *code
+ * and *msg. */
+int chat_query_take(struct chat_sock *cs, const char **code, const char **msg);
+/* Frees the pair buckets (shutdown). */
+void chat_pairs_cleanup(struct chat *c);
 void chat_user_attach(struct chat *c, struct chat_sock *cs, const char *id);
 void chat_user_detach(struct chat *c, struct chat_sock *cs);
 void chat_finish_connect(struct chat_sock *cs, const Chat__V1__PresenceList *list);

@@ -156,6 +156,8 @@ int chat_publish_delivery(struct chat_sock *cs, const char *to, Chat__V1__Delive
                           const char **msg)
 {
     struct chat *c = cs->chat;
+    if (chat_pair_take(cs, to, code, msg))
+        return -1;
     char subj[64];
     snprintf(subj, sizeof subj, SUBJ_USER_FMT, to);
     if (!bus_connected(c->bus) || bus_publish(c->bus, subj, &d->base) != 0)
@@ -370,6 +372,7 @@ struct chat *chat_create(const struct chat_config *cfg, struct bus *bus, struct 
     map_init(&c->users);
     map_init(&c->socks);
     map_init(&c->reqs);
+    map_init(&c->pairs);
     static const enum relay_kind kinds[NSUBS] = {RELAY_EDGE, RELAY_REPLY, RELAY_STATUS, RELAY_RESYNC,
                                                  RELAY_USER};
     for (int i = 0; i < NSUBS; i++)
@@ -450,6 +453,7 @@ void chat_destroy(struct chat *c)
     map_cleanup(&c->users); /* empty by now: every socket was closed */
     map_cleanup(&c->socks);
     map_cleanup(&c->reqs);
+    chat_pairs_cleanup(c);
     relay_destroy(c->relay);
     free(c);
 }

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "auth.h"
+#include "ids.h"
 #include "chat_int.h"
 #include "chat_wire.h"
 #include "log.h"
@@ -80,6 +81,67 @@ int chat_pending_take(struct chat_sock *cs, int64_t ack_id)
         return 0;
     }
     return -1;
+}
+
+/* ---------- events of one user to another ---------- */
+
+#define PAIRS_MAX 262144 /* pairs tracked at once; idle ones are dropped first */
+
+/* Drops the pairs whose bucket is full again (idle long enough to have
+ * refilled): what is left is only the pairs that sent recently. */
+static void pairs_sweep(struct chat *c, long long now)
+{
+    double rate = (double)c->cfg->to_user_per_s, burst = (double)c->cfg->to_user_burst;
+    size_t i;
+    struct map_entry *m = map_first(&c->pairs, &i);
+    while (m) {
+        struct map_entry *next = map_next(&c->pairs, m, &i);
+        struct bucket *b = m->value;
+        if (b->tokens + (double)(now - b->last_us) * rate / 1e6 >= burst) {
+            map_del(&c->pairs, m->key); /* next stays valid: it is another entry */
+            free(b);
+        }
+        m = next;
+    }
+}
+
+int chat_pair_take(struct chat_sock *cs, const char *to, const char **code, const char **msg)
+{
+    struct chat *c = cs->chat;
+    if (c->cfg->to_user_per_s <= 0)
+        return 0;
+    char key[2 * IDS_UUID_LEN + 2];
+    snprintf(key, sizeof key, "%s|%s", cs->user->id, to);
+    long long now = bucket_now_us();
+    struct bucket *b = map_get(&c->pairs, key);
+    if (!b) {
+        if (c->pairs.count >= PAIRS_MAX / 2)
+            pairs_sweep(c, now);
+        if (c->pairs.count >= PAIRS_MAX)
+            FAIL("rate_limited", "too many events to other users: slow down");
+        b = xcalloc(1, sizeof *b);
+        map_put(&c->pairs, key, b);
+    }
+    if (!bucket_take(b, (double)c->cfg->to_user_per_s, (double)c->cfg->to_user_burst, now))
+        FAIL("rate_limited", "too many events to this user: slow down");
+    return 0;
+}
+
+int chat_query_take(struct chat_sock *cs, const char **code, const char **msg)
+{
+    double rate = (double)cs->chat->cfg->queries_per_user_per_s;
+    if (rate > 0 && !bucket_take(&cs->user->queries, rate, 2 * rate, bucket_now_us()))
+        FAIL("rate_limited", "too many queries: slow down");
+    return 0;
+}
+
+void chat_pairs_cleanup(struct chat *c)
+{
+    size_t i;
+    struct map_entry *m;
+    while ((m = map_first(&c->pairs, &i)))
+        free(map_del(&c->pairs, m->key));
+    map_cleanup(&c->pairs);
 }
 
 /* ---------- frames ---------- */

@@ -20,6 +20,16 @@
 
 static void on_ping_timer(struct wheel_timer *t);
 
+/* FNV-1a 32 of the sid, in hex: enough to follow a session through the logs,
+ * nothing to take it over with (a sid is its bearer's credential). */
+static void make_tag(struct session *s)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = s->sid; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    snprintf(s->tag, sizeof s->tag, "%08x", h);
+}
+
 /* The next ping may go out a little early (it shares wakeups with other
  * sessions' pings); the pong deadline is exact: no session outlives
  * pingInterval + pingTimeout without a pong. */
@@ -46,7 +56,7 @@ static void on_ping_timer(struct wheel_timer *t)
 {
     struct session *s = lws_container_of(t, struct session, t_ping);
     if (s->pong_due) {
-        log_debug("session ping timeout sid=%s", s->sid);
+        log_debug("session ping timeout session=%s", s->tag);
         session_kill(s, "ping timeout");
         return;
     }
@@ -99,12 +109,37 @@ void eio_engine_cleanup(struct eio_engine *e)
 
 /* ---------- the output queue ---------- */
 
+/* The carrier stops or starts reading from the client as the queue passes
+ * the read-pause mark, or falls to half of it. */
+static void flow(struct session *s)
+{
+    long mark = s->engine->cfg->read_pause_bytes;
+    int pause = s->paused ? s->queued > (size_t)mark / 2 : mark > 0 && s->queued > (size_t)mark;
+    if (pause == s->paused)
+        return;
+    s->paused = pause;
+    if (s->carrier && s->carrier->ops->pause)
+        s->carrier->ops->pause(s->carrier, pause);
+}
+
 void session_send_frame(struct session *s, struct frame *f)
 {
     if (s->closing)
         return;
-    if (s->queued + f->len > (size_t)s->engine->cfg->max_queue_bytes) {
-        log_warn("session output queue full sid=%s queued=%zu: closing slow client", s->sid, s->queued);
+    struct eio_engine *e = s->engine;
+    if (s->queued + f->len > (size_t)e->cfg->max_queue_bytes) {
+        log_limited(LOG_WARN, "session output queue full session=%s queued=%zu: closing slow client", s->tag,
+                    s->queued);
+        session_kill(s, "transport error");
+        return;
+    }
+    if (e->cfg->max_output_bytes > 0 && s->qlen && e->queued + f->len > (size_t)e->cfg->max_output_bytes) {
+        /* The edge's output budget is spent: a session with something still
+         * unread does not get more (one that has read everything still gets
+         * its frame, so that everyone can make progress). */
+        e->budget_kills++;
+        log_limited(LOG_WARN, "output budget reached queued=%zu: closing session=%s with %zu unread",
+                    e->queued, s->tag, s->queued);
         session_kill(s, "transport error");
         return;
     }
@@ -112,11 +147,13 @@ void session_send_frame(struct session *s, struct frame *f)
         struct frame **last = &s->q[(s->qhead + s->qlen - 1) % s->qcap];
         if ((*last)->coalesce == f->coalesce) {
             s->queued -= (*last)->len;
+            e->queued -= (*last)->len;
             frame_unref(*last);
             *last = f;
             f->refs++;
             s->queued += f->len;
-            s->engine->frames_coalesced++;
+            e->queued += f->len;
+            e->frames_coalesced++;
             return;
         }
     }
@@ -133,8 +170,10 @@ void session_send_frame(struct session *s, struct frame *f)
     s->q[(s->qhead + s->qlen) % s->qcap] = f;
     f->refs++;
     s->queued += f->len;
+    e->queued += f->len;
     if (s->qlen++ == 0) /* a non-empty queue has its writable callback asked for */
         session_kick(s);
+    flow(s);
 }
 
 static void enqueue(struct session *s, struct frame *f)
@@ -165,11 +204,14 @@ struct frame *session_pop(struct session *s)
     struct frame *f = s->q[s->qhead];
     s->qhead = (s->qhead + 1) % s->qcap;
     s->queued -= f->len;
+    s->engine->queued -= f->len;
     if (--s->qlen == 0 && s->qcap > 64) { /* a burst is over: back to nothing */
         free(s->q);
         s->q = NULL;
         s->qcap = s->qhead = 0;
     }
+    if (s->paused)
+        flow(s);
     return f;
 }
 
@@ -190,6 +232,7 @@ struct session *session_create(struct eio_engine *e, const struct eio_app *app, 
     do
         ids_random(s->sid, 20);
     while (map_get(&e->sessions, s->sid));
+    make_tag(s);
     map_put(&e->sessions, s->sid, s);
 
     /* docs/protocol.md §Handshake: exactly these keys; a polling session may
@@ -202,7 +245,7 @@ struct session *session_create(struct eio_engine *e, const struct eio_app *app, 
                      e->cfg->max_payload);
     session_send(s, EIO_OPEN, open, (size_t)n);
     arm(s, e->cfg->ping_interval_ms, WHEEL_EARLY);
-    log_debug("session open sid=%s transport=%s", s->sid, t->ops->name);
+    log_debug("session open session=%s transport=%s", s->tag, t->ops->name);
     if (app->on_open)
         app->on_open(app_ctx, s);
     return s;
@@ -238,10 +281,11 @@ void session_destroy(struct session *s, const char *reason)
     s->closing = 1; /* the app may try to send while closing: dropped */
     if (s->app->on_close)
         s->app->on_close(s->app_ctx, s, reason);
-    log_debug("session closed sid=%s reason=\"%s\"", s->sid, reason);
+    log_debug("session closed session=%s reason=\"%s\"", s->tag, reason);
     /* No connection may point here any more. */
     release(s->carrier, reason);
     release(s->probe, reason);
+    s->carrier = s->probe = NULL;
     struct frame *f;
     while ((f = session_pop(s)))
         frame_unref(f);
@@ -315,7 +359,7 @@ static void on_upgrade_timeout(struct wheel_timer *t)
 {
     struct session *s = lws_container_of(t, struct session, t_upgrade);
     if (s->probe) {
-        log_debug("upgrade timed out sid=%s", s->sid);
+        log_debug("upgrade timed out session=%s", s->tag);
         release(s->probe, "upgrade timeout");
         session_probe_detach(s);
     }
@@ -347,7 +391,9 @@ int session_probe_packet(struct session *s, const struct eio_packet *p)
         s->probe = NULL;
         s->upgrading = 0;
         release(old, "upgrade");
-        log_debug("session upgraded sid=%s", s->sid);
+        if (s->paused && s->carrier->ops->pause)
+            s->carrier->ops->pause(s->carrier, 1);
+        log_debug("session upgraded session=%s", s->tag);
         session_kick(s);
         return PROBE_OK;
     }

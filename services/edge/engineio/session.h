@@ -54,6 +54,9 @@ struct eio_transport_ops {
      * t ("upgrade"), or t was a probe that failed. After this t->s is NULL and
      * the session never calls t again. */
     void (*release)(struct eio_transport *t, const char *reason);
+    /* paused 1: the session's output is over its read-pause mark, so stop
+     * reading from the client until it takes what is queued (paused 0). */
+    void (*pause)(struct eio_transport *t, int paused);
 };
 
 /* Embedded in the transport's own per-connection state. */
@@ -65,8 +68,10 @@ struct eio_transport {
 struct eio_config {
     long ping_interval_ms;
     long ping_timeout_ms;
-    long max_payload;     /* largest packet accepted (maxPayload of the handshake) */
-    long max_queue_bytes; /* output queued per session; past it the session is cut off */
+    long max_payload;      /* largest packet accepted (maxPayload of the handshake) */
+    long max_queue_bytes;  /* output queued per session; past it the session is cut off */
+    long read_pause_bytes; /* output queued past which the client is not read (0: never) */
+    long max_output_bytes; /* output queued by all sessions together; 0: no limit */
 };
 
 /* Every session of one server. */
@@ -75,7 +80,9 @@ struct eio_engine {
     struct lws_context *ctx; /* its loop runs deferred kills */
     struct wheel *wheel;     /* every timer (wheel_lws on ctx) */
     struct map sessions;     /* sid -> struct session */
+    size_t queued;           /* output bytes queued by every session */
     uint64_t frames_coalesced;
+    uint64_t budget_kills; /* sessions cut off by max_output_bytes */
     /* Optional admission of a new session by client address: admit returns 0
      * (then release is called when the session ends) or -1 (refused). */
     int (*admit)(void *ctx, const char *ip);
@@ -93,7 +100,8 @@ void eio_engine_close_all(struct eio_engine *e, const char *reason);
 struct session {
     struct eio_engine *engine;
     char sid[21];
-    char ip[64]; /* the client's address, for admission */
+    char tag[9]; /* what logs name the session by: a hash of the sid, which is a credential */
+    char ip[64]; /* the client's address: admission, and every later request must come from it */
     const struct eio_app *app;
     void *app_ctx;
     void *app_state;
@@ -108,6 +116,7 @@ struct session {
     struct wheel_timer t_upgrade;    /* upgrade timeout */
     lws_sorted_usec_list_t sul_kill; /* destruction deferred to the next loop turn */
     int pong_due;                    /* 1 between a ping and its pong */
+    int paused;                      /* the carrier was told to stop reading (read_pause_bytes) */
     int closing;                     /* flush the queue, then close */
     const char *close_reason;
 };

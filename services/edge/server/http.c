@@ -147,8 +147,30 @@ int http_origin_ok(struct lws *wsi, const char *allowed)
 
 long long http_content_length(struct lws *wsi)
 {
-    char clen[24];
-    if (lws_hdr_copy(wsi, clen, sizeof clen, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0)
+    char clen[64];
+    int n = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH);
+    if (n <= 0)
         return -1;
-    return strtoll(clen, NULL, 10);
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0)
+        return -2;
+    if (n >= (int)sizeof clen || lws_hdr_copy(wsi, clen, sizeof clen, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0)
+        return -2;
+    long long value = -1;
+    for (char *p = clen; *p;) {
+        while (*p == ' ')
+            p++;
+        size_t digits = strspn(p, "0123456789");
+        if (digits == 0 || digits > 15)
+            return -2;
+        long long v = strtoll(p, NULL, 10);
+        p += digits;
+        while (*p == ' ')
+            p++;
+        if (*p && *p++ != ',')
+            return -2;
+        if (value >= 0 && v != value)
+            return -2;
+        value = v;
+    }
+    return value;
 }

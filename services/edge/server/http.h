@@ -39,7 +39,12 @@ int http_write(struct lws *wsi, struct http_conn *h);
 /* 1 when a WebSocket upgrade may proceed under allowed: no policy, no Origin
  * header (not a browser), or an allowed origin. */
 int http_origin_ok(struct lws *wsi, const char *allowed);
-/* The request's Content-Length, or -1 when there is none. */
+/* The request's Content-Length: -1 when there is none (a chunked body: lws
+ * 4.1 reads Content-Length bodies only), -2 when it is not one: anything but
+ * digits, several that differ (lws joins repeated headers with ','), or a
+ * Transfer-Encoding beside it (lws would read the body by Content-Length and
+ * parse the rest as a new request). A caller closes the connection after
+ * answering either. */
 long long http_content_length(struct lws *wsi);
 
 #endif

@@ -19,6 +19,7 @@
 
 #define TEXT_PLAIN "text/plain; charset=UTF-8"
 #define CHECK_US 1000000 /* how often a held GET is checked for an abort */
+#define POST_BODY_S 10   /* longest a POST may take to send its body */
 #define APP_JSON "application/json"
 
 /* docs/protocol.md §Errors: HTTP 400 with {"code":N,"message":...}. */
@@ -85,7 +86,7 @@ static int peer_gone(struct lws *wsi)
 static void get_aborted(struct polling *pl)
 {
     struct lws *wsi = pl->get;
-    log_debug("held poll aborted sid=%s", pl->t.s->sid);
+    log_debug("held poll aborted session=%s", pl->t.s->tag);
     unbind(conn_of(wsi));
     pl->get = NULL;
     session_kill(pl->t.s, "transport error");
@@ -138,6 +139,15 @@ static void release(struct eio_transport *t, const char *reason)
     free(pl);
 }
 
+/* A client that does not fetch what is queued is not read from: its POST
+ * waits (docs/protocol.md §2.6). */
+static void pause_reading(struct eio_transport *t, int paused)
+{
+    struct polling *pl = lws_container_of(t, struct polling, t);
+    if (pl->post)
+        lws_rx_flow_control(pl->post, !paused);
+}
+
 static const struct eio_transport_ops polling_ops = {
     .name = "polling",
     .upgrades = "\"websocket\"",
@@ -145,6 +155,7 @@ static const struct eio_transport_ops polling_ops = {
     .kick = kick,
     .closing = NULL,
     .release = release,
+    .pause = pause_reading,
 };
 
 /* ---------- requests ---------- */
@@ -188,9 +199,13 @@ static int take_post(struct lws *wsi, struct conn *c, struct polling *pl)
         return respond_error(wsi, h, HTTP_STATUS_BAD_REQUEST, ERR_BAD_REQUEST);
     }
     long long clen = http_content_length(wsi);
-    if (clen < 0) {
+    if (clen == -1) {
         h->close_after = 1; /* lws 4.1 delivers Content-Length bodies only */
         return http_respond(wsi, h, HTTP_STATUS_LENGTH_REQUIRED, TEXT_PLAIN, "length required", 15);
+    }
+    if (clen < 0) { /* ambiguous framing: the rest of the stream cannot be trusted */
+        h->close_after = 1;
+        return respond_error(wsi, h, HTTP_STATUS_BAD_REQUEST, ERR_BAD_REQUEST);
     }
     if (clen > s->engine->cfg->max_payload) {
         h->close_after = 1;
@@ -201,6 +216,9 @@ static int take_post(struct lws *wsi, struct conn *c, struct polling *pl)
     c->u.http.pl = pl;
     if (clen == 0)
         return polling_body_done(wsi, c); /* lws sends no BODY callbacks */
+    lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, POST_BODY_S);
+    if (s->paused)
+        lws_rx_flow_control(wsi, 0);
     return 0;
 }
 
@@ -208,6 +226,15 @@ static int take_post(struct lws *wsi, struct conn *c, struct polling *pl)
 static int on_session_request(struct lws *wsi, struct conn *c, struct session *s, int post)
 {
     struct http_conn *h = &c->u.http.h;
+    char ip[64];
+    server_client_ip(c->srv, wsi, ip, sizeof ip);
+    if (strcmp(ip, s->ip) != 0) {
+        /* A sid is a bearer credential: a request from another client than the
+         * one that opened the session is answered as for an unknown sid. */
+        log_limited(LOG_WARN, "polling request for session=%s from another address: refused", s->tag);
+        h->close_after = 1;
+        return respond_error(wsi, h, HTTP_STATUS_BAD_REQUEST, ERR_SESSION_UNKNOWN);
+    }
     if (!polling_carries(s))
         return respond_error(wsi, h, HTTP_STATUS_BAD_REQUEST, ERR_BAD_REQUEST); /* upgraded */
     struct polling *pl = lws_container_of(s->carrier, struct polling, t);
@@ -227,8 +254,8 @@ static int on_session_request(struct lws *wsi, struct conn *c, struct session *s
 static int open_session(struct lws *wsi, struct conn *c, const struct eio_app *app, void *app_ctx)
 {
     struct http_conn *h = &c->u.http.h;
-    char ip[64] = "";
-    lws_get_peer_simple(wsi, ip, sizeof ip);
+    char ip[64];
+    server_client_ip(c->srv, wsi, ip, sizeof ip);
     struct polling *pl = xcalloc(1, sizeof *pl);
     pl->t.ops = &polling_ops;
     struct session *s = session_create(&c->srv->engine, app, app_ctx, &pl->t, ip);
@@ -304,6 +331,7 @@ int polling_body_done(struct lws *wsi, struct conn *c)
     if (c->role != CONN_POST)
         return 0;
     unbind(c);
+    lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
     if (!pl) /* the session ended while the body came in */
         return respond_error(wsi, h, HTTP_STATUS_BAD_REQUEST, ERR_SESSION_UNKNOWN);
     struct session *s = pl->t.s;
@@ -326,7 +354,7 @@ int polling_body_done(struct lws *wsi, struct conn *c)
         }
     }
     if (r < 0) {
-        log_debug("polling parse error sid=%s: %s", s->sid, err);
+        log_debug("polling parse error session=%s: %s", s->tag, err);
         session_kill(s, "parse error");
         return respond_error(wsi, h, HTTP_STATUS_BAD_REQUEST, ERR_BAD_REQUEST);
     }

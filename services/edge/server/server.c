@@ -5,11 +5,143 @@
  * whose wake-ups lws coalesces). */
 #include "server.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 
 #include "conn.h"
 #include "log.h"
+#include "mem.h"
+
+#define FD_RESERVE 64 /* descriptors kept for NATS, files and the like */
+
+/* ---------- addresses ---------- */
+
+/* 1 when ip is in list: comma-separated addresses or CIDR blocks, v4 or v6. */
+static int ip_in_list(const char *ip, const char *list)
+{
+    unsigned char a[16], b[16];
+    int fam = strchr(ip, ':') ? AF_INET6 : AF_INET;
+    if (inet_pton(fam, ip, a) != 1)
+        return 0;
+    size_t alen = fam == AF_INET ? 4 : 16;
+    const char *p = list;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        char item[64];
+        while (n && *p == ' ')
+            p++, n--;
+        while (n && p[n - 1] == ' ')
+            n--;
+        if (n && n < sizeof item) {
+            memcpy(item, p, n);
+            item[n] = '\0';
+            char *slash = strchr(item, '/');
+            long bits = (long)alen * 8;
+            if (slash) {
+                *slash = '\0';
+                bits = strtol(slash + 1, NULL, 10);
+            }
+            if (inet_pton(fam, item, b) == 1 && bits >= 0 && bits <= (long)alen * 8) {
+                size_t full = (size_t)bits / 8;
+                unsigned rest = (unsigned)bits % 8;
+                if (memcmp(a, b, full) == 0 &&
+                    (rest == 0 || ((a[full] ^ b[full]) & (unsigned char)(0xff << (8 - rest)) & 0xff) == 0))
+                    return 1;
+            }
+        }
+        p = comma ? comma + 1 : p + strlen(p);
+    }
+    return 0;
+}
+
+/* An IPv4 client of a dual-stack socket shows as ::ffff:a.b.c.d: one
+ * address has one spelling, a.b.c.d. */
+static void unmap_v4(char *ip)
+{
+    if (strncmp(ip, "::ffff:", 7) == 0 && strchr(ip + 7, '.'))
+        memmove(ip, ip + 7, strlen(ip + 7) + 1);
+}
+
+void server_client_ip(const struct server *srv, struct lws *wsi, char *out, size_t n)
+{
+    out[0] = '\0';
+    lws_get_peer_simple(wsi, out, n);
+    unmap_v4(out);
+    if (!*srv->cfg->trusted_proxies || !ip_in_list(out, srv->cfg->trusted_proxies))
+        return;
+    char xff[256];
+    if (lws_hdr_copy(wsi, xff, sizeof xff, WSI_TOKEN_X_FORWARDED_FOR) <= 0)
+        return;
+    const char *last = strrchr(xff, ',');
+    last = last ? last + 1 : xff;
+    while (*last == ' ')
+        last++;
+    unsigned char tmp[16];
+    if (inet_pton(strchr(last, ':') ? AF_INET6 : AF_INET, last, tmp) == 1) /* the proxy appended it */
+        snprintf(out, n, "%s", last);
+}
+
+/* ---------- TCP connections per peer address ---------- */
+
+static void tcp_release(struct server *srv, char *ip)
+{
+    long *count = map_get(&srv->tcp_peers, ip);
+    if (count && --*count == 0) {
+        map_del(&srv->tcp_peers, ip);
+        free(count);
+    }
+    free(ip);
+}
+
+/* FILTER_NETWORK_CONNECTION: 0 takes the connection, -1 refuses it. Its
+ * address waits in tcp_pending until lws has made the connection
+ * (SERVER_NEW_CLIENT_INSTANTIATED follows at once), which then holds it; if
+ * lws never does, the next accept gives the count back. */
+static int tcp_admit(struct server *srv, const struct lws_filter_network_conn_args *filt)
+{
+    if (srv->tcp_pending) {
+        tcp_release(srv, srv->tcp_pending);
+        srv->tcp_pending = NULL;
+    }
+    if (srv->cfg->max_tcp_per_ip <= 0)
+        return 0;
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (filt->cli_addr.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)&filt->cli_addr)->sin_addr, ip, sizeof ip);
+    else if (filt->cli_addr.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&filt->cli_addr)->sin6_addr, ip, sizeof ip);
+    unmap_v4(ip);
+    if (!*ip || (*srv->cfg->trusted_proxies && ip_in_list(ip, srv->cfg->trusted_proxies)))
+        return 0;
+    long *count = map_get(&srv->tcp_peers, ip);
+    if (count && *count >= srv->cfg->max_tcp_per_ip) {
+        srv->refused_tcp++;
+        log_limited(LOG_WARN, "connection refused: %ld already open from %s (EDGE_MAX_TCP_PER_IP)", *count,
+                    ip);
+        return -1;
+    }
+    if (!count) {
+        count = xcalloc(1, sizeof *count);
+        map_put(&srv->tcp_peers, ip, count);
+    }
+    ++*count;
+    srv->tcp_pending = xstrdup(ip);
+    return 0;
+}
+
+/* ---------- methods ---------- */
+
+/* What the edge serves is GET, POST and OPTIONS: any other method gets 405
+ * (on an Engine.IO path, Engine.IO's own 400) and the connection is closed;
+ * a CONNECT, which lws would otherwise hold as a raw socket forever, too. */
+static const char refused_method[] = "HTTP/1.1 405 Method Not Allowed\r\nallow: GET, POST, OPTIONS\r\n"
+                                     "content-length: 0\r\nconnection: close\r\n\r\n";
 
 /* The mount serving a request path, or -1. Socket.IO clients always add the
  * trailing slash; we accept it missing too. */
@@ -75,12 +207,31 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     struct lws_context *ctx = lws_get_context(wsi);
     struct server *srv = ctx ? lws_context_user(ctx) : NULL;
     int m;
-    if (c && !c->srv) {
+    if (c && !c->srv && reason != LWS_CALLBACK_FILTER_NETWORK_CONNECTION) {
         c->srv = srv;
         c->wsi = wsi;
     }
 
     switch (reason) {
+    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION: /* user: the accept's arguments */
+        return tcp_admit(srv, user);
+    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED: /* (lws resets the opaque pointer before this) */
+        if (srv && srv->tcp_pending) {
+            lws_set_opaque_user_data(wsi, srv->tcp_pending);
+            srv->tcp_pending = NULL;
+        }
+        break;
+    case LWS_CALLBACK_WSI_DESTROY:
+        if (srv && lws_get_opaque_user_data(wsi)) {
+            tcp_release(srv, lws_get_opaque_user_data(wsi));
+            lws_set_opaque_user_data(wsi, NULL);
+        }
+        break;
+    case LWS_CALLBACK_RAW_ADOPT: /* an HTTP CONNECT: lws turned it raw */
+        (void)!send(lws_get_socket_fd(wsi), refused_method, sizeof refused_method - 1,
+                    MSG_DONTWAIT | MSG_NOSIGNAL);
+        return -1;
+
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         /* Delivered once per protocol per vhost: we have one of each. */
         if (srv && srv->on_wake)
@@ -106,10 +257,20 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         ws_closed(wsi, c);
         break;
 
-    case LWS_CALLBACK_HTTP:
-        if ((m = mount_of(srv, (const char *)in)) >= 0)
+    case LWS_CALLBACK_HTTP: {
+        if ((m = mount_of(srv, (const char *)in)) >= 0) /* other methods: Engine.IO's 400 */
             return polling_request(wsi, c, srv->mounts[m].app, srv->mounts[m].ctx);
+        char *uri;
+        int ulen;
+        int method = lws_http_get_uri_and_method(wsi, &uri, &ulen);
+        if (method != LWSHUMETH_GET && method != LWSHUMETH_POST && method != LWSHUMETH_OPTIONS) {
+            c->role = CONN_NONE;
+            http_begin(wsi, &c->u.http.h, "");
+            c->u.http.h.close_after = 1;
+            return http_respond(wsi, &c->u.http.h, 405, "text/plain", "method not allowed\n", 19);
+        }
         return route_request(wsi, c, (const char *)in);
+    }
     case LWS_CALLBACK_HTTP_BODY:
         return route_body(c, in, len);
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
@@ -137,8 +298,24 @@ static const struct lws_protocols protocols[] = {
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
+/* lws's own lines, at most one a second of the same kind: a flood of
+ * "accept: errno 24" or "no space for new conn" says nothing more than one
+ * line with its count. */
 static void lws_log(int level, const char *line)
 {
+    static char last[48];
+    static long long last_us;
+    static unsigned long same;
+    long long now = (long long)lws_now_usecs();
+    if (strncmp(line, last, sizeof last - 1) == 0 && now - last_us < 1000000) {
+        same++;
+        return;
+    }
+    if (same)
+        log_warn("lws: %lu more lines like \"%.40s\"", same, last);
+    snprintf(last, sizeof last, "%s", line);
+    last_us = now;
+    same = 0;
     if (level & LLL_ERR)
         log_error("lws: %s", line);
     else if (level & LLL_WARN)
@@ -147,13 +324,35 @@ static void lws_log(int level, const char *line)
         log_debug("lws: %s", line);
 }
 
+/* The soft open-files limit up to the hard one: every connection is a
+ * descriptor. Returns the limit the process has. */
+static long raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return -1;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? 1 << 20 : (long)rl.rlim_cur;
+}
+
 int server_start(struct server *srv, const struct server_config *cfg, const struct eio_config *ecfg)
 {
     memset(srv, 0, sizeof *srv);
     srv->cfg = cfg;
+    map_init(&srv->tcp_peers);
+    long nofile = raise_nofile();
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log);
+    /* lws takes connections up to this many descriptors, then closes new
+     * ones at once: never an accept() that fails (and is retried in a loop). */
+    if (nofile > 2 * FD_RESERVE)
+        info.fd_limit_per_thread = (unsigned)(nofile - FD_RESERVE);
+    log_info("open files limit=%ld (connections up to %u)", nofile, info.fd_limit_per_thread);
     info.port = (int)cfg->port;
     info.iface = cfg->host;
     info.protocols = protocols;
@@ -232,8 +431,14 @@ void server_destroy(struct server *srv)
         return;
     eio_engine_cleanup(&srv->engine);
     wheel_lws_cleanup(&srv->wheel);
-    lws_context_destroy(srv->ctx);
+    lws_context_destroy(srv->ctx); /* every connection's WSI_DESTROY: the counts go to 0 */
     srv->ctx = NULL;
+    free(srv->tcp_pending);
+    size_t i;
+    struct map_entry *m;
+    while ((m = map_first(&srv->tcp_peers, &i)))
+        free(map_del(&srv->tcp_peers, m->key));
+    map_cleanup(&srv->tcp_peers);
 }
 
 void server_count(const struct server *srv, size_t *websocket, size_t *polling)

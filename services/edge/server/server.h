@@ -11,12 +11,15 @@
 
 #include "engineio/session.h"
 #include "http.h"
+#include "map.h"
 #include "wheel.h"
 
 struct server_config {
     const char *host;
     long port;
-    const char *cors_origins; /* empty, "*" or a comma-separated list of origins */
+    const char *cors_origins;    /* empty, "*" or a comma-separated list of origins */
+    const char *trusted_proxies; /* addresses whose X-Forwarded-For names the client ("": none) */
+    long max_tcp_per_ip; /* open TCP connections per peer address (trusted proxies: no limit); 0: off */
 };
 
 /* Plain HTTP routes for paths no Engine.IO app is mounted on. */
@@ -47,6 +50,9 @@ struct server {
     void (*on_wake)(void *ctx); /* the loop was woken by server_wake() */
     void *wake_ctx;
     volatile int stopping; /* no new sessions; WebSockets close with 1001 */
+    struct map tcp_peers;  /* peer address -> open TCP connections (max_tcp_per_ip) */
+    char *tcp_pending;     /* the address accepted last, until its connection exists */
+    uint64_t refused_tcp;  /* connections refused at accept (per-address limit) */
 };
 
 /* Listens on cfg host:port and sets up the engine with ecfg. Returns 0 or -1
@@ -66,6 +72,10 @@ int server_service(struct server *srv);
 void server_drain(struct server *srv, int grace_ms);
 /* Destroys what is left (sessions, timers, the lws context). */
 void server_destroy(struct server *srv);
+
+/* The client's address of a request: the peer, or, when the peer is one of
+ * the trusted proxies, the last address of its X-Forwarded-For. */
+void server_client_ip(const struct server *srv, struct lws *wsi, char *out, size_t n);
 
 /* Sessions carried by each transport, for metrics. */
 void server_count(const struct server *srv, size_t *websocket, size_t *polling);

@@ -41,6 +41,12 @@ static void release(struct eio_transport *t, const char *reason)
     lws_set_timeout(conn_of_transport(t)->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
+/* A client that does not read what is queued is not read from either. */
+static void pause_reading(struct eio_transport *t, int paused)
+{
+    lws_rx_flow_control(conn_of_transport(t)->wsi, !paused);
+}
+
 static const struct eio_transport_ops ws_ops = {
     .name = "websocket",
     .upgrades = "",
@@ -48,15 +54,17 @@ static const struct eio_transport_ops ws_ops = {
     .kick = kick,
     .closing = closing,
     .release = release,
+    .pause = pause_reading,
 };
 
 /* ---------- the lws side ---------- */
 
 /* docs/protocol.md §Query parameters: EIO=4 and transport=websocket are
- * required. With a sid it is an upgrade: the session must exist and be
+ * required. With a sid it is an upgrade: the session must exist, be
  * upgradable (§Upgrade step 1; a second WebSocket for an upgraded session is
- * refused), checked only when check_sid is set. Returns the session to probe
- * through *probe. */
+ * refused) and have been opened by the same client address (a sid is a
+ * bearer credential), checked only when check_sid is set. Returns the
+ * session to probe through *probe. */
 static int query_ok(struct server *srv, struct lws *wsi, struct session **probe, int check_sid)
 {
     char v[64];
@@ -73,6 +81,12 @@ static int query_ok(struct server *srv, struct lws *wsi, struct session **probe,
     struct session *s = session_find(&srv->engine, p);
     if (!s || !session_upgradable(s))
         return 0;
+    char ip[64];
+    server_client_ip(srv, wsi, ip, sizeof ip);
+    if (strcmp(ip, s->ip) != 0) {
+        log_limited(LOG_WARN, "upgrade of session=%s from another address: refused", s->tag);
+        return 0;
+    }
     *probe = s;
     return 1;
 }
@@ -101,8 +115,8 @@ int ws_established(struct lws *wsi, struct conn *c, const struct eio_app *app, v
         session_probe_attach(s, &c->u.ws.t);
         return 0;
     }
-    char ip[64] = "";
-    lws_get_peer_simple(wsi, ip, sizeof ip);
+    char ip[64];
+    server_client_ip(c->srv, wsi, ip, sizeof ip);
     if (!session_create(&c->srv->engine, app, app_ctx, &c->u.ws.t, ip))
         return -1; /* over the address's limits */
     kick(&c->u.ws.t);
@@ -128,7 +142,7 @@ static int message(struct lws *wsi, struct conn *c, const void *in, size_t len, 
         return 0;
     const char *err;
     if (eio_decode_ws(p, (const uint8_t *)rx->msg.data, rx->msg.len, rx->binary, &err) != 0) {
-        log_debug("session parse error sid=%s: %s", c->u.ws.t.s->sid, err);
+        log_debug("session parse error session=%s: %s", c->u.ws.t.s->tag, err);
         *why = "parse error";
         return -1;
     }

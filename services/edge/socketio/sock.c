@@ -61,7 +61,7 @@ static void on_connect_timeout(struct wheel_timer *t)
 {
     struct sock_conn *c = lws_container_of(t, struct sock_conn, t_connect);
     if (!c->joined) {
-        log_debug("socket.io connect timeout sid=%s", c->s->sid);
+        log_debug("socket.io connect timeout session=%s", c->s->tag);
         session_close(c->s, "forced close");
     }
 }
@@ -233,7 +233,7 @@ static void conn_message(void *ctx, struct session *s, const uint8_t *data, size
     const char *err = NULL;
     int r = sio_rx_feed(&c->rx, data, len, binary, &p, &err);
     if (r == SIO_RX_ERROR) {
-        log_debug("socket.io parse error sid=%s: %s", s->sid, err);
+        log_debug("socket.io parse error session=%s: %s", s->tag, err);
         session_close(s, "parse error");
         return;
     }
