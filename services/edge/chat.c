@@ -234,19 +234,33 @@ static void count(const char *metric, const char *label, const char *value)
     metrics_add(metric, labels, 1);
 }
 
-static void send_error(struct chat_sock *cs, const char *event, int64_t ack_id, const char *code,
-                       const char *message)
+/* retry_after_ms > 0 (a service's rate_limited) adds retryAfterMs to the
+ * error object: when the client may try again. */
+static void send_error_hint(struct chat_sock *cs, const char *event, int64_t ack_id, const char *code,
+                            const char *message, int64_t retry_after_ms)
 {
-    json_t *args;
+    json_t *args, *err;
     count("chat_edge_errors_total", "code", code);
     if (ack_id >= 0) {
         args = json_pack("[{s:b,s:{s:s,s:s}}]", "ok", 0, "error", "code", code, "message", message);
-        sock_ack(cs->k, ack_id, args);
+        err = json_object_get(json_array_get(args, 0), "error");
     } else {
         args = json_pack("[s{s:s,s:s,s:s}]", "chat:error", "event", event, "code", code, "message", message);
-        sock_emit(cs->k, args);
+        err = json_array_get(args, 1);
     }
+    if (retry_after_ms > 0)
+        json_object_set_new(err, "retryAfterMs", json_integer(retry_after_ms));
+    if (ack_id >= 0)
+        sock_ack(cs->k, ack_id, args);
+    else
+        sock_emit(cs->k, args);
     json_decref(args);
+}
+
+static void send_error(struct chat_sock *cs, const char *event, int64_t ack_id, const char *code,
+                       const char *message)
+{
+    send_error_hint(cs, event, ack_id, code, message, 0);
 }
 
 /* Acks {ok: true} plus key: value when value is set (stolen). */
@@ -316,8 +330,10 @@ static void req_answer(struct chat_req *r, const uint8_t *data, size_t len)
     } else if (r->kind == REQ_HISTORY) {
         Chat__V1__MessageList *l = data ? chat__v1__message_list__unpack(NULL, len, data) : NULL;
         if (!l || l->error) {
-            send_error(cs, "message:history", r->ack_id, l && l->error ? l->error->code : "unavailable",
-                       l && l->error ? l->error->message : "the message service did not answer; try again");
+            send_error_hint(cs, "message:history", r->ack_id, l && l->error ? l->error->code : "unavailable",
+                            l && l->error ? l->error->message
+                                          : "the message service did not answer; try again",
+                            l && l->error ? l->error->retry_after_ms : 0);
         } else {
             json_t *a = json_array();
             for (size_t i = 0; i < l->n_messages; i++)
@@ -492,7 +508,8 @@ static void on_command_result(struct chat *c, const uint8_t *data, size_t len)
     struct chat_sock *cs = map_get(&c->socks, num);
     if (cs && cs->k->state == SOCK_OPEN) {
         if (r->outcome_case == CHAT__V1__COMMAND_RESULT__OUTCOME_ERROR && r->error)
-            send_error(cs, r->event, r->origin->ack_id, r->error->code, r->error->message);
+            send_error_hint(cs, r->event, r->origin->ack_id, r->error->code, r->error->message,
+                            r->error->retry_after_ms);
         else if (r->outcome_case == CHAT__V1__COMMAND_RESULT__OUTCOME_MESSAGE && r->message)
             send_ok(cs, r->origin->ack_id, "message", chat_json_message(r->message));
         else
@@ -854,6 +871,7 @@ static int on_message_history(struct chat_sock *cs, json_t *arg, int64_t ack_id,
     q.with_user_id = v.with;
     q.before_id = v.before;
     q.limit = v.limit;
+    q.timeout_ms = REQUEST_TIMEOUT_MS; /* messaging drops it once this has passed */
     if (request(cs, REQ_HISTORY, ack_id, SUBJ_QUERY_MESSAGES, &q.base, REQUEST_TIMEOUT_MS) != 0)
         FAIL("unavailable", "the message bus is unavailable; try again");
     return 1;
