@@ -151,12 +151,13 @@ void chat_bus_connected(void *closure)
         relay_push(c->relay, RELAY_RESYNC, "", "", 0);
 }
 
-/* JetStream set-up blocks: it runs on its own thread until it succeeds. */
+/* JetStream set-up blocks: it runs on its own thread until it succeeds. It
+ * only creates missing streams: messaging owns their limits. */
 static void *streams_main(void *arg)
 {
     struct chat *c = arg;
     while (!c->stopped) {
-        if (bus_connected(&c->e->bus) && streams_ensure(c->js) == 0)
+        if (bus_connected(&c->e->bus) && streams_ensure(c->js, NULL) == 0)
             break;
         for (int i = 0; i < 10 && !c->stopped; i++) {
             struct timespec ts = {0, 100 * 1000000L};

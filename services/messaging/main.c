@@ -16,6 +16,9 @@
         name, kind, def, 0, offsetof(struct messaging_config, field), min, max, help                         \
     }
 
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
 static const struct config_var vars[] = {
     V("LOG_LEVEL", CONFIG_STR, "info", log_level, 0, 0, "debug, info, warn or error"),
     V("NATS_URL", CONFIG_STR, "nats://127.0.0.1:4222", nats_url, 0, 0, "NATS server URL"),
@@ -24,6 +27,12 @@ static const struct config_var vars[] = {
     V("MESSAGING_BATCH", CONFIG_INT, "256", batch, 1, 10000, "largest batch per transaction"),
     V("MESSAGING_ACK_WAIT_MS", CONFIG_INT, "5000", ack_wait_ms, 500, 3600000,
       "redelivery delay of a command left unacked by a crashed replica"),
+    V("CHAT_EVENTS_MAX_AGE_S", CONFIG_INT, STR(STREAMS_EVENTS_MAX_AGE_S), streams.events_max_age_s, 0,
+      3650L * 86400, "CHAT_EVENTS keeps taps this long (s; 0: no limit)"),
+    V("CHAT_EVENTS_MAX_BYTES", CONFIG_INT, STR(STREAMS_EVENTS_MAX_BYTES), streams.events_max_bytes, 0,
+      1L << 44, "CHAT_EVENTS size; past it the oldest taps go (0: no limit)"),
+    V("CHAT_CMD_MAX_BYTES", CONFIG_INT, STR(STREAMS_CMD_MAX_BYTES), streams.cmd_max_bytes, 0, 1L << 44,
+      "CHAT_CMD size; past it new commands are refused (0: no limit)"),
     V("HEALTH_HOST", CONFIG_STR, "0.0.0.0", health_host, 0, 0, "address of GET /healthz and /metrics"),
     V("HEALTH_PORT", CONFIG_INT, "9101", health_port, 0, 65535, "port of GET /healthz and /metrics; 0: off"),
 };

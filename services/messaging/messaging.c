@@ -142,7 +142,7 @@ static int setup(struct messaging *m, struct store *st)
     pthread_mutex_lock(&m->setup_mu);
     if (!m->setup_done) {
         rc = -1;
-        if (bus_connected(m->bus) && streams_ensure(m->js) == 0 && store_migrate(st) == 0) {
+        if (bus_connected(m->bus) && streams_ensure(m->js, &m->cfg->streams) == 0 && store_migrate(st) == 0) {
             int i;
             for (i = 0; i < m->nworkers && ensure_consumer(m, &m->workers[i]) == 0; i++)
                 ;

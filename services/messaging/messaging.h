@@ -11,14 +11,16 @@
 #define MESSAGING_H
 
 #include "bus.h"
+#include "streams.h"
 
 struct messaging_config {
     const char *nats_url;
     const char *database_url;
     const char *log_level;
-    long partitions;  /* CHAT_PARTITIONS: the same value as the edges' */
-    long batch;       /* largest fetch and transaction */
-    long ack_wait_ms; /* JetStream redelivery delay of an unacked command */
+    long partitions;               /* CHAT_PARTITIONS: the same value as the edges' */
+    long batch;                    /* largest fetch and transaction */
+    long ack_wait_ms;              /* JetStream redelivery delay of an unacked command */
+    struct streams_limits streams; /* messaging owns the streams' limits */
     const char *health_host;
     long health_port; /* GET /healthz and /metrics; 0: off */
 };
