@@ -1,6 +1,6 @@
 /* messaging: see messaging.h. Threads: one worker per partition, one for read
- * receipts (which also counts the replicas), and nats.c's own threads for the
- * history queries (one connection of their own, behind a mutex). */
+ * receipts (which also counts the replicas), and history.c's pool for the
+ * history queries. */
 #include "messaging.h"
 
 #include <pthread.h>
@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "chat.pb-c.h"
+#include "history.h"
 #include "ids.h"
 #include "log.h"
 #include "mem.h"
@@ -21,8 +22,8 @@
 #include "subjects.h"
 
 #define APP_PREFIX "chat-messaging/"
+#define HISTORY_TIMEOUT_MS 5000 /* a query that says none: the edge's request timeout */
 #define READ_CONSUMER "messaging-read"
-#define HISTORY_MAX 100
 
 struct worker {
     struct messaging *m;
@@ -48,9 +49,8 @@ struct messaging {
     atomic_int db_up; /* the read worker's last look at PostgreSQL */
     pthread_mutex_t setup_mu;
     int setup_done; /* streams, consumers and schema are there */
-    pthread_mutex_t query_mu;
-    struct store *query_st;
-    natsSubscription *query_sub;
+    struct history_config history_cfg;
+    struct history *history;
 };
 
 /* Deliveries are core NATS publishes: after NATS comes back, the edges need a
@@ -566,65 +566,6 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* ---------- history ---------- */
-
-static void on_history(natsConnection *nc, natsSubscription *sub, natsMsg *nm, void *closure)
-{
-    (void)sub;
-    struct messaging *m = closure;
-    const char *reply = natsMsg_GetReply(nm);
-    Chat__V1__HistoryQuery *q = chat__v1__history_query__unpack(NULL, (size_t)natsMsg_GetDataLength(nm),
-                                                                (const uint8_t *)natsMsg_GetData(nm));
-    Chat__V1__MessageList list = CHAT__V1__MESSAGE_LIST__INIT;
-    Chat__V1__Error err = CHAT__V1__ERROR__INIT;
-    struct store_row *rows = NULL;
-    int n = 0;
-    char user[IDS_UUID_LEN + 1], with[IDS_UUID_LEN + 1], before[IDS_UUID_LEN + 1] = "";
-    if (!reply || !q || ids_uuid_norm(user, q->user_id, strlen(q->user_id)) ||
-        ids_uuid_norm(with, q->with_user_id, strlen(q->with_user_id)) ||
-        (*q->before_id && ids_uuid_norm(before, q->before_id, strlen(q->before_id)))) {
-        err.code = "bad_request";
-        err.message = "invalid history query";
-        list.error = &err;
-    } else {
-        int limit = q->limit < 1 ? 50 : q->limit > HISTORY_MAX ? HISTORY_MAX : (int)q->limit;
-        pthread_mutex_lock(&m->query_mu);
-        if (store_ok(m->query_st) != 0) {
-            store_close(m->query_st);
-            m->query_st = store_open(m->cfg->database_url, m->app);
-        }
-        n = m->query_st ? store_history(m->query_st, user, with, before, limit, &rows) : -1;
-        pthread_mutex_unlock(&m->query_mu);
-        if (n < 0) {
-            n = 0;
-            err.code = "unavailable";
-            err.message = "the message store is unavailable; try again";
-            list.error = &err;
-        }
-    }
-    Chat__V1__Message *msgs = xcalloc((size_t)(n ? n : 1), sizeof *msgs);
-    Chat__V1__Message **ptrs = xcalloc((size_t)(n ? n : 1), sizeof *ptrs);
-    for (int i = 0; i < n; i++) {
-        message_from_row(&msgs[i], &rows[i]);
-        ptrs[i] = &msgs[i];
-    }
-    list.n_messages = (size_t)n;
-    list.messages = ptrs;
-    if (reply) {
-        size_t len = chat__v1__message_list__get_packed_size(&list);
-        uint8_t *buf = xmalloc(len);
-        chat__v1__message_list__pack(&list, buf);
-        natsConnection_Publish(nc, reply, buf, (int)len);
-        free(buf);
-    }
-    store_rows_cleanup(rows, n);
-    free(rows);
-    free(msgs);
-    free(ptrs);
-    chat__v1__history_query__free_unpacked(q, NULL);
-    natsMsg_Destroy(nm);
-}
-
 int messaging_healthy(void *closure)
 {
     struct messaging *m = closure;
@@ -650,7 +591,6 @@ struct messaging *messaging_start(const struct messaging_config *cfg, struct bus
     m->bus = bus;
     atomic_init(&m->fair_share, (int)cfg->partitions);
     pthread_mutex_init(&m->setup_mu, NULL);
-    pthread_mutex_init(&m->query_mu, NULL);
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = 5000;
@@ -660,8 +600,19 @@ struct messaging *messaging_start(const struct messaging_config *cfg, struct bus
         free(m);
         return NULL;
     }
-    natsConnection_QueueSubscribe(&m->query_sub, bus->nc, SUBJ_QUERY_MESSAGES, QUEUE_MESSAGING, on_history,
-                                  m);
+    m->history_cfg = (struct history_config){.database_url = cfg->database_url,
+                                             .app = m->app,
+                                             .conns = cfg->history_conns,
+                                             .queue = cfg->history_queue,
+                                             .per_user = cfg->history_per_user,
+                                             .per_s = cfg->history_per_s,
+                                             .timeout_ms = HISTORY_TIMEOUT_MS};
+    if (!(m->history = history_start(&m->history_cfg, bus->nc))) {
+        jsCtx_Destroy(m->js);
+        pthread_mutex_destroy(&m->setup_mu);
+        free(m);
+        return NULL;
+    }
     m->nworkers = (int)cfg->partitions + 1;
     m->workers = xcalloc((size_t)m->nworkers, sizeof *m->workers);
     for (int i = 0; i < m->nworkers; i++) {
@@ -680,20 +631,15 @@ void messaging_stop(struct messaging *m)
     if (!m)
         return;
     atomic_store(&m->stopping, 1);
+    history_stop(m->history);
     for (int i = 0; i < m->nworkers; i++)
         pthread_join(m->workers[i].thread, NULL);
-    if (m->query_sub) {
-        natsSubscription_Unsubscribe(m->query_sub);
-        natsSubscription_Destroy(m->query_sub);
-    }
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MaxWait = 1000; /* bounded: NATS may be gone */
     js_PublishAsyncComplete(m->js, &po);
     jsCtx_Destroy(m->js);
-    store_close(m->query_st);
     pthread_mutex_destroy(&m->setup_mu);
-    pthread_mutex_destroy(&m->query_mu);
     free(m->workers);
     free(m);
 }

@@ -6,7 +6,7 @@
  * replicas share the partitions evenly. Each fetched batch is one
  * transaction; deliveries, taps and acks to the client follow the COMMIT, the
  * JetStream ack comes last. History queries are answered on
- * chat.query.messages (queue group). */
+ * chat.query.messages (queue group) by history.c. */
 #ifndef MESSAGING_H
 #define MESSAGING_H
 
@@ -21,6 +21,10 @@ struct messaging_config {
     long batch;                    /* largest fetch and transaction */
     long ack_wait_ms;              /* JetStream redelivery delay of an unacked command */
     struct streams_limits streams; /* messaging owns the streams' limits */
+    long history_conns;            /* history workers, one PostgreSQL connection each */
+    long history_queue;            /* queued history queries, all users */
+    long history_per_user;         /* queued + running history queries per user; 0: no limit */
+    long history_per_s;            /* history queries per user per second (burst 2x); 0: no limit */
     const char *health_host;
     long health_port; /* GET /healthz and /metrics; 0: off */
 };

@@ -64,6 +64,13 @@ int store_migrate(struct store *st)
     return db_migrate(st->c, "messaging", steps, (int)(sizeof steps / sizeof steps[0]));
 }
 
+int store_statement_timeout(struct store *st, long ms)
+{
+    char sql[64];
+    snprintf(sql, sizeof sql, "SET statement_timeout = %ld", ms);
+    return db_exec(st->c, sql);
+}
+
 /* Runs a statement; returns its result when its status is want, else logs,
  * clears and returns NULL. */
 static PGresult *run(struct store *st, ExecStatusType want, const char *sql, int n, const char *const *params)

@@ -42,6 +42,9 @@ void store_close(struct store *st);
 int store_ok(struct store *st);
 /* Creates or migrates messaging's tables. */
 int store_migrate(struct store *st);
+/* Every statement of this connection that runs longer than ms is cancelled
+ * (it then fails). Returns 0, or -1 after logging. */
+int store_statement_timeout(struct store *st, long ms);
 
 /* Partition ownership: a session-level advisory lock, released when the
  * connection ends (crash included). try_lock: 1 taken, 0 held elsewhere, -1
