@@ -33,7 +33,8 @@ EDGE_SRC := services/edge/main.c services/edge/ws.c services/edge/polling.c serv
             services/edge/wheel_lws.c
 DB_SRC  := lib/db.c
 MSG_SRC := services/messaging/main.c services/messaging/messaging.c services/messaging/store.c \
-            services/messaging/history.c services/messaging/histq.c $(DB_SRC)
+            services/messaging/history.c services/messaging/histq.c services/messaging/guard.c \
+            services/messaging/quota.c services/messaging/seen.c $(DB_SRC)
 PRS_SRC := services/presence/main.c services/presence/presence.c services/presence/roster.c \
             services/presence/userdb.c $(DB_SRC)
 
@@ -41,7 +42,8 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 BINS := $(BUILD)/bin/chat-edge $(BUILD)/bin/chat-messaging $(BUILD)/bin/chat-presence $(BUILD)/bin/chat-tap
 UNIT_TESTS := $(BUILD)/tests/test_eio $(BUILD)/tests/test_sio $(BUILD)/tests/test_auth $(BUILD)/tests/test_roster \
               $(BUILD)/tests/test_chat_valid $(BUILD)/tests/test_wheel \
-              $(BUILD)/tests/test_chat_wire $(BUILD)/tests/test_histq
+              $(BUILD)/tests/test_chat_wire $(BUILD)/tests/test_histq $(BUILD)/tests/test_quota \
+              $(BUILD)/tests/test_seen
 
 .PHONY: all test test-unit test-e2e test-browser test-sanitize deps run format clean clean-state
 all: $(BINS)
@@ -114,6 +116,16 @@ $(BUILD)/tests/test_chat_wire: $(call obj,tests/unit/test_chat_wire.c services/e
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson libprotobuf-c)
 $(BUILD)/obj/tests/unit/test_histq.o: CFLAGS += -Iservices/messaging
 $(BUILD)/tests/test_histq: $(call obj,tests/unit/test_histq.c services/messaging/histq.c lib/map.c lib/mem.c)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
+$(BUILD)/obj/tests/unit/test_quota.o: CFLAGS += -Iservices/messaging
+$(BUILD)/tests/test_quota: $(call obj,tests/unit/test_quota.c services/messaging/quota.c lib/map.c lib/mem.c)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
+$(BUILD)/obj/tests/unit/test_seen.o: CFLAGS += -Iservices/messaging
+$(BUILD)/tests/test_seen: $(call obj,tests/unit/test_seen.c services/messaging/seen.c lib/map.c lib/mem.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)

@@ -25,6 +25,9 @@ struct messaging_config {
     long history_queue;            /* queued history queries, all users */
     long history_per_user;         /* queued + running history queries per user; 0: no limit */
     long history_per_s;            /* history queries per user per second (burst 2x); 0: no limit */
+    long sends_per_min;            /* sends per sender per minute; 0: no limit */
+    long sends_per_day;            /* sends per sender per UTC day; 0: no limit */
+    long require_known_recipient;  /* 1: sends only to users presence has seen */
     const char *health_host;
     long health_port; /* GET /healthz and /metrics; 0: off */
 };
