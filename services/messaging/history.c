@@ -73,7 +73,9 @@ static void publish_list(natsConnection *nc, const char *reply, Chat__V1__Messag
     size_t len = chat__v1__message_list__get_packed_size(list);
     uint8_t *buf = xmalloc(len ? len : 1);
     chat__v1__message_list__pack(list, buf);
-    natsConnection_Publish(nc, reply, buf, (int)len);
+    natsStatus s = natsConnection_Publish(nc, reply, buf, (int)len);
+    if (s != NATS_OK) /* e.g. a page over NATS's max_payload: the edge times out */
+        log_warn("history reply not sent bytes=%zu: %s", len, natsStatus_GetText(s));
     free(buf);
 }
 
