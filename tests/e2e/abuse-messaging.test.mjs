@@ -776,6 +776,39 @@ describe("JetStream limits: CHAT_EVENTS (age, size) and CHAT_CMD (size) are mess
     await svc.stop();
   });
 
+  test("CHAT_CMD full while messaging is away: new sends get unavailable at once, the queued ones are kept and stored when it is back", { timeout: 60000 }, async () => {
+    let svc = await messagingWith({ CHAT_CMD_MAX_BYTES: "6000" }, "cmd-full-1");
+    assert.equal((await config("CHAT_CMD")).config.max_bytes, 6000);
+    await svc.stop(); // nobody consumes CHAT_CMD now
+    const a = await connectAs(makeUser("queued"));
+    const b = await connectAs(makeUser("queued-to"));
+    const results = [];
+    const acks = [];
+    for (let i = 0; i < 12; i++) {
+      acks.push(emitAck(a.socket, "message:send", { recipientId: b.user.id, content: `${i} `.padEnd(1000, "q"), type: "text", clientMessageId: `q-${i}` }, 30000).then((r) => results.push([i, r])));
+    }
+    await withTimeout(
+      (async () => {
+        while (!results.some(([, r]) => r.error?.code === "unavailable")) await delay(20);
+      })(),
+      5000,
+      "an unavailable for a send that does not fit",
+    );
+    const state = (await config("CHAT_CMD")).state;
+    assert.ok(state.bytes <= 6000 && state.messages >= 1, `CHAT_CMD holds ${state.messages} commands, ${state.bytes} bytes`);
+    svc = await messagingWith({}, "cmd-full-2"); // the default size again
+    await withTimeout(Promise.all(acks), 20000, "an answer to every send");
+    const ok = results.filter(([, r]) => r.ok).map(([i]) => i);
+    const refused = results.filter(([, r]) => r.error?.code === "unavailable").map(([i]) => i);
+    assert.equal(ok.length + refused.length, 12, JSON.stringify(results));
+    assert.equal(ok.length, state.messages, "every queued command was stored");
+    assert.deepEqual(pg.psql(`SELECT client_message_id FROM messages WHERE sender_id = ${sqlStr(a.user.id)} ORDER BY created_at`), ok.map((i) => `q-${i}`));
+    assert.equal((await config("CHAT_CMD")).config.max_bytes, 2 ** 30);
+    a.socket.close();
+    b.socket.close();
+    await svc.stop();
+  });
+
   test("streams made by an older version (no size limit, CHAT_CMD dropping its oldest) are updated to the defaults", { timeout: 60000 }, async () => {
     const own = await startNats();
     const ownRaw = await rawNats(own);
