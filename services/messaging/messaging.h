@@ -3,9 +3,10 @@
  * partition of senders, reads through one shared consumer. A replica serves a
  * partition only while it holds that partition's PostgreSQL advisory lock, so
  * one sender's messages are committed and delivered by one process, in order;
- * replicas share the partitions evenly. Each fetched batch is one
- * transaction; deliveries, taps and acks to the client follow the COMMIT, the
- * JetStream ack comes last. History queries are answered on
+ * replicas share the partitions evenly. A batch's sends are checked first
+ * (guard.c: known recipients, send quotas; refusals are answered, not
+ * stored); the rest is one transaction; deliveries, taps and acks to the
+ * client follow the COMMIT, the JetStream ack comes last. History queries are answered on
  * chat.query.messages (queue group) by history.c. */
 #ifndef MESSAGING_H
 #define MESSAGING_H
