@@ -4,7 +4,7 @@
 // the attack, and messaging's memory checked after the floods:
 //   - the history flood: 16 sockets of one user (raw WebSockets that read
 //     fast), each within the edge's per-socket event rate, asking
-//     100-message pages (500 KB each) of a 20,000-message conversation:
+//     100-message pages (200 KB each) of a 20,000-message conversation:
 //     another user's history answers within 1 s 95% of the time, and
 //     everything answers normally after it;
 //   - the history queue (raw NATS for the queries that hold the workers): a
@@ -342,7 +342,7 @@ function messageList(buf) {
 
 /**
  * A Socket.IO client over a raw WebSocket that asks with acks and reads only
- * the head of each answer (a page of 100 long messages is half a megabyte of
+ * the head of each answer (a page of 100 long messages is 200 KB of
  * JSON: socket.io-client parsing it would make the attacker the slow one, and
  * the edge would cut it off for not reading). ask() resolves with "ok", the
  * error code (the edge's own per-socket refusal spelled out), "timeout" or
@@ -414,7 +414,7 @@ describe("history flood: 16 sockets of one user asking 100-message pages of a 20
     pg.psql(
       `INSERT INTO messages (id, sender_id, recipient_id, type, content, created_at) ` +
         `SELECT gen_random_uuid(), CASE WHEN i % 2 = 0 THEN ${sqlStr(flooder.id)}::uuid ELSE ${sqlStr(partner)}::uuid END, ` +
-        `CASE WHEN i % 2 = 0 THEN ${sqlStr(partner)}::uuid ELSE ${sqlStr(flooder.id)}::uuid END, 'text', repeat('x', 5000) || i, ` +
+        `CASE WHEN i % 2 = 0 THEN ${sqlStr(partner)}::uuid ELSE ${sqlStr(flooder.id)}::uuid END, 'text', repeat('x', 2000) || i, ` +
         `now() - (20000 - i) * interval '1 second' FROM generate_series(1, 20000) AS i`,
     );
     pageIds = pg.psql(`SELECT id FROM messages WHERE sender_id = ${sqlStr(flooder.id)} ORDER BY random() LIMIT 500`);
