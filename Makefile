@@ -59,7 +59,9 @@ CHAT_SRC := services/edge/chat/chat_socks.c services/edge/chat/chat_events.c ser
 EDGE_SRC := services/edge/main.c services/edge/site.c services/edge/abuse.c services/edge/conform/conform.c \
             $(CHAT_SRC)
 DB_SRC  := lib/db.c
-MSG_SRC := services/messaging/main.c services/messaging/messaging.c services/messaging/store.c $(DB_SRC)
+MSG_SRC := services/messaging/main.c services/messaging/messaging.c services/messaging/store.c \
+            services/messaging/history.c services/messaging/histq.c services/messaging/guard.c \
+            services/messaging/quota.c services/messaging/seen.c $(DB_SRC)
 PRS_SRC := services/presence/main.c services/presence/presence.c services/presence/roster.c \
             services/presence/userdb.c $(DB_SRC)
 
@@ -68,7 +70,8 @@ BINS := $(BUILD)/bin/chat-edge $(BUILD)/bin/chat-messaging $(BUILD)/bin/chat-pre
         $(BUILD)/bin/sio-echo
 UNIT_TESTS := $(BUILD)/tests/test_eio $(BUILD)/tests/test_sio $(BUILD)/tests/test_auth $(BUILD)/tests/test_roster \
               $(BUILD)/tests/test_chat_valid $(BUILD)/tests/test_wheel \
-              $(BUILD)/tests/test_chat_wire $(BUILD)/tests/test_session
+              $(BUILD)/tests/test_chat_wire $(BUILD)/tests/test_session $(BUILD)/tests/test_histq \
+              $(BUILD)/tests/test_quota $(BUILD)/tests/test_seen
 
 .PHONY: all test test-unit test-e2e test-browser test-sanitize deps run format clean clean-state
 all: $(BINS)
@@ -151,6 +154,20 @@ $(BUILD)/tests/test_chat_wire: $(call obj,tests/unit/test_chat_wire.c services/e
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson libprotobuf-c)
+$(BUILD)/obj/tests/unit/test_histq.o $(BUILD)/obj/tests/unit/test_quota.o $(BUILD)/obj/tests/unit/test_seen.o: \
+  INC := -Ilib -Iservices/messaging
+$(BUILD)/tests/test_histq: $(call obj,tests/unit/test_histq.c services/messaging/histq.c lib/map.c lib/mem.c)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
+$(BUILD)/tests/test_quota: $(call obj,tests/unit/test_quota.c services/messaging/quota.c lib/map.c lib/mem.c)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
+$(BUILD)/tests/test_seen: $(call obj,tests/unit/test_seen.c services/messaging/seen.c lib/map.c lib/mem.c)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
 $(BUILD)/tests/test_wheel: $(call obj,tests/unit/test_wheel.c lib/wheel.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"

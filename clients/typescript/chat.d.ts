@@ -48,6 +48,8 @@ export type ErrorCode =
 export interface ChatError {
   code: ErrorCode;
   message: string;
+  /** rate_limited from the message service (a send quota, a history limit): ms after which to try again */
+  retryAfterMs?: number;
 }
 
 /** What every ack receives when the server refuses the event. */
@@ -73,7 +75,7 @@ export interface ServerToClientEvents {
   "presence:update": (online: PresenceInfo[]) => void;
   /** the answer to presence:request: the users asked about that were ever seen, in request order */
   "presence:response": (users: PresenceInfo[]) => void;
-  "chat:error": (error: { event: string; code: ErrorCode; message: string }) => void;
+  "chat:error": (error: { event: string } & ChatError) => void;
 }
 
 /** What a client emits; the ack (optional except for message:history) says how it went. */

@@ -32,7 +32,10 @@ export async function send(recipientId: string, content: string): Promise<Messag
     clientMessageId: crypto.randomUUID(),
   });
   if (!res.ok) {
-    console.warn(res.error.code, res.error.message);
+    // A send quota's rate_limited says when the next send may go.
+    if (res.error.code === "rate_limited" && res.error.retryAfterMs !== undefined)
+      console.warn(`try again in ${Math.ceil(res.error.retryAfterMs / 1000)} s`);
+    else console.warn(res.error.code, res.error.message);
     return null;
   }
   return res.message;
@@ -49,6 +52,12 @@ export async function whoIs(ids: string[]): Promise<PresenceInfo[]> {
 }
 
 // ---- mistakes the declarations must refuse ----
+
+socket.on("chat:error", (e) => {
+  // @ts-expect-error retryAfterMs is there only with some rate_limited errors
+  const wait: number = e.retryAfterMs;
+  return wait;
+});
 
 socket.on("user:status", (p) => {
   // @ts-expect-error lastSeen is a string, never null

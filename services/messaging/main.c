@@ -16,6 +16,9 @@
         name, kind, def, 0, offsetof(struct messaging_config, field), min, max, help                         \
     }
 
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
 static const struct config_var vars[] = {
     V("LOG_LEVEL", CONFIG_STR, "info", log_level, 0, 0, "debug, info, warn or error"),
     V("NATS_URL", CONFIG_STR, "nats://127.0.0.1:4222", nats_url, 0, 0, "NATS server URL"),
@@ -24,6 +27,26 @@ static const struct config_var vars[] = {
     V("MESSAGING_BATCH", CONFIG_INT, "256", batch, 1, 10000, "largest batch per transaction"),
     V("MESSAGING_ACK_WAIT_MS", CONFIG_INT, "5000", ack_wait_ms, 500, 3600000,
       "redelivery delay of a command left unacked by a crashed replica"),
+    V("MESSAGING_HISTORY_CONNS", CONFIG_INT, "4", history_conns, 1, 64,
+      "history workers, each with its own PostgreSQL connection"),
+    V("MESSAGING_HISTORY_QUEUE", CONFIG_INT, "1000", history_queue, 1, 1000000,
+      "history queries waiting for a worker, all users; over it: unavailable"),
+    V("MESSAGING_HISTORY_PER_USER", CONFIG_INT, "16", history_per_user, 0, 1000000,
+      "history queries of one user queued or running; over it: rate_limited (0: no limit)"),
+    V("MESSAGING_HISTORY_PER_S", CONFIG_INT, "20", history_per_s, 0, 1000000,
+      "history queries per user per second, burst twice that; over it: rate_limited (0: no limit)"),
+    V("MESSAGING_SENDS_PER_MIN", CONFIG_INT, "120", sends_per_min, 0, 1000000000,
+      "sends per sender per minute (a bucket refilled continuously); over it: rate_limited (0: no limit)"),
+    V("MESSAGING_SENDS_PER_DAY", CONFIG_INT, "10000", sends_per_day, 0, 1000000000,
+      "sends per sender per UTC day; over it: rate_limited until midnight UTC (0: no limit)"),
+    V("MESSAGING_REQUIRE_KNOWN_RECIPIENT", CONFIG_INT, "1", require_known_recipient, 0, 1,
+      "1: a message to a user never seen (no row in users) gets not_found; 0: off"),
+    V("CHAT_EVENTS_MAX_AGE_S", CONFIG_INT, STR(STREAMS_EVENTS_MAX_AGE_S), streams.events_max_age_s, 0,
+      3650L * 86400, "CHAT_EVENTS keeps taps this long (s; 0: no limit)"),
+    V("CHAT_EVENTS_MAX_BYTES", CONFIG_INT, STR(STREAMS_EVENTS_MAX_BYTES), streams.events_max_bytes, 0,
+      1L << 44, "CHAT_EVENTS size; past it the oldest taps go (0: no limit)"),
+    V("CHAT_CMD_MAX_BYTES", CONFIG_INT, STR(STREAMS_CMD_MAX_BYTES), streams.cmd_max_bytes, 0, 1L << 44,
+      "CHAT_CMD size; past it new commands are refused (0: no limit)"),
     V("HEALTH_HOST", CONFIG_STR, "0.0.0.0", health_host, 0, 0, "address of GET /healthz and /metrics"),
     V("HEALTH_PORT", CONFIG_INT, "9101", health_port, 0, 65535, "port of GET /healthz and /metrics; 0: off"),
 };

@@ -1,6 +1,6 @@
 /* messaging: see messaging.h. Threads: one worker per partition, one for read
- * receipts (which also counts the replicas), and nats.c's own threads for the
- * history queries (one connection of their own, behind a mutex). */
+ * receipts (which also counts the replicas), and history.c's pool for the
+ * history queries. */
 #include "messaging.h"
 
 #include <pthread.h>
@@ -11,6 +11,8 @@
 #include <time.h>
 
 #include "chat.pb-c.h"
+#include "guard.h"
+#include "history.h"
 #include "ids.h"
 #include "log.h"
 #include "mem.h"
@@ -21,8 +23,9 @@
 #include "subjects.h"
 
 #define APP_PREFIX "chat-messaging/"
+#define HISTORY_TIMEOUT_MS 5000 /* a query that says none: the edge's request timeout */
 #define READ_CONSUMER "messaging-read"
-#define HISTORY_MAX 100
+#define PRUNE_EVERY_MS 3600000
 
 struct worker {
     struct messaging *m;
@@ -48,9 +51,9 @@ struct messaging {
     atomic_int db_up; /* the read worker's last look at PostgreSQL */
     pthread_mutex_t setup_mu;
     int setup_done; /* streams, consumers and schema are there */
-    pthread_mutex_t query_mu;
-    struct store *query_st;
-    natsSubscription *query_sub;
+    struct history_config history_cfg;
+    struct history *history;
+    struct guard *guard; /* known recipients and send quotas */
 };
 
 /* Deliveries are core NATS publishes: after NATS comes back, the edges need a
@@ -142,7 +145,7 @@ static int setup(struct messaging *m, struct store *st)
     pthread_mutex_lock(&m->setup_mu);
     if (!m->setup_done) {
         rc = -1;
-        if (bus_connected(m->bus) && streams_ensure(m->js) == 0 && store_migrate(st) == 0) {
+        if (bus_connected(m->bus) && streams_ensure(m->js, &m->cfg->streams) == 0 && store_migrate(st) == 0) {
             int i;
             for (i = 0; i < m->nworkers && ensure_consumer(m, &m->workers[i]) == 0; i++)
                 ;
@@ -198,9 +201,11 @@ static void publish_tap(struct messaging *m, const char *subject, const char *ms
 }
 
 /* The outcome for the client's socket (its ack, or chat:error). Successes
- * without an ack request need no message: message:sent tells all devices. */
+ * without an ack request need no message: message:sent tells all devices.
+ * retry_ms > 0: when a refused command may be sent again (rate_limited). */
 static void publish_result(struct messaging *m, const Chat__V1__Origin *origin, const char *event,
-                           Chat__V1__Message *msg, const char *err_code, const char *err_text)
+                           Chat__V1__Message *msg, const char *err_code, const char *err_text,
+                           long long retry_ms)
 {
     if (!origin || !*origin->edge_id || (!err_code && origin->ack_id < 0))
         return;
@@ -211,6 +216,7 @@ static void publish_result(struct messaging *m, const Chat__V1__Origin *origin, 
     if (err_code) {
         e.code = (char *)err_code;
         e.message = (char *)err_text;
+        e.retry_after_ms = retry_ms;
         r.outcome_case = CHAT__V1__COMMAND_RESULT__OUTCOME_ERROR;
         r.error = &e;
     } else if (msg) {
@@ -238,101 +244,203 @@ static int send_valid(const Chat__V1__SendMessage *c)
            *msg->content && strlen(msg->client_message_id) <= 64;
 }
 
-/* Stores one fetched batch of a partition and publishes what follows. */
-static void process_sends(struct worker *w, natsMsgList *list)
-{
-    struct messaging *m = w->m;
-    int n = list->Count;
-    Chat__V1__SendMessage **cmds = xcalloc((size_t)n, sizeof *cmds);
-    struct store_msg *in = xcalloc((size_t)n, sizeof *in);
-    struct store_row *out = xcalloc((size_t)n, sizeof *out);
-    natsMsg **msgs = xcalloc((size_t)n, sizeof *msgs);
-    int k = 0;
+/* One fetched batch of a partition: its first k entries are the valid
+ * commands, in stream order. */
+struct batch {
+    int n, k;
+    Chat__V1__SendMessage **cmds;
+    natsMsg **msgs;
+    struct store_msg *in;
+    struct store_row *out;       /* each command's stored row, when found */
+    enum guard_verdict *verdict; /* what guard_check said */
+    long long *retry_ms;         /* GUARD_QUOTA: when to try again */
+    int *later;                  /* 1: given back to JetStream, decided later */
+};
 
-    for (int i = 0; i < n; i++) {
+/* createdAt: when JetStream stored the command (stream order). A tie with
+ * the previous one (µs resolution) is broken forward; an older one (a
+ * redelivery after a fail-over) keeps its own time, so history stays in
+ * send order. */
+static long long created_us(struct worker *w, natsMsg *nm)
+{
+    jsMsgMetaData *meta = NULL;
+    long long us = now_ms() * 1000;
+    if (natsMsg_GetMetaData(&meta, nm) == NATS_OK) {
+        us = meta->Timestamp / 1000;
+        jsMsgMetaData_Destroy(meta);
+    }
+    if (us == w->last_us)
+        us++;
+    if (us > w->last_us)
+        w->last_us = us;
+    return us;
+}
+
+/* Unpacks the batch; an invalid command is answered and terminated here. */
+static void batch_decode(struct worker *w, natsMsgList *list, struct batch *b)
+{
+    size_t n = (size_t)list->Count;
+    *b = (struct batch){.n = (int)n};
+    b->cmds = xcalloc(n, sizeof *b->cmds);
+    b->msgs = xcalloc(n, sizeof *b->msgs);
+    b->in = xcalloc(n, sizeof *b->in);
+    b->out = xcalloc(n, sizeof *b->out);
+    b->verdict = xcalloc(n, sizeof *b->verdict);
+    b->retry_ms = xcalloc(n, sizeof *b->retry_ms);
+    b->later = xcalloc(n, sizeof *b->later);
+    for (int i = 0; i < list->Count; i++) {
         natsMsg *nm = list->Msgs[i];
         Chat__V1__SendMessage *c = chat__v1__send_message__unpack(NULL, (size_t)natsMsg_GetDataLength(nm),
                                                                   (const uint8_t *)natsMsg_GetData(nm));
         if (!c || !send_valid(c)) {
             log_warn("dropping an invalid send command subject=%s", natsMsg_GetSubject(nm));
             if (c)
-                publish_result(m, c->origin, "message:send", NULL, "bad_request", "invalid message");
+                publish_result(w->m, c->origin, "message:send", NULL, "bad_request", "invalid message", 0);
             chat__v1__send_message__free_unpacked(c, NULL);
             natsMsg_Term(nm, NULL);
             continue;
         }
-        /* createdAt: when JetStream stored the command (stream order). A tie
-         * with the previous one (µs resolution) is broken forward; an older
-         * one (a redelivery after a fail-over) keeps its own time, so
-         * history stays in send order. */
-        jsMsgMetaData *meta = NULL;
-        long long us = now_ms() * 1000;
-        if (natsMsg_GetMetaData(&meta, nm) == NATS_OK) {
-            us = meta->Timestamp / 1000;
-            jsMsgMetaData_Destroy(meta);
-        }
-        if (us == w->last_us)
-            us++;
-        if (us > w->last_us)
-            w->last_us = us;
-        cmds[k] = c;
-        msgs[k] = nm;
-        in[k] = (struct store_msg){c->message->id,
-                                   c->message->sender_id,
-                                   c->message->recipient_id,
-                                   msgtype_name(c->message->type),
-                                   c->message->content,
-                                   c->message->client_message_id,
-                                   us};
-        k++;
+        const Chat__V1__Message *msg = c->message;
+        b->cmds[b->k] = c;
+        b->msgs[b->k] = nm;
+        b->in[b->k] = (struct store_msg){
+            msg->id,      msg->sender_id,         msg->recipient_id, msgtype_name(msg->type),
+            msg->content, msg->client_message_id, created_us(w, nm)};
+        b->k++;
     }
+}
 
+static void batch_cleanup(struct batch *b)
+{
+    store_rows_cleanup(b->out, b->n);
+    for (int i = 0; i < b->n; i++)
+        chat__v1__send_message__free_unpacked(b->cmds[i], NULL);
+    free(b->cmds);
+    free(b->msgs);
+    free(b->in);
+    free(b->out);
+    free(b->verdict);
+    free(b->retry_ms);
+    free(b->later);
+}
+
+/* Inserts the commands the guard let through (one statement) and reads back
+ * the refused ones, which may be stored already (a resend with a known
+ * client message id, a redelivery): those are answered as stored, not
+ * refused. Fills b->out. Returns -1 when the INSERT failed: nothing is
+ * stored and nothing stays charged. */
+static int store_guarded(struct worker *w, struct batch *b, long long now)
+{
+    int *idx = xcalloc((size_t)b->k, sizeof *idx), nok = 0;
+    struct store_msg *sub = xcalloc((size_t)b->k, sizeof *sub);
+    struct store_row *rows = xcalloc((size_t)b->k, sizeof *rows);
+    char day[11];
+    int rc = 0;
+    for (int i = 0; i < b->k; i++)
+        if (b->verdict[i] == GUARD_OK) {
+            idx[nok] = i;
+            sub[nok++] = b->in[i];
+        }
+    if (nok > 0 && store_insert_batch(w->st, sub, nok, guard_count_day(w->m->guard, now, day), rows) != 0) {
+        for (int j = 0; j < nok; j++)
+            guard_refund(w->m->guard, w->partition, sub[j].sender, now);
+        rc = -1;
+        goto out;
+    }
+    for (int j = 0; j < nok; j++) {
+        b->out[idx[j]] = rows[j];
+        if (!rows[j].inserted)
+            guard_refund(w->m->guard, w->partition, sub[j].sender, now);
+    }
+    int nref = 0;
+    for (int i = 0; i < b->k; i++)
+        if (b->verdict[i] != GUARD_OK) {
+            idx[nref] = i;
+            sub[nref++] = b->in[i];
+        }
+    memset(rows, 0, sizeof *rows * (size_t)b->k);
+    int found = nref > 0 ? store_find_batch(w->st, sub, nref, rows) : 0;
+    for (int j = 0; j < nref; j++) {
+        b->later[idx[j]] = found != 0; /* not known whether it is stored: decided on redelivery */
+        b->out[idx[j]] = rows[j];
+    }
+out:
+    free(idx);
+    free(sub);
+    free(rows);
+    return rc;
+}
+
+/* Deliveries, tap, ack to the client, JetStream ack: for a stored message. */
+static void publish_stored(struct worker *w, struct batch *b, int i)
+{
+    struct messaging *m = w->m;
+    struct store_row *row = &b->out[i];
+    Chat__V1__Message msg;
+    message_from_row(&msg, row);
+    int same = strcmp(row->id, b->in[i].id) == 0; /* else: a resend with a known client id */
+    Chat__V1__Delivery d = CHAT__V1__DELIVERY__INIT;
+    if (same) {
+        d.event_case = CHAT__V1__DELIVERY__EVENT_MESSAGE_RECEIVED;
+        d.message_received = &msg;
+        publish_delivery(m, row->recipient, &d);
+        publish_tap(m, SUBJ_EVENT_CREATED, row->id, &msg.base);
+    }
+    d.event_case = CHAT__V1__DELIVERY__EVENT_MESSAGE_SENT;
+    d.message_sent = &msg;
+    publish_delivery(m, row->sender, &d);
+    publish_result(m, b->cmds[i]->origin, "message:send", &msg, NULL, NULL, 0);
+    natsMsg_Ack(b->msgs[i], NULL);
+    if (row->inserted)
+        metrics_add("chat_messaging_messages_stored_total", NULL, 1);
+}
+
+/* A refused send: not stored, not delivered; the client is told why. */
+static void publish_refused(struct worker *w, struct batch *b, int i)
+{
+    if (b->verdict[i] == GUARD_UNKNOWN_RECIPIENT) {
+        metrics_add("chat_messaging_sends_refused_total", "reason=\"unknown_recipient\"", 1);
+        publish_result(w->m, b->cmds[i]->origin, "message:send", NULL, "not_found", "no such user", 0);
+    } else {
+        metrics_add("chat_messaging_sends_refused_total", "reason=\"quota\"", 1);
+        publish_result(w->m, b->cmds[i]->origin, "message:send", NULL, "rate_limited",
+                       "send quota used up: try again later", b->retry_ms[i]);
+    }
+    natsMsg_Ack(b->msgs[i], NULL);
+}
+
+/* Checks, stores one fetched batch of a partition, and publishes what
+ * follows, in stream order. */
+static void process_sends(struct worker *w, natsMsgList *list)
+{
+    struct batch b;
+    batch_decode(w, list, &b);
     long long t0 = now_ms();
-    if (k > 0 && store_insert_batch(w->st, in, k, out) != 0) {
+    int failed = b.k > 0 &&
+                 (guard_check(w->m->guard, w->partition, w->st, b.in, b.k, t0, b.verdict, b.retry_ms) != 0 ||
+                  store_guarded(w, &b, t0) != 0);
+    if (failed) {
         metrics_add("chat_messaging_batch_failures_total", NULL, 1);
         /* Nothing is stored; JetStream gives the batch back (to this replica
          * once PostgreSQL is back, or to the next owner of the partition). */
-        for (int i = 0; i < k; i++)
-            natsMsg_NakWithDelay(msgs[i], store_ok(w->st) == 0 ? 1000 : 0, NULL);
-        k = 0;
+        for (int i = 0; i < b.k; i++)
+            natsMsg_NakWithDelay(b.msgs[i], store_ok(w->st) == 0 ? 1000 : 0, NULL);
     }
-    for (int i = 0; i < k; i++) {
-        if (!out[i].found) {
-            natsMsg_NakWithDelay(msgs[i], 1000, NULL);
-            continue;
-        }
-        Chat__V1__Message msg;
-        message_from_row(&msg, &out[i]);
-        int same = strcmp(out[i].id, in[i].id) == 0; /* else: a resend with a known client id */
-        Chat__V1__Delivery d = CHAT__V1__DELIVERY__INIT;
-        if (same) {
-            d.event_case = CHAT__V1__DELIVERY__EVENT_MESSAGE_RECEIVED;
-            d.message_received = &msg;
-            publish_delivery(m, out[i].recipient, &d);
-            publish_tap(m, SUBJ_EVENT_CREATED, out[i].id, &msg.base);
-        }
-        d.event_case = CHAT__V1__DELIVERY__EVENT_MESSAGE_SENT;
-        d.message_sent = &msg;
-        publish_delivery(m, out[i].sender, &d);
-        publish_result(m, cmds[i]->origin, "message:send", &msg, NULL, NULL);
-        natsMsg_Ack(msgs[i], NULL);
-        if (out[i].inserted)
-            metrics_add("chat_messaging_messages_stored_total", NULL, 1);
+    for (int i = 0; i < b.k && !failed; i++) {
+        if (b.out[i].found)
+            publish_stored(w, &b, i);
+        else if (b.verdict[i] == GUARD_OK || b.later[i])
+            natsMsg_NakWithDelay(b.msgs[i], 1000, NULL);
+        else
+            publish_refused(w, &b, i);
     }
-    if (k > 0) {
-        log_debug("stored batch partition=%u size=%d", w->partition, k);
+    if (b.k > 0 && !failed) {
+        log_debug("stored batch partition=%u size=%d", w->partition, b.k);
         metrics_add("chat_messaging_batches_total", NULL, 1);
-        metrics_add("chat_messaging_batch_size_sum", NULL, k);
+        metrics_add("chat_messaging_batch_size_sum", NULL, b.k);
         metrics_add("chat_messaging_batch_seconds_sum", NULL, (double)(now_ms() - t0) / 1000.0);
     }
-
-    store_rows_cleanup(out, k);
-    for (int i = 0; i < n; i++)
-        chat__v1__send_message__free_unpacked(cmds[i], NULL);
-    free(cmds);
-    free(in);
-    free(out);
-    free(msgs);
+    batch_cleanup(&b);
 }
 
 /* ---------- reads ---------- */
@@ -366,18 +474,18 @@ static void process_read(struct worker *w, natsMsg *nm)
         char tap_id[48];
         snprintf(tap_id, sizeof tap_id, "read:%s", id);
         publish_tap(m, SUBJ_EVENT_READ, tap_id, &rr.base);
-        publish_result(m, c->origin, "message:read", NULL, NULL, NULL);
+        publish_result(m, c->origin, "message:read", NULL, NULL, NULL, 0);
         break;
     }
     case STORE_READ_ALREADY:
-        publish_result(m, c->origin, "message:read", NULL, NULL, NULL);
+        publish_result(m, c->origin, "message:read", NULL, NULL, NULL, 0);
         break;
     case STORE_READ_NOT_FOUND:
-        publish_result(m, c->origin, "message:read", NULL, "not_found", "no such message");
+        publish_result(m, c->origin, "message:read", NULL, "not_found", "no such message", 0);
         break;
     case STORE_READ_FORBIDDEN:
-        publish_result(m, c->origin, "message:read", NULL, "forbidden",
-                       "only the recipient can mark it read");
+        publish_result(m, c->origin, "message:read", NULL, "forbidden", "only the recipient can mark it read",
+                       0);
         break;
     case STORE_READ_ERROR:
         natsMsg_NakWithDelay(nm, 1000, NULL);
@@ -405,6 +513,7 @@ static int own(struct worker *w)
             return 0;
         w->owned = 1;
         w->last_us = 0;
+        guard_taken(m->guard, w->partition);
         atomic_fetch_add(&m->owned_count, 1);
         log_info("partition %u taken", w->partition);
         return 1;
@@ -437,6 +546,15 @@ static void count_replicas(struct worker *w)
         n = 1;
     int p = (int)w->m->cfg->partitions;
     atomic_store(&w->m->fair_share, (p + n - 1) / n);
+}
+
+/* The per-day send counts of days before yesterday are of no use: dropped
+ * by the read worker now and then (any replica may; it is idempotent). */
+static void prune_quota(struct worker *w)
+{
+    char day[11];
+    if (guard_count_day(w->m->guard, now_ms(), day))
+        store_prune_quota(w->st, day);
 }
 
 /* Pending commands per partition (JetStream), refreshed by the read worker. */
@@ -494,7 +612,7 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct messaging *m = w->m;
-    long long next_count = 0;
+    long long next_count = 0, next_prune = 0;
     while (!atomic_load(&m->stopping)) {
         if (store_ok(w->st) != 0) {
             lose_db(w);
@@ -515,6 +633,10 @@ static void *worker_main(void *arg)
             count_replicas(w);
             pending_gauges(m);
             next_count = now_ms() + 2000;
+        }
+        if (w->is_read && now_ms() >= next_prune) {
+            prune_quota(w);
+            next_prune = now_ms() + PRUNE_EVERY_MS;
         }
         if (!own(w)) {
             nap(m, 500);
@@ -566,65 +688,6 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* ---------- history ---------- */
-
-static void on_history(natsConnection *nc, natsSubscription *sub, natsMsg *nm, void *closure)
-{
-    (void)sub;
-    struct messaging *m = closure;
-    const char *reply = natsMsg_GetReply(nm);
-    Chat__V1__HistoryQuery *q = chat__v1__history_query__unpack(NULL, (size_t)natsMsg_GetDataLength(nm),
-                                                                (const uint8_t *)natsMsg_GetData(nm));
-    Chat__V1__MessageList list = CHAT__V1__MESSAGE_LIST__INIT;
-    Chat__V1__Error err = CHAT__V1__ERROR__INIT;
-    struct store_row *rows = NULL;
-    int n = 0;
-    char user[IDS_UUID_LEN + 1], with[IDS_UUID_LEN + 1], before[IDS_UUID_LEN + 1] = "";
-    if (!reply || !q || ids_uuid_norm(user, q->user_id, strlen(q->user_id)) ||
-        ids_uuid_norm(with, q->with_user_id, strlen(q->with_user_id)) ||
-        (*q->before_id && ids_uuid_norm(before, q->before_id, strlen(q->before_id)))) {
-        err.code = "bad_request";
-        err.message = "invalid history query";
-        list.error = &err;
-    } else {
-        int limit = q->limit < 1 ? 50 : q->limit > HISTORY_MAX ? HISTORY_MAX : (int)q->limit;
-        pthread_mutex_lock(&m->query_mu);
-        if (store_ok(m->query_st) != 0) {
-            store_close(m->query_st);
-            m->query_st = store_open(m->cfg->database_url, m->app);
-        }
-        n = m->query_st ? store_history(m->query_st, user, with, before, limit, &rows) : -1;
-        pthread_mutex_unlock(&m->query_mu);
-        if (n < 0) {
-            n = 0;
-            err.code = "unavailable";
-            err.message = "the message store is unavailable; try again";
-            list.error = &err;
-        }
-    }
-    Chat__V1__Message *msgs = xcalloc((size_t)(n ? n : 1), sizeof *msgs);
-    Chat__V1__Message **ptrs = xcalloc((size_t)(n ? n : 1), sizeof *ptrs);
-    for (int i = 0; i < n; i++) {
-        message_from_row(&msgs[i], &rows[i]);
-        ptrs[i] = &msgs[i];
-    }
-    list.n_messages = (size_t)n;
-    list.messages = ptrs;
-    if (reply) {
-        size_t len = chat__v1__message_list__get_packed_size(&list);
-        uint8_t *buf = xmalloc(len);
-        chat__v1__message_list__pack(&list, buf);
-        natsConnection_Publish(nc, reply, buf, (int)len);
-        free(buf);
-    }
-    store_rows_cleanup(rows, n);
-    free(rows);
-    free(msgs);
-    free(ptrs);
-    chat__v1__history_query__free_unpacked(q, NULL);
-    natsMsg_Destroy(nm);
-}
-
 int messaging_healthy(void *closure)
 {
     struct messaging *m = closure;
@@ -650,7 +713,6 @@ struct messaging *messaging_start(const struct messaging_config *cfg, struct bus
     m->bus = bus;
     atomic_init(&m->fair_share, (int)cfg->partitions);
     pthread_mutex_init(&m->setup_mu, NULL);
-    pthread_mutex_init(&m->query_mu, NULL);
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = 5000;
@@ -660,8 +722,21 @@ struct messaging *messaging_start(const struct messaging_config *cfg, struct bus
         free(m);
         return NULL;
     }
-    natsConnection_QueueSubscribe(&m->query_sub, bus->nc, SUBJ_QUERY_MESSAGES, QUEUE_MESSAGING, on_history,
-                                  m);
+    m->history_cfg = (struct history_config){.database_url = cfg->database_url,
+                                             .app = m->app,
+                                             .conns = cfg->history_conns,
+                                             .queue = cfg->history_queue,
+                                             .per_user = cfg->history_per_user,
+                                             .per_s = cfg->history_per_s,
+                                             .timeout_ms = HISTORY_TIMEOUT_MS};
+    if (!(m->history = history_start(&m->history_cfg, bus->nc))) {
+        jsCtx_Destroy(m->js);
+        pthread_mutex_destroy(&m->setup_mu);
+        free(m);
+        return NULL;
+    }
+    struct guard_config gc = {(int)cfg->require_known_recipient, cfg->sends_per_min, cfg->sends_per_day};
+    m->guard = guard_create(&gc, (unsigned)cfg->partitions);
     m->nworkers = (int)cfg->partitions + 1;
     m->workers = xcalloc((size_t)m->nworkers, sizeof *m->workers);
     for (int i = 0; i < m->nworkers; i++) {
@@ -680,20 +755,16 @@ void messaging_stop(struct messaging *m)
     if (!m)
         return;
     atomic_store(&m->stopping, 1);
+    history_stop(m->history);
     for (int i = 0; i < m->nworkers; i++)
         pthread_join(m->workers[i].thread, NULL);
-    if (m->query_sub) {
-        natsSubscription_Unsubscribe(m->query_sub);
-        natsSubscription_Destroy(m->query_sub);
-    }
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MaxWait = 1000; /* bounded: NATS may be gone */
     js_PublishAsyncComplete(m->js, &po);
     jsCtx_Destroy(m->js);
-    store_close(m->query_st);
+    guard_destroy(m->guard);
     pthread_mutex_destroy(&m->setup_mu);
-    pthread_mutex_destroy(&m->query_mu);
     free(m->workers);
     free(m);
 }

@@ -3,22 +3,32 @@
  * partition of senders, reads through one shared consumer. A replica serves a
  * partition only while it holds that partition's PostgreSQL advisory lock, so
  * one sender's messages are committed and delivered by one process, in order;
- * replicas share the partitions evenly. Each fetched batch is one
- * transaction; deliveries, taps and acks to the client follow the COMMIT, the
- * JetStream ack comes last. History queries are answered on
- * chat.query.messages (queue group). */
+ * replicas share the partitions evenly. A batch's sends are checked first
+ * (guard.c: known recipients, send quotas; refusals are answered, not
+ * stored); the rest is one transaction; deliveries, taps and acks to the
+ * client follow the COMMIT, the JetStream ack comes last. History queries are answered on
+ * chat.query.messages (queue group) by history.c. */
 #ifndef MESSAGING_H
 #define MESSAGING_H
 
 #include "bus.h"
+#include "streams.h"
 
 struct messaging_config {
     const char *nats_url;
     const char *database_url;
     const char *log_level;
-    long partitions;  /* CHAT_PARTITIONS: the same value as the edges' */
-    long batch;       /* largest fetch and transaction */
-    long ack_wait_ms; /* JetStream redelivery delay of an unacked command */
+    long partitions;               /* CHAT_PARTITIONS: the same value as the edges' */
+    long batch;                    /* largest fetch and transaction */
+    long ack_wait_ms;              /* JetStream redelivery delay of an unacked command */
+    struct streams_limits streams; /* messaging owns the streams' limits */
+    long history_conns;            /* history workers, one PostgreSQL connection each */
+    long history_queue;            /* queued history queries, all users */
+    long history_per_user;         /* queued + running history queries per user; 0: no limit */
+    long history_per_s;            /* history queries per user per second (burst 2x); 0: no limit */
+    long sends_per_min;            /* sends per sender per minute; 0: no limit */
+    long sends_per_day;            /* sends per sender per UTC day; 0: no limit */
+    long require_known_recipient;  /* 1: sends only to users presence has seen */
     const char *health_host;
     long health_port; /* GET /healthz and /metrics; 0: off */
 };

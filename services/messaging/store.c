@@ -34,6 +34,14 @@ static const char *const steps[] = {
     "CREATE UNIQUE INDEX messages_sender_client_id ON messages (sender_id, client_message_id);"
     "CREATE INDEX messages_conversation ON messages"
     " (least(sender_id, recipient_id), greatest(sender_id, recipient_id), created_at DESC, id DESC);",
+    /* Sends stored per sender and UTC day, for MESSAGING_SENDS_PER_DAY:
+     * written by the batch's own INSERT, read when a replica takes a
+     * partition over; rows older than yesterday are pruned. */
+    "CREATE TABLE message_quota ("
+    " sender_id uuid NOT NULL,"
+    " day date NOT NULL,"
+    " n integer NOT NULL,"
+    " PRIMARY KEY (sender_id, day));",
 };
 
 struct store *store_open(const char *conninfo, const char *app)
@@ -62,6 +70,13 @@ int store_ok(struct store *st)
 int store_migrate(struct store *st)
 {
     return db_migrate(st->c, "messaging", steps, (int)(sizeof steps / sizeof steps[0]));
+}
+
+int store_statement_timeout(struct store *st, long ms)
+{
+    char sql[64];
+    snprintf(sql, sizeof sql, "SET statement_timeout = %ld", ms);
+    return db_exec(st->c, sql);
 }
 
 /* Runs a statement; returns its result when its status is want, else logs,
@@ -140,6 +155,14 @@ static void row_from(struct store_row *row, PGresult *r, int i, int col)
     "FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::bigint[]) "     \
     "AS t(id, s, r, ty, c, cm, us) ON CONFLICT DO NOTHING RETURNING id"
 
+/* The same INSERT, and the stored rows counted per sender for the day $8 in
+ * the same statement: the count commits with the messages, or neither. */
+#define INSERT_COUNTED_SQL                                                                                   \
+    "WITH ins AS (" INSERT_SQL ", sender_id), "                                                              \
+    "cnt AS (INSERT INTO message_quota (sender_id, day, n) SELECT sender_id, $8::date, count(*) FROM ins "   \
+    "GROUP BY sender_id ON CONFLICT (sender_id, day) DO UPDATE SET n = message_quota.n + EXCLUDED.n) "       \
+    "SELECT id FROM ins"
+
 /* For each input, its own row or the earlier one with its client id. */
 #define SELECT_SQL                                                                                           \
     "SELECT DISTINCT ON (t.ord) t.ord, " ROW_COLUMNS                                                         \
@@ -153,10 +176,10 @@ static int prepare_batch(struct store *st)
 {
     if (st->prepared)
         return 0;
-    static const char *const names[] = {"insert_batch", "select_batch"};
-    static const char *const sqls[] = {INSERT_SQL, SELECT_SQL};
-    static const int nparams[] = {7, 3};
-    for (int i = 0; i < 2; i++) {
+    static const char *const names[] = {"insert_batch", "insert_counted", "select_batch"};
+    static const char *const sqls[] = {INSERT_SQL, INSERT_COUNTED_SQL, SELECT_SQL};
+    static const int nparams[] = {7, 8, 3};
+    for (int i = 0; i < 3; i++) {
         PGresult *r = PQprepare(st->c, names[i], sqls[i], nparams[i], NULL);
         int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
         if (!ok)
@@ -233,7 +256,8 @@ static int select_known(struct store *st, const struct store_msg *in, int n, str
     return rc;
 }
 
-int store_insert_batch(struct store *st, const struct store_msg *in, int n, struct store_row *out)
+int store_insert_batch(struct store *st, const struct store_msg *in, int n, const char *count_day,
+                       struct store_row *out)
 {
     struct buf ids, senders, recipients, types, contents, cmids, created;
     db_array_start(&ids);
@@ -256,16 +280,17 @@ int store_insert_batch(struct store *st, const struct store_msg *in, int n, stru
         db_array_add(&created, us);
         ids_uuid_norm(out[i].id, in[i].id, strlen(in[i].id));
     }
-    const char *params[] = {db_array_end(&ids),    db_array_end(&senders),  db_array_end(&recipients),
-                            db_array_end(&types),  db_array_end(&contents), db_array_end(&cmids),
-                            db_array_end(&created)};
+    const char *params[] = {
+        db_array_end(&ids),      db_array_end(&senders), db_array_end(&recipients), db_array_end(&types),
+        db_array_end(&contents), db_array_end(&cmids),   db_array_end(&created),    count_day};
     int rc = -1;
     PGresult *ins = NULL;
 
     /* One statement outside a transaction block: it commits (flushed, with
      * synchronous_commit) before its result comes back, so a result means
      * the batch is durable. */
-    if (prepare_batch(st) != 0 || !(ins = run_prepared(st, "insert_batch", 7, params))) {
+    if (prepare_batch(st) != 0 || !(ins = count_day ? run_prepared(st, "insert_counted", 8, params)
+                                                    : run_prepared(st, "insert_batch", 7, params))) {
         for (int i = 0; i < n; i++)
             out[i].id[0] = '\0';
         goto out;
@@ -300,6 +325,79 @@ out:
     buf_cleanup(&cmids);
     buf_cleanup(&created);
     return rc;
+}
+
+int store_find_batch(struct store *st, const struct store_msg *in, int n, struct store_row *out)
+{
+    memset(out, 0, sizeof *out * (size_t)n);
+    if (prepare_batch(st) != 0)
+        return -1;
+    return select_known(st, in, n, out);
+}
+
+/* Rows of `table` whose `column` is one of ids: known[i] = 1 for each found
+ * (and the value of `value_col` in values[i] when values is set). One
+ * statement for the whole list. A table that does not exist yet has no rows. */
+static int lookup_ids(struct store *st, const char *sql, const char *extra, const char *const *ids, int n,
+                      int *known, long *values)
+{
+    struct buf arr;
+    db_array_start(&arr);
+    for (int i = 0; i < n; i++) {
+        db_array_add(&arr, ids[i]);
+        known[i] = 0;
+    }
+    const char *params[] = {db_array_end(&arr), extra};
+    PGresult *r = PQexecParams(st->c, sql, extra ? 2 : 1, NULL, params, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        for (int i = 0; i < PQntuples(r); i++) {
+            int k = atoi(PQgetvalue(r, i, 0)) - 1;
+            if (k < 0 || k >= n)
+                continue;
+            known[k] = 1;
+            if (values)
+                values[k] = atol(PQgetvalue(r, i, 1));
+        }
+    } else {
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        if (!state || strcmp(state, "42P01") != 0) { /* 42P01: undefined_table */
+            log_error("postgres: %s", PQresultErrorMessage(r));
+            rc = -1;
+        }
+    }
+    PQclear(r);
+    buf_cleanup(&arr);
+    return rc;
+}
+
+int store_known_users(struct store *st, const char *const *ids, int n, int *known)
+{
+    return lookup_ids(st,
+                      "SELECT t.ord FROM unnest($1::uuid[]) WITH ORDINALITY AS t(id, ord) "
+                      "JOIN users u ON u.id = t.id",
+                      NULL, ids, n, known, NULL);
+}
+
+int store_quota_counts(struct store *st, const char *const *senders, int n, const char *day, long *counts)
+{
+    int *found = xcalloc((size_t)(n ? n : 1), sizeof *found);
+    for (int i = 0; i < n; i++)
+        counts[i] = 0;
+    int rc = lookup_ids(st,
+                        "SELECT t.ord, q.n FROM unnest($1::uuid[]) WITH ORDINALITY AS t(id, ord) "
+                        "JOIN message_quota q ON q.sender_id = t.id AND q.day = $2::date",
+                        day, senders, n, found, counts);
+    free(found);
+    return rc;
+}
+
+int store_prune_quota(struct store *st, const char *day)
+{
+    const char *params[] = {day};
+    PGresult *r = run(st, PGRES_COMMAND_OK, "DELETE FROM message_quota WHERE day < $1::date - 1", 1, params);
+    PQclear(r);
+    return r ? 0 : -1;
 }
 
 void store_rows_cleanup(struct store_row *rows, int n)

@@ -42,6 +42,9 @@ void store_close(struct store *st);
 int store_ok(struct store *st);
 /* Creates or migrates messaging's tables. */
 int store_migrate(struct store *st);
+/* Every statement of this connection that runs longer than ms is cancelled
+ * (it then fails). Returns 0, or -1 after logging. */
+int store_statement_timeout(struct store *st, long ms);
 
 /* Partition ownership: a session-level advisory lock, released when the
  * connection ends (crash included). try_lock: 1 taken, 0 held elsewhere, -1
@@ -53,14 +56,32 @@ int store_unlock(struct store *st, unsigned partition);
 int store_count_replicas(struct store *st, const char *app_prefix);
 
 /* Inserts n messages with one statement, its own transaction (ON CONFLICT DO
- * NOTHING on the id and on (sender, client message id)), and returns, for
+ * NOTHING on the id and on (sender, client message id)); with count_day
+ * ("YYYY-MM-DD") the same statement adds the rows it stored to their
+ * senders' counts for that day (message_quota). Returns, for
  * each input, the stored row: itself, or the earlier message with the same
  * client message id. Rows it stored come from the inputs; only the others
  * are read back. Returns 0 once committed (an input whose row could not be
  * read back then has found 0), or -1 (nothing committed, or not known to be;
  * the connection may be gone). */
-int store_insert_batch(struct store *st, const struct store_msg *in, int n, struct store_row *out);
+int store_insert_batch(struct store *st, const struct store_msg *in, int n, const char *count_day,
+                       struct store_row *out);
+/* store_insert_batch's read-back alone, for inputs that were not inserted
+ * (refused): for each, its stored row (by id, or by sender and client
+ * message id) with found 1, or found 0 when there is none. Returns 0, or
+ * -1 when the query failed. */
+int store_find_batch(struct store *st, const struct store_msg *in, int n, struct store_row *out);
 void store_rows_cleanup(struct store_row *rows, int n);
+
+/* known[i] = 1 when ids[i] has a row in the users table (presence's: every
+ * user ever connected), else 0; one query. No users table yet: none is
+ * known. Returns 0, or -1 on error. */
+int store_known_users(struct store *st, const char *const *ids, int n, int *known);
+/* counts[i] = the sends of senders[i] stored on day ("YYYY-MM-DD", UTC)
+ * (0 when none); one query. Returns 0, or -1 on error. */
+int store_quota_counts(struct store *st, const char *const *senders, int n, const char *day, long *counts);
+/* Deletes the per-day counts older than the day before day. */
+int store_prune_quota(struct store *st, const char *day);
 
 /* Marks message_id read by reader (only its recipient, only once). On
  * STORE_READ_OK sets sender and read_ms. */

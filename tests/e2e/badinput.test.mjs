@@ -50,6 +50,14 @@ const MAX_MESSAGE_BYTES = 10000; // EDGE_MAX_MESSAGE_BYTES
 const MAX_GHOST_TEXT = 2000; // EDGE_MAX_GHOST_TEXT
 const MAX_PRESENCE_QUERY = 500; // EDGE_MAX_PRESENCE_QUERY
 const HOLD_WINDOW = 150; // harness convention: time for the edge to take in a request that gives no signal
+// Messaging's per-user limits at their defaults (README, Abuse limits; the harness lifts them).
+const MESSAGING_DEFAULTS = {
+  MESSAGING_HISTORY_PER_USER: "16",
+  MESSAGING_HISTORY_PER_S: "20",
+  MESSAGING_SENDS_PER_MIN: "120",
+  MESSAGING_SENDS_PER_DAY: "10000",
+  MESSAGING_REQUIRE_KNOWN_RECIPIENT: "1",
+};
 
 let nats;
 let pg;
@@ -64,7 +72,7 @@ let cleanups = []; // closers of the raw clients of the running case
 
 before(async () => {
   [nats, pg] = await Promise.all([startNats(), startPostgres()]);
-  await Promise.all([startMessaging({ nats, pg }), startPresence({ nats, pg })]);
+  await Promise.all([startMessaging({ nats, pg, env: MESSAGING_DEFAULTS }), startPresence({ nats, pg })]);
   // Explicit: the defaults of EDGE_MAX_* above; the abuse limits off (one
   // address sends every case, abuse.test.mjs covers them).
   edge = await startEdge({
@@ -514,6 +522,8 @@ const rows = [
   { name: "message:send with an ack, recipientId not a uuid", send: ws(ev("message:send", send({ recipientId: "x" }), "3")), expect: ackError(3, "bad_request") },
   { name: "message:read messageId not a uuid", send: ws(ev("message:read", { messageId: "m-1", senderId: A.id }, "4")), expect: ackError(4, "bad_request") },
   { name: "message:read senderId null", send: ws(() => ev("message:read", { messageId: stored.id, senderId: null }, "5")), expect: ackError(5, "bad_request") },
+  { name: "message:send to a uuid nobody ever used (through messaging)", send: ws(() => ev("message:send", send({ recipientId: uuid() }))), expect: chatError("message:send", "not_found") },
+  { name: "message:send to a uuid nobody ever used, with an ack (through messaging)", send: ws(() => ev("message:send", send({ recipientId: uuid(), clientMessageId: "to-nobody" }), "10")), expect: ackError(10, "not_found") },
   { name: "message:read of an unknown message id (through messaging)", send: ws(() => ev("message:read", { messageId: uuid(), senderId: A.id })), expect: chatError("message:read", "not_found") },
   { name: "message:read of alice → bob's message by mallory (not its recipient; through messaging)", send: ws(() => ev("message:read", { messageId: stored.id, senderId: A.id }, "6")), expect: ackError(6, "forbidden") },
   { name: "message:history without an ack", send: ws(ev("message:history", { withUserId: B.id })), expect: chatError("message:history", "bad_request") },
@@ -676,6 +686,7 @@ const rows = [
   { name: "polling: a binary packet with no attachment header pending", send: poll("bAQID"), expect: pollEnds(200) },
   { name: "polling: reserved event name", send: poll(ev("disconnect")), expect: pollEnds(200) },
   { name: "polling: unknown event (chat level, the session stays)", send: poll(ev("foo", {})), expect: chatError("foo", "unknown_event") },
+  { name: "polling: message:send to a uuid nobody ever used, with an ack (through messaging)", send: poll(() => ev("message:send", send({ recipientId: uuid() }), "22")), expect: ackError(22, "not_found") },
   { name: "polling: message:send recipientId not a uuid, with an ack", send: poll(ev("message:send", send({ recipientId: "nobody" }), "21")), expect: ackError(21, "bad_request") },
   {
     name: "polling: a second concurrent GET",

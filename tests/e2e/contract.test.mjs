@@ -36,6 +36,8 @@ describe("the schema", () => {
     assert.deepEqual(check("event:message:sent", [{ ...goodMessage, clientMessageId: "c-1", readAt: "2026-12-07T20:11:25.000Z" }]), []);
     assert.deepEqual(check("ack:message:send", [{ ok: true, message: goodMessage }]), []);
     assert.deepEqual(check("ack:message:send", [{ ok: false, error: { code: "rate_limited", message: "slow down" } }]), []);
+    assert.deepEqual(check("ack:message:send", [{ ok: false, error: { code: "rate_limited", message: "quota", retryAfterMs: 2500 } }]), []);
+    assert.deepEqual(check("event:chat:error", [{ event: "message:send", code: "rate_limited", message: "quota", retryAfterMs: 1 }]), []);
     assert.deepEqual(check("ack:presence:request", [{ ok: true, users: [goodInfo] }]), []);
     assert.deepEqual(check("ack:typing:start", [{ ok: true }]), []);
     assert.deepEqual(check("connect_error", { message: "unauthorized" }), []);
@@ -55,6 +57,10 @@ describe("the schema", () => {
       ["event:message:received", [{ ...goodMessage, createdAt: null }]],
       ["event:message:received", [{ ...goodMessage, type: "video" }]],
       ["event:chat:error", [{ event: "x", code: "oops", message: "m" }]],
+      ["event:chat:error", [{ event: "x", code: "rate_limited", message: "m", retryAfterMs: "5" }]],
+      ["event:chat:error", [{ event: "x", code: "rate_limited", message: "m", retryAfterMs: 0 }]],
+      ["ack:message:send", [{ ok: false, error: { code: "rate_limited", message: "m", retryAfterMs: 1.5 } }]],
+      ["ack:message:send", [{ ok: false, error: { code: "rate_limited", message: "m", retryAfter: 5 } }]],
       ["ack:message:send", [{ ok: true }]],
       ["ack:message:history", [{ ok: true, messages: [{ ...goodMessage, readAt: undefined }] }]],
       ["ack:unknown", [{ ok: true }]],

@@ -359,9 +359,22 @@ export async function startBinary({ name, bin, env = {}, ready = /listening/, re
 /** The directory of the binaries under test (beside chat-edge). */
 export { BIN_DIR };
 
-/** chat-messaging; resolves once it has set up JetStream and its schema ("ready" log line). */
+/**
+ * Messaging's per-user limits, lifted like the edge's: tests send fast from
+ * one user on purpose, and to users who never connected. A test of a limit
+ * sets it (abuse-messaging.test.mjs); badinput.test.mjs runs the defaults.
+ */
+export const MESSAGING_LIMITS_OFF = {
+  MESSAGING_HISTORY_PER_USER: "0",
+  MESSAGING_HISTORY_PER_S: "0",
+  MESSAGING_SENDS_PER_MIN: "0",
+  MESSAGING_SENDS_PER_DAY: "0",
+  MESSAGING_REQUIRE_KNOWN_RECIPIENT: "0",
+};
+
+/** chat-messaging; resolves once it has set up JetStream and its schema ("ready" log line). env is added to MESSAGING_LIMITS_OFF. */
 export function startMessaging(opts = {}) {
-  return startService("chat-messaging", MESSAGING_BIN, { ready: /\bready partitions=/, ...opts });
+  return startService("chat-messaging", MESSAGING_BIN, { ready: /\bready partitions=/, ...opts, env: { ...MESSAGING_LIMITS_OFF, ...opts.env } });
 }
 
 /** chat-presence; resolves once it is connected (its "resync" request went out) unless ready says otherwise. */

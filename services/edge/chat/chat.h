@@ -12,20 +12,20 @@
 #include "wheel.h"
 
 struct chat_config {
-    const char *edge_id;       /* this edge's name on NATS (chat.edge.<id>) */
-    const char *boot_id;       /* random per start: tells presence a restart */
-    const char *jwt_secret;    /* HS256 */
-    long max_ghost_text;       /* bytes */
-    long max_message_bytes;    /* bytes */
-    long max_presence_query;   /* ids */
-    long partitions;           /* CHAT_PARTITIONS */
-    long heartbeat_ms;         /* chat.edge.heartbeat period */
-    long events_per_s;         /* client events per second per socket */
-    long events_burst;         /* ... with this burst */
-    long rate_disconnect;      /* refused events in a row before the socket is disconnected */
-    long max_sockets_per_user; /* on this edge */
-    long to_user_per_s;        /* events of one user to one other user, per second (0: no limit) */
-    long to_user_burst;        /* ... with this burst */
+    const char *edge_id;         /* this edge's name on NATS (chat.edge.<id>) */
+    const char *boot_id;         /* random per start: tells presence a restart */
+    const char *jwt_secret;      /* HS256 */
+    long max_ghost_text;         /* bytes */
+    long max_message_bytes;      /* bytes */
+    long max_presence_query;     /* ids */
+    long partitions;             /* CHAT_PARTITIONS */
+    long heartbeat_ms;           /* chat.edge.heartbeat period */
+    long events_per_s;           /* client events per second per socket */
+    long events_burst;           /* ... with this burst */
+    long rate_disconnect;        /* refused events in a row before the socket is disconnected */
+    long max_sockets_per_user;   /* on this edge */
+    long to_user_per_s;          /* events of one user to one other user, per second (0: no limit) */
+    long to_user_burst;          /* ... with this burst */
     long queries_per_user_per_s; /* presence:request and message:history per user (burst: twice) */
 };
 

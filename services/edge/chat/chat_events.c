@@ -35,19 +35,31 @@ void chat_count(const char *metric, const char *label, const char *value)
     metrics_add(metric, labels, 1);
 }
 
-void chat_send_error(struct chat_sock *cs, const char *event, int64_t ack_id, const char *code,
-                     const char *message)
+void chat_send_error_hint(struct chat_sock *cs, const char *event, int64_t ack_id, const char *code,
+                          const char *message, int64_t retry_after_ms)
 {
-    json_t *args;
+    json_t *args, *err;
     chat_count("chat_edge_errors_total", "code", code);
     if (ack_id >= 0) {
         args = json_pack("[{s:b,s:{s:s,s:s}}]", "ok", 0, "error", "code", code, "message", message);
-        sock_ack(cs->k, ack_id, args);
+        err = json_object_get(json_array_get(args, 0), "error");
     } else {
         args = json_pack("[s{s:s,s:s,s:s}]", "chat:error", "event", event, "code", code, "message", message);
-        sock_emit(cs->k, args);
+        err = json_array_get(args, 1);
     }
+    if (retry_after_ms > 0)
+        json_object_set_new(err, "retryAfterMs", json_integer(retry_after_ms));
+    if (ack_id >= 0)
+        sock_ack(cs->k, ack_id, args);
+    else
+        sock_emit(cs->k, args);
     json_decref(args);
+}
+
+void chat_send_error(struct chat_sock *cs, const char *event, int64_t ack_id, const char *code,
+                     const char *message)
+{
+    chat_send_error_hint(cs, event, ack_id, code, message, 0);
 }
 
 /* Acks {ok: true} plus key: value when value is set (stolen). */
@@ -242,6 +254,7 @@ static int on_message_history(struct chat_sock *cs, json_t *arg, int64_t ack_id,
     q.with_user_id = v.with;
     q.before_id = v.before;
     q.limit = v.limit;
+    q.timeout_ms = REQUEST_TIMEOUT_MS; /* messaging drops it once this has passed */
     if (chat_request(cs, REQ_HISTORY, ack_id, SUBJ_QUERY_MESSAGES, &q.base, REQUEST_TIMEOUT_MS) != 0)
         FAIL("unavailable", "the message bus is unavailable; try again");
     return 1;

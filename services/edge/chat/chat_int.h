@@ -115,6 +115,10 @@ void chat_on_resync(struct chat *c);
 void chat_count(const char *metric, const char *label, const char *value);
 void chat_send_error(struct chat_sock *cs, const char *event, int64_t ack_id, const char *code,
                      const char *message);
+/* The same with a retry hint: retry_after_ms > 0 (a service's rate_limited)
+ * adds retryAfterMs to the error object, when the client may try again. */
+void chat_send_error_hint(struct chat_sock *cs, const char *event, int64_t ack_id, const char *code,
+                          const char *message, int64_t retry_after_ms);
 void chat_send_ok(struct chat_sock *cs, int64_t ack_id, const char *key, json_t *value);
 void chat_emit(struct chat_sock *cs, const char *event, json_t *payload);
 /* The sio_app's on_packet (ctx: the chat): one client event. */

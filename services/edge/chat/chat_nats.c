@@ -81,12 +81,13 @@ void chat_bus_connected(void *closure)
     relay_push(c->relay, RELAY_RESYNC, "", "", 0);
 }
 
-/* JetStream set-up blocks: it runs on its own thread until it succeeds. */
+/* JetStream set-up blocks: it runs on its own thread until it succeeds. It
+ * only creates missing streams: messaging owns their limits. */
 static void *streams_main(void *arg)
 {
     struct chat *c = arg;
     while (!c->stopped) {
-        if (bus_connected(c->bus) && streams_ensure(c->js) == 0)
+        if (bus_connected(c->bus) && streams_ensure(c->js, NULL) == 0)
             break;
         for (int i = 0; i < 10 && !c->stopped; i++) {
             struct timespec ts = {0, 100 * 1000000L};
@@ -209,9 +210,10 @@ static void req_answer(struct chat_req *r, const uint8_t *data, size_t len)
     } else if (r->kind == REQ_HISTORY) {
         Chat__V1__MessageList *l = data ? chat__v1__message_list__unpack(NULL, len, data) : NULL;
         if (!l || l->error) {
-            chat_send_error(cs, "message:history", r->ack_id, l && l->error ? l->error->code : "unavailable",
-                            l && l->error ? l->error->message
-                                          : "the message service did not answer; try again");
+            chat_send_error_hint(
+                cs, "message:history", r->ack_id, l && l->error ? l->error->code : "unavailable",
+                l && l->error ? l->error->message : "the message service did not answer; try again",
+                l && l->error ? l->error->retry_after_ms : 0);
         } else {
             json_t *a = json_array();
             for (size_t i = 0; i < l->n_messages; i++)
@@ -294,7 +296,8 @@ static void on_command_result(struct chat *c, const uint8_t *data, size_t len)
     }
     if (cs && cs->k->state == SOCK_OPEN) {
         if (r->outcome_case == CHAT__V1__COMMAND_RESULT__OUTCOME_ERROR && r->error)
-            chat_send_error(cs, r->event, r->origin->ack_id, r->error->code, r->error->message);
+            chat_send_error_hint(cs, r->event, r->origin->ack_id, r->error->code, r->error->message,
+                                 r->error->retry_after_ms);
         else if (r->outcome_case == CHAT__V1__COMMAND_RESULT__OUTCOME_MESSAGE && r->message)
             chat_send_ok(cs, r->origin->ack_id, "message", chat_json_message(r->message));
         else

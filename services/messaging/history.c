@@ -1,0 +1,321 @@
+/* history: see history.h. One history query used to hold nats.c's delivery
+ * thread and the replica's one query connection for its whole run, from an
+ * unbounded backlog: one user paging a long conversation from many sockets
+ * made everyone else's history time out for minutes. Here the callback
+ * returns at once, and the backlog is bounded, fair and cut at the asker's
+ * deadline. */
+#include "history.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "chat.pb-c.h"
+#include "histq.h"
+#include "ids.h"
+#include "log.h"
+#include "mem.h"
+#include "metrics.h"
+#include "msgtype.h"
+#include "store.h"
+#include "subjects.h"
+
+#define HISTORY_MAX 100
+#define HISTORY_DEFAULT 50
+/* A query still running this long is cancelled by PostgreSQL: the edge has
+ * answered "unavailable" by then (its request timeout is 5 s). */
+#define STATEMENT_TIMEOUT_MS 5000
+
+struct hquery {
+    char *reply;
+    char user[IDS_UUID_LEN + 1], with[IDS_UUID_LEN + 1], before[IDS_UUID_LEN + 1];
+    int limit;
+    long long deadline_ms; /* CLOCK_MONOTONIC: the asker gives up then */
+};
+
+struct hworker {
+    struct history *h;
+    pthread_t thread;
+    struct store *st; /* this worker's own connection */
+};
+
+struct history {
+    const struct history_config *cfg;
+    natsConnection *nc;
+    natsSubscription *sub;
+    pthread_mutex_t mu; /* guards q and stopping */
+    pthread_cond_t cv;  /* a query was queued, or stopping */
+    struct histq *q;
+    int stopping;
+    struct hworker *workers;
+    int nworkers;
+};
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void hquery_free(struct hquery *hq)
+{
+    if (hq)
+        free(hq->reply);
+    free(hq);
+}
+
+/* ---------- replies ---------- */
+
+static void publish_list(natsConnection *nc, const char *reply, Chat__V1__MessageList *list)
+{
+    size_t len = chat__v1__message_list__get_packed_size(list);
+    uint8_t *buf = xmalloc(len ? len : 1);
+    chat__v1__message_list__pack(list, buf);
+    natsStatus s = natsConnection_Publish(nc, reply, buf, (int)len);
+    if (s != NATS_OK) /* e.g. a page over NATS's max_payload: the edge times out */
+        log_warn("history reply not sent bytes=%zu: %s", len, natsStatus_GetText(s));
+    free(buf);
+}
+
+static void reply_error(natsConnection *nc, const char *reply, const char *code, const char *text,
+                        long long retry_ms)
+{
+    Chat__V1__MessageList list = CHAT__V1__MESSAGE_LIST__INIT;
+    Chat__V1__Error err = CHAT__V1__ERROR__INIT;
+    err.code = (char *)code;
+    err.message = (char *)text;
+    err.retry_after_ms = retry_ms;
+    list.error = &err;
+    publish_list(nc, reply, &list);
+}
+
+static void reply_rows(natsConnection *nc, const char *reply, struct store_row *rows, int n)
+{
+    Chat__V1__MessageList list = CHAT__V1__MESSAGE_LIST__INIT;
+    Chat__V1__Message *msgs = xcalloc((size_t)(n ? n : 1), sizeof *msgs);
+    Chat__V1__Message **ptrs = xcalloc((size_t)(n ? n : 1), sizeof *ptrs);
+    for (int i = 0; i < n; i++) {
+        Chat__V1__Message *m = &msgs[i];
+        chat__v1__message__init(m);
+        m->id = rows[i].id;
+        m->sender_id = rows[i].sender;
+        m->recipient_id = rows[i].recipient;
+        m->type = msgtype_parse(rows[i].type);
+        m->content = rows[i].content;
+        m->client_message_id = rows[i].cmid;
+        m->created_at_ms = rows[i].created_ms;
+        m->read_at_ms = rows[i].read_ms;
+        ptrs[i] = m;
+    }
+    list.n_messages = (size_t)n;
+    list.messages = ptrs;
+    publish_list(nc, reply, &list);
+    free(msgs);
+    free(ptrs);
+}
+
+/* ---------- the workers ---------- */
+
+static struct store *connect_store(struct history *h)
+{
+    struct store *st = store_open(h->cfg->database_url, h->cfg->app);
+    if (st && store_statement_timeout(st, STATEMENT_TIMEOUT_MS) != 0) {
+        store_close(st);
+        st = NULL;
+    }
+    return st;
+}
+
+static void run(struct hworker *w, struct hquery *hq)
+{
+    struct history *h = w->h;
+    if (mono_ms() >= hq->deadline_ms) { /* the asker has answered its client already */
+        metrics_add("chat_messaging_history_expired_total", NULL, 1);
+        return;
+    }
+    if (store_ok(w->st) != 0) {
+        store_close(w->st);
+        w->st = connect_store(h);
+    }
+    struct store_row *rows = NULL;
+    int n = w->st ? store_history(w->st, hq->user, hq->with, hq->before, hq->limit, &rows) : -1;
+    if (n < 0) {
+        reply_error(h->nc, hq->reply, "unavailable", "the message store is unavailable; try again", 0);
+        return;
+    }
+    reply_rows(h->nc, hq->reply, rows, n);
+    metrics_add("chat_messaging_history_answered_total", NULL, 1);
+    store_rows_cleanup(rows, n);
+    free(rows);
+}
+
+static void *worker_main(void *arg)
+{
+    struct hworker *w = arg;
+    struct history *h = w->h;
+    for (;;) {
+        const char *user = NULL;
+        struct hquery *hq = NULL;
+        pthread_mutex_lock(&h->mu);
+        while (!h->stopping && !(hq = histq_pop(h->q, &user)))
+            pthread_cond_wait(&h->cv, &h->mu);
+        size_t depth = histq_queued(h->q);
+        pthread_mutex_unlock(&h->mu);
+        if (!hq)
+            break; /* stopping: history_stop answers what is left */
+        metrics_set("chat_messaging_history_queue", NULL, (double)depth);
+        run(w, hq);
+        pthread_mutex_lock(&h->mu);
+        histq_done(h->q, user, mono_ms());
+        pthread_mutex_unlock(&h->mu);
+        hquery_free(hq);
+    }
+    store_close(w->st);
+    w->st = NULL;
+    return NULL;
+}
+
+/* ---------- the NATS callback: decode, check, queue ---------- */
+
+/* A query as the edge checked it, or NULL when it is not one. */
+static struct hquery *parse(const Chat__V1__HistoryQuery *q, const char *reply, long default_timeout_ms)
+{
+    struct hquery hq = {0};
+    if (!q || ids_uuid_norm(hq.user, q->user_id, strlen(q->user_id)) ||
+        ids_uuid_norm(hq.with, q->with_user_id, strlen(q->with_user_id)) ||
+        (*q->before_id && ids_uuid_norm(hq.before, q->before_id, strlen(q->before_id))))
+        return NULL;
+    hq.limit = q->limit < 1 ? HISTORY_DEFAULT : q->limit > HISTORY_MAX ? HISTORY_MAX : (int)q->limit;
+    hq.deadline_ms = mono_ms() + (q->timeout_ms ? (long long)q->timeout_ms : default_timeout_ms);
+    struct hquery *out = xmalloc(sizeof *out);
+    *out = hq;
+    out->reply = xstrdup(reply);
+    return out;
+}
+
+static void refuse(struct history *h, struct hquery *hq, enum histq_verdict v, long long retry_ms)
+{
+    switch (v) {
+    case HISTQ_USER_RATE:
+        metrics_add("chat_messaging_history_refused_total", "reason=\"user_rate\"", 1);
+        reply_error(h->nc, hq->reply, "rate_limited", "too many history queries: slow down", retry_ms);
+        break;
+    case HISTQ_USER_BUSY:
+        metrics_add("chat_messaging_history_refused_total", "reason=\"user_busy\"", 1);
+        reply_error(h->nc, hq->reply, "rate_limited",
+                    "too many history queries waiting for their answer: wait for them", 0);
+        break;
+    default:
+        metrics_add("chat_messaging_history_refused_total", "reason=\"queue_full\"", 1);
+        reply_error(h->nc, hq->reply, "unavailable", "the message store is busy; try again", 0);
+        break;
+    }
+}
+
+static void admit(struct history *h, struct hquery *hq)
+{
+    long long retry_ms = 0;
+    pthread_mutex_lock(&h->mu);
+    enum histq_verdict v = h->stopping ? HISTQ_FULL : histq_push(h->q, hq->user, hq, mono_ms(), &retry_ms);
+    if (v == HISTQ_OK)
+        pthread_cond_signal(&h->cv);
+    size_t depth = histq_queued(h->q);
+    pthread_mutex_unlock(&h->mu);
+    metrics_set("chat_messaging_history_queue", NULL, (double)depth);
+    if (v != HISTQ_OK) {
+        refuse(h, hq, v, retry_ms);
+        hquery_free(hq);
+    }
+}
+
+static void on_query(natsConnection *nc, natsSubscription *sub, natsMsg *nm, void *closure)
+{
+    (void)sub;
+    struct history *h = closure;
+    const char *reply = natsMsg_GetReply(nm);
+    Chat__V1__HistoryQuery *q = chat__v1__history_query__unpack(NULL, (size_t)natsMsg_GetDataLength(nm),
+                                                                (const uint8_t *)natsMsg_GetData(nm));
+    if (reply && *reply) {
+        struct hquery *hq = parse(q, reply, h->cfg->timeout_ms);
+        if (hq)
+            admit(h, hq);
+        else
+            reply_error(nc, reply, "bad_request", "invalid history query", 0);
+    }
+    chat__v1__history_query__free_unpacked(q, NULL);
+    natsMsg_Destroy(nm);
+}
+
+/* ---------- lifecycle ---------- */
+
+static void describe_metrics(void)
+{
+    metrics_describe("chat_messaging_history_queue", "gauge", "History queries waiting for a worker.");
+    metrics_describe("chat_messaging_history_answered_total", "counter",
+                     "History queries answered with rows.");
+    metrics_describe(
+        "chat_messaging_history_expired_total", "counter",
+        "History queries dropped unanswered: their asker had given up before a worker took them.");
+    metrics_describe("chat_messaging_history_refused_total", "counter",
+                     "History queries refused at once: queue_full (unavailable), user_busy or user_rate "
+                     "(rate_limited).");
+}
+
+struct history *history_start(const struct history_config *cfg, natsConnection *nc)
+{
+    struct history *h = xcalloc(1, sizeof *h);
+    struct histq_limits lim = {cfg->queue, cfg->per_user, cfg->per_s};
+    h->cfg = cfg;
+    h->nc = nc;
+    h->q = histq_create(&lim);
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->cv, NULL);
+    describe_metrics();
+    metrics_set("chat_messaging_history_queue", NULL, 0);
+    h->nworkers = (int)cfg->conns;
+    h->workers = xcalloc((size_t)h->nworkers, sizeof *h->workers);
+    for (int i = 0; i < h->nworkers; i++) {
+        h->workers[i].h = h;
+        pthread_create(&h->workers[i].thread, NULL, worker_main, &h->workers[i]);
+    }
+    natsStatus s =
+        natsConnection_QueueSubscribe(&h->sub, nc, SUBJ_QUERY_MESSAGES, QUEUE_MESSAGING, on_query, h);
+    if (s != NATS_OK) {
+        log_error("subscribe failed subject=%s: %s", SUBJ_QUERY_MESSAGES, natsStatus_GetText(s));
+        history_stop(h);
+        return NULL;
+    }
+    return h;
+}
+
+void history_stop(struct history *h)
+{
+    if (!h)
+        return;
+    pthread_mutex_lock(&h->mu);
+    h->stopping = 1; /* the callback refuses from now on, the workers leave */
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    /* Drained: no callback runs after this (bounded; NATS may be gone). */
+    if (h->sub && natsSubscription_Drain(h->sub) == NATS_OK)
+        natsSubscription_WaitForDrainCompletion(h->sub, 2000);
+    else if (h->sub)
+        natsSubscription_Unsubscribe(h->sub);
+    for (int i = 0; i < h->nworkers; i++)
+        pthread_join(h->workers[i].thread, NULL);
+    const char *user;
+    struct hquery *hq;
+    while ((hq = histq_pop(h->q, &user))) {
+        reply_error(h->nc, hq->reply, "unavailable", "the message service is stopping; try again", 0);
+        histq_done(h->q, user, mono_ms());
+        hquery_free(hq);
+    }
+    natsSubscription_Destroy(h->sub);
+    histq_destroy(h->q, NULL);
+    pthread_cond_destroy(&h->cv);
+    pthread_mutex_destroy(&h->mu);
+    free(h->workers);
+    free(h);
+}
