@@ -4,6 +4,7 @@
  * that fits; other threads reach this thread only through relay.c and lws_cancel_service(). */
 #include "ws.h"
 
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -242,17 +243,30 @@ static void lws_log(int level, const char *line)
         log_debug("lws: %s", line);
 }
 
+/* lws listens on an IPv6 socket, where an IPv4 address given as iface is not
+ * applied: it listened on every address. An IPv4 address gets an IPv4 socket;
+ * 0.0.0.0 stays every address, IPv6 included. */
+static void listen_on(struct lws_context_creation_info *info, const char *host)
+{
+    struct in_addr v4;
+    if (strcmp(host, "0.0.0.0") == 0)
+        return;
+    info->iface = host;
+    if (inet_pton(AF_INET, host, &v4) == 1)
+        info->options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+}
+
 int ws_start(struct edge *e)
 {
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log);
     info.port = (int)e->cfg->port;
-    info.iface = e->cfg->host;
     info.protocols = protocols;
     info.user = e;
     /* Text frames must be valid UTF-8 (RFC 6455 §8.1); lws closes with 1007. */
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+    listen_on(&info, e->cfg->host);
     info.max_http_header_data = 4096;
     info.timeout_secs = 10;
     e->ctx = lws_create_context(&info);
