@@ -83,31 +83,31 @@ $(BUILD)/bin/chat-tap: $(call obj,tools/tap/main.c $(LIB_SRC)) $(GEN_O)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
 
 # Unit tests: pure modules only; they link without lws, nats or libpq.
-$(BUILD)/tests/test_eio: $(call obj,tests/unit/test_eio.c services/edge/eio.c lib/mem.c)
+$(BUILD)/tests/test_eio: $(call obj,tests/unit/test_eio.c services/edge/eio.c lib/mem.c lib/log.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
-$(BUILD)/tests/test_sio: $(call obj,tests/unit/test_sio.c services/edge/sio.c lib/mem.c)
+$(BUILD)/tests/test_sio: $(call obj,tests/unit/test_sio.c services/edge/sio.c lib/mem.c lib/log.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson)
-$(BUILD)/tests/test_auth: $(call obj,tests/unit/test_auth.c services/edge/auth.c lib/ids.c lib/mem.c)
+$(BUILD)/tests/test_auth: $(call obj,tests/unit/test_auth.c services/edge/auth.c lib/ids.c lib/mem.c lib/log.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson libjwt)
 $(BUILD)/tests/test_chat_valid: $(call obj,tests/unit/test_chat_valid.c services/edge/chat_valid.c lib/msgtype.c \
-                                   services/edge/chat_json.c lib/ids.c lib/mem.c)
+                                   services/edge/chat_json.c lib/ids.c lib/mem.c lib/log.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson)
 $(BUILD)/obj/tests/unit/test_roster.o: CFLAGS += -Iservices/presence
-$(BUILD)/tests/test_roster: $(call obj,tests/unit/test_roster.c services/presence/roster.c lib/map.c lib/mem.c)
+$(BUILD)/tests/test_roster: $(call obj,tests/unit/test_roster.c services/presence/roster.c lib/map.c lib/mem.c lib/log.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
 
 $(BUILD)/tests/test_chat_wire: $(call obj,tests/unit/test_chat_wire.c services/edge/chat_wire.c \
-                                  services/edge/chat_json.c lib/msgtype.c lib/mem.c) $(GEN_O)
+                                  services/edge/chat_json.c lib/msgtype.c lib/mem.c lib/log.c) $(GEN_O)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson libprotobuf-c)
@@ -185,10 +185,10 @@ FUZZ_BINS    := $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_TARGETS))
 FUZZ_CFLAGS   = $(filter -std=% -D% -I% -W%,$(CFLAGS)) $(PKG_CFLAGS) -g -O1 -fno-omit-frame-pointer \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 
-FUZZ_eio_SRC  := services/edge/eio.c lib/mem.c
-FUZZ_sio_SRC  := services/edge/sio.c lib/mem.c
-FUZZ_chat_SRC := services/edge/chat_valid.c services/edge/chat_json.c lib/msgtype.c lib/ids.c lib/mem.c
-FUZZ_jwt_SRC  := services/edge/auth.c lib/ids.c lib/mem.c
+FUZZ_eio_SRC  := services/edge/eio.c lib/mem.c lib/log.c
+FUZZ_sio_SRC  := services/edge/sio.c lib/mem.c lib/log.c
+FUZZ_chat_SRC := services/edge/chat_valid.c services/edge/chat_json.c lib/msgtype.c lib/ids.c lib/mem.c lib/log.c
+FUZZ_jwt_SRC  := services/edge/auth.c lib/ids.c lib/mem.c lib/log.c
 FUZZ_eio_LIBS  :=
 FUZZ_sio_LIBS   = $(shell pkg-config --libs jansson)
 FUZZ_chat_LIBS  = $(shell pkg-config --libs jansson)
