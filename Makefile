@@ -42,7 +42,7 @@ UNIT_TESTS := $(BUILD)/tests/test_eio $(BUILD)/tests/test_sio $(BUILD)/tests/tes
               $(BUILD)/tests/test_chat_valid $(BUILD)/tests/test_wheel \
               $(BUILD)/tests/test_chat_wire
 
-.PHONY: all test test-unit test-e2e test-browser test-sanitize deps run format clean clean-state
+.PHONY: all test test-unit test-e2e test-browser test-sanitize test-run deps run format clean clean-state
 all: $(BINS)
 
 $(GEN_C) $(GEN_H) &: proto/chat.proto
@@ -123,7 +123,7 @@ deps:
 test: deps
 	scripts/check-compose.sh
 	$(MAKE) test-fuzz
-	$(MAKE) all test-unit test-integration test-e2e test-browser bench-smoke
+	$(MAKE) all test-unit test-integration test-e2e test-browser bench-smoke test-run
 	$(MAKE) SANITIZE=address,undefined all test-unit test-integration test-e2e test-browser
 
 test-unit: $(UNIT_TESTS)
@@ -151,6 +151,11 @@ test-browser: $(BINS)
 	cd tests/browser && CHAT_EDGE_BIN=$(abspath $(BUILD)/bin/chat-edge) \
 	  LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 npm test
+
+# `make run` as a user meets it (tests/run/): free ports, a token, the dev-login
+# edge on loopback, and the error a second stack on taken ports gets.
+test-run: $(BINS)
+	tests/run/run.test.sh
 
 run: deps
 	$(MAKE) all
