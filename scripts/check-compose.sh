@@ -30,4 +30,11 @@ if grep -q '^[[:space:]]*container_name:' compose.yaml; then
     echo "check-compose: container_name would break --scale" >&2
     exit 1
 fi
+# Dev login (tokens for anyone) only when asked for: off with the variable unset.
+unset EDGE_DEV_LOGIN 2>/dev/null || true
+if ! docker-compose -f compose.yaml config | grep -Eq "^ +EDGE_DEV_LOGIN: '?0'?$"; then
+    echo "check-compose: EDGE_DEV_LOGIN must default to 0 in compose.yaml" >&2
+    exit 1
+fi
+
 echo "compose: ok"
