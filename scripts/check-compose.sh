@@ -37,4 +37,11 @@ if ! docker-compose -f compose.yaml config | grep -Eq "^ +EDGE_DEV_LOGIN: '?0'?$
     exit 1
 fi
 
+# HAProxy finds the edges through the nameservers of its container's
+# resolv.conf, not an address that only one engine uses.
+if grep -Eq '^[[:space:]]*nameserver[[:space:]]' deploy/haproxy.cfg ||
+    ! grep -Eq '^[[:space:]]*parse-resolv-conf' deploy/haproxy.cfg; then
+    echo "check-compose: deploy/haproxy.cfg must resolve through parse-resolv-conf, not a fixed nameserver" >&2
+    exit 1
+fi
 echo "compose: ok"
