@@ -42,7 +42,7 @@ UNIT_TESTS := $(BUILD)/tests/test_eio $(BUILD)/tests/test_sio $(BUILD)/tests/tes
               $(BUILD)/tests/test_chat_valid $(BUILD)/tests/test_wheel \
               $(BUILD)/tests/test_chat_wire
 
-.PHONY: all test test-unit test-e2e test-browser test-sanitize test-run deps run format clean clean-state
+.PHONY: all test test-unit test-e2e test-browser test-sanitize test-run test-deploy deps run format clean clean-state
 all: $(BINS)
 
 $(GEN_C) $(GEN_H) &: proto/chat.proto
@@ -120,10 +120,12 @@ $(BUILD)/tests/test_wheel: $(call obj,tests/unit/test_wheel.c services/edge/whee
 deps:
 	@scripts/deps.sh
 
+# The deployment test runs once, in the plain pass: it builds its own image.
 test: deps
 	scripts/check-compose.sh
 	$(MAKE) test-fuzz
 	$(MAKE) all test-unit test-integration test-e2e test-browser bench-smoke test-run
+	$(MAKE) test-deploy
 	$(MAKE) SANITIZE=address,undefined all test-unit test-integration test-e2e test-browser
 
 test-unit: $(UNIT_TESTS)
@@ -156,6 +158,11 @@ test-browser: $(BINS)
 # edge on loopback, and the error a second stack on taken ports gets.
 test-run: $(BINS)
 	tests/run/run.test.sh
+
+# The image built and the Compose stack run for real, on a dockerd of the
+# test's own, and driven through the load balancer (tests/deploy/run.sh; root).
+test-deploy: deps
+	tests/deploy/run.sh
 
 run: deps
 	$(MAKE) all

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs what the build, the tests and `make run` need and is missing:
 # Debian packages through apt-get (chromium for the browser test, docker-compose
-# to validate compose.yaml offline), then the pinned npm packages of tests/e2e,
+# to validate compose.yaml offline, docker.io and debootstrap for the deployment
+# test), then the pinned npm packages of tests/deploy, tests/e2e,
 # tests/browser (playwright-core, which drives Debian's chromium: no browser is
 # downloaded) and web/ (the socket.io-client bundle the demo page loads).
 # Safe to run again: it does nothing when everything is there.
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 PKGS="gcc make pkg-config libwebsockets-dev libnats-dev libjwt-dev libjansson-dev libprotobuf-c-dev
 protobuf-c-compiler libcmocka-dev nats-server libpq-dev postgresql chromium docker-compose
-clang libclang-rt-14-dev libssl-dev"
+clang libclang-rt-14-dev libssl-dev docker.io debootstrap iproute2"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -26,7 +27,7 @@ if [ -n "$missing" ]; then
 fi
 
 # npm packages, exactly as locked; reinstalled when a lockfile changes.
-for dir in tests/e2e tests/browser web; do
+for dir in tests/deploy tests/e2e tests/browser web; do
     stamp=$dir/node_modules/.lock-stamp
     if [ ! -f "$stamp" ] || ! cmp -s "$dir/package-lock.json" "$stamp"; then
         echo "deps: npm ci in $dir"
