@@ -116,9 +116,13 @@ $(BUILD)/tests/test_wheel: $(call obj,tests/unit/test_wheel.c services/edge/whee
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
 
-# Installs missing Debian packages and the pinned npm packages.
+# Installs missing Debian packages and the pinned npm packages: `deps` what
+# `make test` needs, `deps-run`, `deps-bench`, `deps-deploy`, ... only what that
+# target needs (scripts/deps.sh).
 deps:
-	@scripts/deps.sh
+	@scripts/deps.sh all
+deps-%:
+	@scripts/deps.sh $*
 
 # The deployment test runs once, in the plain pass: it builds its own image.
 test: deps
@@ -161,10 +165,10 @@ test-run: $(BINS)
 
 # The image built and the Compose stack run for real, on a dockerd of the
 # test's own, and driven through the load balancer (tests/deploy/run.sh; root).
-test-deploy: deps
+test-deploy: deps-deploy
 	tests/deploy/run.sh
 
-run: deps
+run: deps-run
 	$(MAKE) all
 	scripts/run.sh
 
@@ -261,7 +265,7 @@ $(BUILD)/bin/chatload: $(call obj,$(BENCH_SRC))
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs libwebsockets jansson libjwt)
 
 .PHONY: bench bench-smoke
-bench: deps
+bench: deps-bench
 	$(MAKE) all $(BUILD)/bin/chatload
 	BIN_DIR=$(abspath $(BUILD)/bin) bench/run.sh full
 bench-smoke: $(BINS) $(BUILD)/bin/chatload
