@@ -197,15 +197,20 @@ pass "stand-ins $(echo "$images" | grep -v -e "^$base\$" -e '^chat-backend:' | t
 
 # ---- the stack
 
-# The chat services' secrets as a deployer writes them: owned by root, readable
-# by the image's group chat (gid 10001) only, as deploy/secrets/README.md says.
+# The secrets as deploy/secrets/README.md tells a deployer to write them: the
+# chat services' owned by root and readable by the image's group chat (gid
+# 10001) only, PostgreSQL's password root's alone.
 mkdir -p "$tmp/secrets"
 cp deploy/secrets/jwt_secret.dev "$tmp/secrets/jwt_secret"
 cp deploy/secrets/database_url.dev "$tmp/secrets/database_url"
+cp deploy/secrets/postgres_password.dev "$tmp/secrets/postgres_password"
 chown 0:10001 "$tmp/secrets/jwt_secret" "$tmp/secrets/database_url"
 chmod 0640 "$tmp/secrets/jwt_secret" "$tmp/secrets/database_url"
+chown 0:0 "$tmp/secrets/postgres_password"
+chmod 0600 "$tmp/secrets/postgres_password"
 export CHAT_JWT_SECRET_FILE=$tmp/secrets/jwt_secret CHAT_DATABASE_URL_FILE=$tmp/secrets/database_url
-unset CHAT_POSTGRES_PASSWORD_FILE EDGE_DEV_LOGIN COMPOSE_FILE COMPOSE_PROJECT_NAME
+export CHAT_POSTGRES_PASSWORD_FILE=$tmp/secrets/postgres_password
+unset EDGE_DEV_LOGIN COMPOSE_FILE COMPOSE_PROJECT_NAME
 port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
 export CHAT_PORT=127.0.0.1:$port # the balancer on loopback only
 url=http://127.0.0.1:$port
