@@ -11,9 +11,10 @@
 
 #define MIGRATION_LOCK_KEY 7243100 /* any constant: one lock for all services */
 
-/* Server notices and warnings (a migration's "already exists, skipping") go
- * through the logger like every other line: libpq's default receiver prints
- * them raw on stderr, which breaks LOG_FORMAT=json. */
+/* Server notices and warnings go through the logger like every other line:
+ * libpq's default receiver prints them raw on stderr, which breaks
+ * LOG_FORMAT=json. A notice (the migrations' "already exists, skipping" at
+ * every start) is debug; a warning is one. */
 static void on_notice(void *arg, const PGresult *res)
 {
     (void)arg;
@@ -23,10 +24,8 @@ static void on_notice(void *arg, const PGresult *res)
         text = "";
     if (severity && strcmp(severity, "WARNING") == 0)
         log_warn("postgres warning: %s", text);
-    else if (severity && (strcmp(severity, "DEBUG") == 0 || strcmp(severity, "LOG") == 0))
-        log_debug("postgres %s: %s", severity, text);
     else
-        log_info("postgres notice: %s", text);
+        log_debug("postgres notice: %s", text);
 }
 
 PGconn *db_connect(const char *conninfo, const char *app_name)
