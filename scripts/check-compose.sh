@@ -11,7 +11,7 @@ if ! command -v docker-compose >/dev/null 2>&1; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q docker-compose
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends docker-compose
 fi
 
 # Unset so that the defaults of compose.yaml (the dev secret files) are checked.
