@@ -26,13 +26,16 @@ WORKDIR /web
 COPY web/package.json web/package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund
 
-# ---- runtime: the shared libraries only, a non-root user
+# ---- runtime: the shared libraries only, a non-root user. Its uid and gid are
+# both 10001, fixed, so that a secret file given to that group (chgrp 10001,
+# mode 0640; deploy/secrets/README.md) is readable by the services.
 FROM debian:12.8-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libwebsockets17 libnats3.4 libprotobuf-c1 libjansson4 libjwt0 libpq5 \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
+ && groupadd --system --gid 10001 chat \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin chat
 COPY --from=build /src/build/bin/chat-edge /src/build/bin/chat-messaging /src/build/bin/chat-presence /usr/local/bin/
 COPY web/index.html web/app.js web/style.css /usr/local/share/chat/web/

@@ -73,7 +73,7 @@ UNIT_TESTS := $(BUILD)/tests/test_eio $(BUILD)/tests/test_sio $(BUILD)/tests/tes
               $(BUILD)/tests/test_chat_wire $(BUILD)/tests/test_session $(BUILD)/tests/test_histq \
               $(BUILD)/tests/test_quota $(BUILD)/tests/test_seen
 
-.PHONY: all test test-unit test-e2e test-browser test-sanitize deps run format clean clean-state
+.PHONY: all test test-unit test-e2e test-browser test-sanitize test-run test-deploy deps run format clean clean-state
 all: $(BINS)
 
 $(GEN_C) $(GEN_H) &: proto/chat.proto
@@ -127,44 +127,44 @@ $(BUILD)/bin/chat-tap: $(call obj,tools/tap/main.c $(LIB_SRC)) $(GEN_O)
 
 # Unit tests: pure modules only (test_session: the Engine.IO session with a
 # fake transport, on lws's loop but no socket); no nats or libpq.
-$(BUILD)/tests/test_eio: $(call obj,tests/unit/test_eio.c services/edge/engineio/eio.c lib/mem.c)
+$(BUILD)/tests/test_eio: $(call obj,tests/unit/test_eio.c services/edge/engineio/eio.c lib/mem.c lib/log.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
-$(BUILD)/tests/test_sio: $(call obj,tests/unit/test_sio.c services/edge/socketio/sio.c lib/mem.c)
+$(BUILD)/tests/test_sio: $(call obj,tests/unit/test_sio.c services/edge/socketio/sio.c lib/mem.c lib/log.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson)
-$(BUILD)/tests/test_auth: $(call obj,tests/unit/test_auth.c services/edge/chat/auth.c lib/ids.c lib/mem.c)
+$(BUILD)/tests/test_auth: $(call obj,tests/unit/test_auth.c services/edge/chat/auth.c lib/ids.c lib/mem.c lib/log.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson libjwt libcrypto)
 $(BUILD)/tests/test_chat_valid: $(call obj,tests/unit/test_chat_valid.c services/edge/chat/chat_valid.c lib/msgtype.c \
-                                   services/edge/chat/chat_json.c lib/ids.c lib/mem.c)
+                                   services/edge/chat/chat_json.c lib/ids.c lib/mem.c lib/log.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson)
-$(BUILD)/tests/test_roster: $(call obj,tests/unit/test_roster.c services/presence/roster.c lib/map.c lib/mem.c)
+$(BUILD)/tests/test_roster: $(call obj,tests/unit/test_roster.c services/presence/roster.c lib/map.c lib/mem.c lib/log.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
 
 $(BUILD)/tests/test_chat_wire: $(call obj,tests/unit/test_chat_wire.c services/edge/chat/chat_wire.c \
-                                  services/edge/chat/chat_json.c lib/msgtype.c lib/mem.c) $(GEN_O)
+                                  services/edge/chat/chat_json.c lib/msgtype.c lib/mem.c lib/log.c) $(GEN_O)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson libprotobuf-c)
 $(BUILD)/obj/tests/unit/test_histq.o $(BUILD)/obj/tests/unit/test_quota.o $(BUILD)/obj/tests/unit/test_seen.o: \
   INC := -Ilib -Iservices/messaging
-$(BUILD)/tests/test_histq: $(call obj,tests/unit/test_histq.c services/messaging/histq.c lib/map.c lib/mem.c)
+$(BUILD)/tests/test_histq: $(call obj,tests/unit/test_histq.c services/messaging/histq.c lib/map.c lib/mem.c lib/log.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
-$(BUILD)/tests/test_quota: $(call obj,tests/unit/test_quota.c services/messaging/quota.c lib/map.c lib/mem.c)
+$(BUILD)/tests/test_quota: $(call obj,tests/unit/test_quota.c services/messaging/quota.c lib/map.c lib/mem.c lib/log.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
-$(BUILD)/tests/test_seen: $(call obj,tests/unit/test_seen.c services/messaging/seen.c lib/map.c lib/mem.c)
+$(BUILD)/tests/test_seen: $(call obj,tests/unit/test_seen.c services/messaging/seen.c lib/map.c lib/mem.c lib/log.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
@@ -177,14 +177,20 @@ $(BUILD)/tests/test_session: $(call obj,tests/unit/test_session.c) $(SIO_LIB)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka) $(SIO_LIBS)
 
-# Installs missing Debian packages and the pinned npm packages.
+# Installs missing Debian packages and the pinned npm packages: `deps` what
+# `make test` needs, `deps-run`, `deps-bench`, `deps-deploy`, ... only what that
+# target needs (scripts/deps.sh).
 deps:
-	@scripts/deps.sh
+	@scripts/deps.sh all
+deps-%:
+	@scripts/deps.sh $*
 
+# The deployment test runs once, in the plain pass: it builds its own image.
 test: deps
 	scripts/check-compose.sh
 	$(MAKE) test-fuzz
-	$(MAKE) all test-layers test-unit test-types test-integration test-conformance test-e2e test-browser bench-smoke
+	$(MAKE) all test-layers test-unit test-types test-integration test-conformance test-e2e test-browser bench-smoke test-run
+	$(MAKE) test-deploy
 	$(MAKE) SANITIZE=address,undefined all test-unit test-integration test-conformance test-e2e test-browser
 
 test-unit: $(UNIT_TESTS)
@@ -234,7 +240,17 @@ test-browser: $(BINS)
 	  LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 npm test
 
-run: deps
+# `make run` as a user meets it (tests/run/): free ports, a token, the dev-login
+# edge on loopback, and the error a second stack on taken ports gets.
+test-run: $(BINS)
+	tests/run/run.test.sh
+
+# The image built and the Compose stack run for real, on a dockerd of the
+# test's own, and driven through the load balancer (tests/deploy/run.sh; root).
+test-deploy: deps-deploy
+	tests/deploy/run.sh
+
+run: deps-run
 	$(MAKE) all
 	scripts/run.sh
 
@@ -267,10 +283,10 @@ FUZZ_BINS    := $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_TARGETS))
 FUZZ_CFLAGS   = $(filter -std=% -D% -W%,$(CFLAGS)) -Ilib -Iservices/edge -I$(BUILD)/gen $(PKG_CFLAGS) -g -O1 \
                 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 
-FUZZ_eio_SRC  := services/edge/engineio/eio.c lib/mem.c
-FUZZ_sio_SRC  := services/edge/socketio/sio.c lib/mem.c
-FUZZ_chat_SRC := services/edge/chat/chat_valid.c services/edge/chat/chat_json.c lib/msgtype.c lib/ids.c lib/mem.c
-FUZZ_jwt_SRC  := services/edge/chat/auth.c lib/ids.c lib/mem.c
+FUZZ_eio_SRC  := services/edge/engineio/eio.c lib/mem.c lib/log.c
+FUZZ_sio_SRC  := services/edge/socketio/sio.c lib/mem.c lib/log.c
+FUZZ_chat_SRC := services/edge/chat/chat_valid.c services/edge/chat/chat_json.c lib/msgtype.c lib/ids.c lib/mem.c lib/log.c
+FUZZ_jwt_SRC  := services/edge/chat/auth.c lib/ids.c lib/mem.c lib/log.c
 FUZZ_eio_LIBS  :=
 FUZZ_sio_LIBS   = $(shell pkg-config --libs jansson)
 FUZZ_chat_LIBS  = $(shell pkg-config --libs jansson)
@@ -331,7 +347,7 @@ $(BUILD)/bin/chatload: $(call obj,$(BENCH_SRC))
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs libwebsockets jansson libjwt)
 
 .PHONY: bench bench-smoke
-bench: deps
+bench: deps-bench
 	$(MAKE) all $(BUILD)/bin/chatload
 	BIN_DIR=$(abspath $(BUILD)/bin) bench/run.sh full
 bench-smoke: $(BINS) $(BUILD)/bin/chatload

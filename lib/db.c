@@ -11,6 +11,23 @@
 
 #define MIGRATION_LOCK_KEY 7243100 /* any constant: one lock for all services */
 
+/* Server notices and warnings go through the logger like every other line:
+ * libpq's default receiver prints them raw on stderr, which breaks
+ * LOG_FORMAT=json. A notice (the migrations' "already exists, skipping" at
+ * every start) is debug; a warning is one. */
+static void on_notice(void *arg, const PGresult *res)
+{
+    (void)arg;
+    const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *text = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    if (!text)
+        text = "";
+    if (severity && strcmp(severity, "WARNING") == 0)
+        log_warn("postgres warning: %s", text);
+    else
+        log_debug("postgres notice: %s", text);
+}
+
 PGconn *db_connect(const char *conninfo, const char *app_name)
 {
     const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
@@ -25,6 +42,7 @@ PGconn *db_connect(const char *conninfo, const char *app_name)
         PQfinish(c);
         return NULL;
     }
+    PQsetNoticeReceiver(c, on_notice, NULL);
     return c;
 }
 

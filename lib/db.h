@@ -8,7 +8,8 @@
 #include <libpq-fe.h>
 
 /* Connects to conninfo (a libpq conninfo string or URI; "" = the PG*
- * environment variables) with application_name set. Returns NULL after
+ * environment variables) with application_name set; the server's notices and
+ * warnings on that connection are logged through log.h. Returns NULL after
  * logging when the server cannot be reached. */
 PGconn *db_connect(const char *conninfo, const char *app_name);
 

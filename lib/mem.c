@@ -6,9 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
+
 static void oom(size_t n)
 {
-    fprintf(stderr, "out of memory allocating %zu bytes\n", n);
+    /* Through the logger, so that LOG_FORMAT=json stays JSON to the end. */
+    log_error("out of memory allocating %zu bytes", n);
     abort();
 }
 

@@ -11,7 +11,7 @@ if ! command -v docker-compose >/dev/null 2>&1; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q docker-compose
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends docker-compose
 fi
 
 # Unset so that the defaults of compose.yaml (the dev secret files) are checked.
@@ -28,6 +28,20 @@ done
 # Scaling must stay possible: no fixed container names.
 if grep -q '^[[:space:]]*container_name:' compose.yaml; then
     echo "check-compose: container_name would break --scale" >&2
+    exit 1
+fi
+# Dev login (tokens for anyone) only when asked for: off with the variable unset.
+unset EDGE_DEV_LOGIN 2>/dev/null || true
+if ! docker-compose -f compose.yaml config | grep -Eq "^ +EDGE_DEV_LOGIN: '?0'?$"; then
+    echo "check-compose: EDGE_DEV_LOGIN must default to 0 in compose.yaml" >&2
+    exit 1
+fi
+
+# HAProxy finds the edges through the nameservers of its container's
+# resolv.conf, not an address that only one engine uses.
+if grep -Eq '^[[:space:]]*nameserver[[:space:]]' deploy/haproxy.cfg ||
+    ! grep -Eq '^[[:space:]]*parse-resolv-conf' deploy/haproxy.cfg; then
+    echo "check-compose: deploy/haproxy.cfg must resolve through parse-resolv-conf, not a fixed nameserver" >&2
     exit 1
 fi
 echo "compose: ok"

@@ -112,14 +112,6 @@ static void outage_begin(struct userdb *db, const char *why)
         log_warn("postgres unavailable: %s; retrying in the background", why);
 }
 
-/* Server notices (the migrations' "already exists, skipping") are ours to log,
- * not libpq's to print on stderr. */
-static void on_notice(void *arg, const char *message)
-{
-    (void)arg;
-    log_debug("postgres notice: %.*s", (int)strcspn(message, "\n"), message);
-}
-
 struct userdb_link *userdb_dial(struct userdb *db, long long mono_ms)
 {
     if (mono_ms < db->next_dial_ms)
@@ -134,13 +126,10 @@ struct userdb_link *userdb_dial(struct userdb *db, long long mono_ms)
         outage_begin(db, ping == PQPING_REJECT ? "server rejects connections" : "no response");
     } else if (!(c = db_connect(db->conninfo, "chat-presence"))) {
         outage_begin(db, "connect failed");
-    } else {
-        PQsetNoticeProcessor(c, on_notice, NULL);
-        if (db_migrate(c, "presence", steps, (int)(sizeof steps / sizeof steps[0])) != 0) {
-            outage_begin(db, "migration failed");
-            PQfinish(c);
-            c = NULL;
-        }
+    } else if (db_migrate(c, "presence", steps, (int)(sizeof steps / sizeof steps[0])) != 0) {
+        outage_begin(db, "migration failed");
+        PQfinish(c);
+        c = NULL;
     }
     if (!c) {
         db->next_dial_ms = mono_ms + db->backoff_ms;

@@ -339,6 +339,19 @@ static long raise_nofile(void)
     return rl.rlim_cur == RLIM_INFINITY ? 1 << 20 : (long)rl.rlim_cur;
 }
 
+/* lws listens on an IPv6 socket, where an IPv4 address given as iface is not
+ * applied: it listened on every address. An IPv4 address gets an IPv4 socket;
+ * 0.0.0.0 stays every address, IPv6 included. */
+static void listen_on(struct lws_context_creation_info *info, const char *host)
+{
+    struct in_addr v4;
+    if (strcmp(host, "0.0.0.0") == 0)
+        return;
+    info->iface = host;
+    if (inet_pton(AF_INET, host, &v4) == 1)
+        info->options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+}
+
 int server_start(struct server *srv, const struct server_config *cfg, const struct eio_config *ecfg)
 {
     memset(srv, 0, sizeof *srv);
@@ -354,11 +367,11 @@ int server_start(struct server *srv, const struct server_config *cfg, const stru
         info.fd_limit_per_thread = (unsigned)(nofile - FD_RESERVE);
     log_info("open files limit=%ld (connections up to %u)", nofile, info.fd_limit_per_thread);
     info.port = (int)cfg->port;
-    info.iface = cfg->host;
     info.protocols = protocols;
     info.user = srv;
     /* Text frames must be valid UTF-8 (RFC 6455 §8.1); lws closes with 1007. */
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+    listen_on(&info, cfg->host);
     info.max_http_header_data = 4096;
     info.timeout_secs = 10;
     srv->ctx = lws_create_context(&info);
