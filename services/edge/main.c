@@ -142,6 +142,7 @@ static void gauges(void *ctx)
     metrics_set("chat_edge_output_bytes", NULL, (double)srv.engine.queued);
     metrics_set("chat_edge_output_budget_kills_total", NULL, (double)srv.engine.budget_kills);
     metrics_set("chat_edge_tcp_refused_total", NULL, (double)srv.refused_tcp);
+    metrics_set("chat_edge_forwarded_total", NULL, (double)srv.forwarded);
     if (bus.nc) {
         natsStatistics *st = NULL;
         uint64_t reconnects = 0;
@@ -246,6 +247,8 @@ int main(void)
                      "Sessions cut off because the edge's output budget was spent.");
     metrics_describe("chat_edge_tcp_refused_total", "counter",
                      "Connections refused at accept: the peer address had EDGE_MAX_TCP_PER_IP open.");
+    metrics_describe("chat_edge_forwarded_total", "counter",
+                     "Client addresses taken from the X-Forwarded-For of a proxy in EDGE_TRUSTED_PROXIES.");
 
     stop_install(wake, &srv); /* the loop notices at its next turn */
 

@@ -8,6 +8,7 @@
 //   node client.mjs write URL SECRET_FILE STATE_FILE    stores a message, notes it
 //   node client.mjs verify URL SECRET_FILE STATE_FILE   finds that message in history
 //   node client.mjs devlogin URL on|off        POST /dev/login answers 200 / 404
+//   node client.mjs forged URL                 a forged X-Forwarded-For changes nothing
 //
 // Prints one line per check passed; on a failure prints why and exits 1.
 // Every wait is bounded.
@@ -175,6 +176,28 @@ const commands = {
     const expected = want === "on" ? 200 : 404;
     check(status === expected, `POST /dev/login: ${status}, want ${expected} (dev login ${want})`);
     console.log(`ok: dev login is ${want} (POST /dev/login ${status})`);
+  },
+
+  // The edges bind a long-polling session to the client's address, which
+  // they take from the balancer's X-Forwarded-For. A client that sends its own
+  // header, a different one on each request, keeps its session only if the
+  // balancer replaces it with the real address: were it passed through, the
+  // second request would come "from elsewhere" and get 400.
+  async forged(url) {
+    const poll = (sid, forged, init = {}) =>
+      fetch(`${url}/socket.io/?EIO=4&transport=polling${sid ? `&sid=${sid}` : ""}`, {
+        ...init,
+        headers: { "X-Forwarded-For": forged, ...(init.headers || {}) },
+        signal: AbortSignal.timeout(5000),
+      });
+    const open = await poll(null, "203.0.113.7");
+    const text = await open.text();
+    check(open.status === 200 && text.startsWith("0{"), `handshake: ${open.status} ${text.slice(0, 80)}`);
+    const { sid } = JSON.parse(text.slice(1));
+    const close = await poll(sid, "198.51.100.9", { method: "POST", body: "1", headers: { "content-type": "text/plain" } });
+    const answer = await close.text();
+    check(close.status === 200 && answer === "ok", `the same session with another forged address: ${close.status} ${answer}`);
+    console.log("ok: a client's own X-Forwarded-For is replaced by the balancer");
   },
 };
 

@@ -287,6 +287,17 @@ for c in $(containers edge); do
     [ "${n:-0}" -gt 0 ] || fail "edge $c took no client: the sessions were not spread"
 done
 pass "long-polling only, default and WebSocket clients on both edges (sticky sessions)"
+# The balancer names each client to the edges, which trust it; it replaces a
+# client's own X-Forwarded-For; its log has paths without query strings.
+for c in $(containers edge); do
+    n=$(http_in "$c" /metrics 3000 | sed -n 's/^chat_edge_forwarded_total //p')
+    [ "${n:-0}" -gt 0 ] || fail "edge $c took no client address from the balancer's X-Forwarded-For"
+done
+client forged "$url" || fail "a forged X-Forwarded-For"
+lines=$(docker logs "$lb" 2>&1 | grep -c '"GET /socket.io/' || true)
+[ "$lines" -gt 0 ] || fail "the balancer logged no /socket.io/ request"
+! docker logs "$lb" 2>&1 | grep -q 'sid=' || fail "a sid in the balancer's log: $(docker logs "$lb" 2>&1 | grep -m1 'sid=')"
+pass "the edges take each client's address from the balancer, a forged one is replaced, no sid in its log ($lines requests)"
 deadline=$(($(date +%s) + 60))
 while :; do
     owned=$(for c in $(containers messaging); do http_in "$c" /metrics 9100 | sed -n 's/^chat_messaging_partitions_owned //p'; done)

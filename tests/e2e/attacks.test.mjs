@@ -411,6 +411,7 @@ describe("a long-polling sid used by another client", () => {
     assert.equal(own.text, "ok");
     const untrusted = await request(proxied, poll(), { localAddress: "127.0.0.10", headers: { "X-Forwarded-For": "198.51.100.1" } });
     assert.equal(untrusted.status, 200, "an X-Forwarded-For from anyone else is ignored (its address has room)");
+    assert.equal(await metric(proxied, "chat_edge_forwarded_total"), 6, "each of the six requests from the proxy, not the one from elsewhere");
   });
 });
 

@@ -68,7 +68,7 @@ static void unmap_v4(char *ip)
         memmove(ip, ip + 7, strlen(ip + 7) + 1);
 }
 
-void server_client_ip(const struct server *srv, struct lws *wsi, char *out, size_t n)
+void server_client_ip(struct server *srv, struct lws *wsi, char *out, size_t n)
 {
     out[0] = '\0';
     lws_get_peer_simple(wsi, out, n);
@@ -83,8 +83,11 @@ void server_client_ip(const struct server *srv, struct lws *wsi, char *out, size
     while (*last == ' ')
         last++;
     unsigned char tmp[16];
-    if (inet_pton(strchr(last, ':') ? AF_INET6 : AF_INET, last, tmp) == 1) /* the proxy appended it */
+    if (inet_pton(strchr(last, ':') ? AF_INET6 : AF_INET, last, tmp) == 1) { /* the proxy appended it */
         snprintf(out, n, "%s", last);
+        unmap_v4(out);
+        srv->forwarded++;
+    }
 }
 
 /* ---------- TCP connections per peer address ---------- */

@@ -53,6 +53,7 @@ struct server {
     struct map tcp_peers;  /* peer address -> open TCP connections (max_tcp_per_ip) */
     char *tcp_pending;     /* the address accepted last, until its connection exists */
     uint64_t refused_tcp;  /* connections refused at accept (per-address limit) */
+    uint64_t forwarded;    /* client addresses taken from a trusted proxy's X-Forwarded-For */
 };
 
 /* Listens on cfg host:port and sets up the engine with ecfg. Returns 0 or -1
@@ -75,7 +76,7 @@ void server_destroy(struct server *srv);
 
 /* The client's address of a request: the peer, or, when the peer is one of
  * the trusted proxies, the last address of its X-Forwarded-For. */
-void server_client_ip(const struct server *srv, struct lws *wsi, char *out, size_t n);
+void server_client_ip(struct server *srv, struct lws *wsi, char *out, size_t n);
 
 /* Sessions carried by each transport, for metrics. */
 void server_count(const struct server *srv, size_t *websocket, size_t *polling);
