@@ -12,7 +12,7 @@ endif
 CC      ?= gcc
 # V=1 shows the full commands.
 Q       := $(if $(V),,@)
-PKGS    := libwebsockets libnats libprotobuf-c jansson libjwt
+PKGS    := libwebsockets libnats libprotobuf-c jansson libjwt libcrypto
 CFLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -g -O2 -Wall -Wextra -Werror -Wshadow \
            -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith -Wsign-compare -fno-common -MMD -MP
 ifneq ($(SANITIZE),)
@@ -55,7 +55,8 @@ SIO_SRC  := services/edge/engineio/eio.c services/edge/engineio/frame.c services
 SIO_LIB  := $(BUILD)/lib/libchatsio.a
 CHAT_SRC := services/edge/chat/chat_socks.c services/edge/chat/chat_events.c services/edge/chat/chat_nats.c \
             services/edge/chat/chat_valid.c services/edge/chat/chat_json.c services/edge/chat/chat_wire.c \
-            services/edge/chat/auth.c services/edge/chat/relay.c
+            services/edge/chat/auth.c services/edge/chat/relay.c services/edge/chat/chat_records.c \
+            services/edge/chat/chat_recovery.c services/edge/chat/recovery.c
 EDGE_SRC := services/edge/main.c services/edge/site.c services/edge/abuse.c services/edge/conform/conform.c \
             $(CHAT_SRC)
 DB_SRC  := lib/db.c
@@ -71,7 +72,7 @@ BINS := $(BUILD)/bin/chat-edge $(BUILD)/bin/chat-messaging $(BUILD)/bin/chat-pre
 UNIT_TESTS := $(BUILD)/tests/test_eio $(BUILD)/tests/test_sio $(BUILD)/tests/test_auth $(BUILD)/tests/test_roster \
               $(BUILD)/tests/test_chat_valid $(BUILD)/tests/test_wheel \
               $(BUILD)/tests/test_chat_wire $(BUILD)/tests/test_session $(BUILD)/tests/test_histq \
-              $(BUILD)/tests/test_quota $(BUILD)/tests/test_seen
+              $(BUILD)/tests/test_quota $(BUILD)/tests/test_seen $(BUILD)/tests/test_recovery
 
 .PHONY: all test test-unit test-e2e test-browser test-sanitize test-run test-deploy deps run format clean clean-state
 all: $(BINS)
@@ -139,6 +140,10 @@ $(BUILD)/tests/test_auth: $(call obj,tests/unit/test_auth.c services/edge/chat/a
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson libjwt libcrypto)
+$(BUILD)/tests/test_recovery: $(call obj,tests/unit/test_recovery.c services/edge/chat/recovery.c lib/ids.c lib/mem.c lib/log.c)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson libcrypto)
 $(BUILD)/tests/test_chat_valid: $(call obj,tests/unit/test_chat_valid.c services/edge/chat/chat_valid.c lib/msgtype.c \
                                    services/edge/chat/chat_json.c lib/ids.c lib/mem.c lib/log.c)
 	@mkdir -p $(dir $@)
@@ -278,7 +283,7 @@ clean-state:
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
 FUZZ_DIR     := build/fuzz
-FUZZ_TARGETS := eio sio chat jwt
+FUZZ_TARGETS := eio sio chat jwt recovery
 FUZZ_BINS    := $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_TARGETS))
 FUZZ_CFLAGS   = $(filter -std=% -D% -W%,$(CFLAGS)) -Ilib -Iservices/edge -I$(BUILD)/gen $(PKG_CFLAGS) -g -O1 \
                 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
@@ -287,16 +292,19 @@ FUZZ_eio_SRC  := services/edge/engineio/eio.c lib/mem.c lib/log.c
 FUZZ_sio_SRC  := services/edge/socketio/sio.c lib/mem.c lib/log.c
 FUZZ_chat_SRC := services/edge/chat/chat_valid.c services/edge/chat/chat_json.c lib/msgtype.c lib/ids.c lib/mem.c lib/log.c
 FUZZ_jwt_SRC  := services/edge/chat/auth.c lib/ids.c lib/mem.c lib/log.c
+FUZZ_recovery_SRC := services/edge/chat/recovery.c lib/ids.c lib/mem.c lib/log.c
 FUZZ_eio_LIBS  :=
 FUZZ_sio_LIBS   = $(shell pkg-config --libs jansson)
 FUZZ_chat_LIBS  = $(shell pkg-config --libs jansson)
 FUZZ_jwt_LIBS   = $(shell pkg-config --libs jansson libjwt libcrypto)
+FUZZ_recovery_LIBS = $(shell pkg-config --libs jansson libcrypto)
 
 .PHONY: fuzz test-fuzz
 $(FUZZ_DIR)/fuzz_eio: $(FUZZ_eio_SRC)
 $(FUZZ_DIR)/fuzz_sio: $(FUZZ_sio_SRC)
 $(FUZZ_DIR)/fuzz_chat: $(FUZZ_chat_SRC)
 $(FUZZ_DIR)/fuzz_jwt: $(FUZZ_jwt_SRC)
+$(FUZZ_DIR)/fuzz_recovery: $(FUZZ_recovery_SRC)
 # Coarse but safe: any header of edge or lib rebuilds the targets.
 $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard services/edge/*/*.h lib/*.h) | $(GEN_H)
 	@mkdir -p $(dir $@)

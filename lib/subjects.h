@@ -4,8 +4,9 @@
 #ifndef SUBJECTS_H
 #define SUBJECTS_H
 
-/* Delivery. Pub: messaging, edges. Sub: each edge, while it holds a socket of
- * that user (one subscription per user per edge). Format with the user id. */
+/* Delivery of an ephemeral signal (typing, ghost text, recording,
+ * listening). Pub: edges. Sub: each edge, while it holds a socket of that user
+ * (one subscription per user per edge). Format with the user id. */
 #define SUBJ_USER_FMT "chat.user.%s"
 /* CommandResult. Pub: messaging (and the edge itself, for a command JetStream
  * refused). Sub: that edge. */
@@ -35,10 +36,27 @@
 #define SUBJ_EDGE_HEARTBEAT "chat.edge.heartbeat"
 /* ResyncRequest. Pub: presence after a restart. Sub: every edge. */
 #define SUBJ_PRESENCE_RESYNC "chat.presence.resync"
-/* Message / ReadReceipt. Pub: messaging (JetStream CHAT_EVENTS). Sub: taps. */
-#define SUBJ_EVENT_CREATED "chat.event.message.created"
-#define SUBJ_EVENT_READ "chat.event.message.read"
+/* The records of stored events (JetStream CHAT_EVENTS), in the order they
+ * happened: a Message stored, chat.event.message.created.<sender>.<recipient>
+ * (message:received for the recipient's sockets, message:sent for the
+ * sender's); a ReadReceipt, chat.event.message.read.<sender>.<reader>
+ * (message:read for the sender's sockets). Pub: messaging, once JetStream has
+ * stored the command's outcome in PostgreSQL. Sub: every edge, one ordered
+ * consumer of SUBJ_EVENT_MESSAGES (deliveries, and the stream sequence as the
+ * clients' recovery offset); taps of other teams. */
+#define SUBJ_EVENT_CREATED_FMT "chat.event.message.created.%s.%s"
+#define SUBJ_EVENT_READ_FMT "chat.event.message.read.%s.%s"
+#define SUBJ_EVENT_MESSAGES "chat.event.message.>"
 #define SUBJ_EVENT_ALL "chat.event.>"
+
+/* Connection state recovery: "<user id> <socket id>" -> "ok <ms>" (the edge
+ * process closed that socket at Unix time ms) or "gone". Req: the edge a
+ * client recovers on. Reply: the edge process with that boot id. */
+#define SUBJ_RECOVERY_RELEASE_FMT "chat.recovery.release.%s"
+/* The JetStream key-value bucket of recovery (KV: s.<socket id> -> "<ms>"
+ * when it closed or "live <boot id>" when a recovered socket lives on;
+ * e.<boot id> -> "<ms>", that edge process's last heartbeat). Pub: edges. */
+#define KV_RECOVERY "CHAT_RECOVERY"
 
 /* Queue group of the messaging replicas on SUBJ_QUERY_MESSAGES. */
 #define QUEUE_MESSAGING "messaging"

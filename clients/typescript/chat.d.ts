@@ -60,10 +60,18 @@ export interface Refused {
 export type Ack<T extends object = {}> = ({ ok: true } & T) | Refused;
 
 /** What the server emits; a refusal of an event emitted without an ack arrives as chat:error. */
+/**
+ * The recoverable events (message:received, message:sent, message:read) carry
+ * a last argument, their recovery offset, when the server has connection state
+ * recovery on: socket.io-client keeps it and, after a drop, gets every one it
+ * missed (socket.recovered === true). Handlers may ignore it.
+ */
+export type Offset = string;
+
 export interface ServerToClientEvents {
-  "message:received": (message: Message) => void;
-  "message:sent": (message: Message) => void;
-  "message:read": (receipt: { messageId: Uuid; readAt: IsoTime }) => void;
+  "message:received": (message: Message, offset?: Offset) => void;
+  "message:sent": (message: Message, offset?: Offset) => void;
+  "message:read": (receipt: { messageId: Uuid; readAt: IsoTime }, offset?: Offset) => void;
   "typing:start": (who: { userId: Uuid; username: string }) => void;
   "typing:stop": (who: { userId: Uuid }) => void;
   "ghost:typing": (draft: { userId: Uuid; text: string }) => void;

@@ -54,6 +54,8 @@ struct edge_config {
     long to_user_per_s;
     long to_user_burst;
     long queries_per_user_per_s;
+    long recovery_window_ms;
+    long recovery_max_events;
     const char *log_level;
 };
 
@@ -104,6 +106,10 @@ static const struct config_var vars[] = {
     V("EDGE_EVENTS_TO_USER_BURST", CONFIG_INT, "60", to_user_burst, 1, 1000000, "... with this burst"),
     V("EDGE_QUERIES_PER_USER_PER_S", CONFIG_INT, "10", queries_per_user_per_s, 0, 1000000,
       "presence:request and message:history of one user's sockets per second, burst twice that; 0: no limit"),
+    V("EDGE_RECOVERY_WINDOW_MS", CONFIG_INT, "120000", recovery_window_ms, 0, 86400000,
+      "how long after a drop a client may recover its session (missed events replayed); 0: off"),
+    V("EDGE_RECOVERY_MAX_EVENTS", CONFIG_INT, "1000", recovery_max_events, 1, 1000000,
+      "most events one recovery replays; a client that missed more gets a new session"),
     V("EDGE_EVENTS_PER_S", CONFIG_INT, "30", events_per_s, 1, 1000000, "client events per second per socket"),
     V("EDGE_EVENTS_BURST", CONFIG_INT, "60", events_burst, 1, 1000000, "burst of client events per socket"),
     V("EDGE_RATE_DISCONNECT", CONFIG_INT, "200", rate_disconnect, 1, 1000000,
@@ -184,6 +190,8 @@ static void split_config(void)
         .to_user_per_s = cfg.to_user_per_s,
         .to_user_burst = cfg.to_user_burst,
         .queries_per_user_per_s = cfg.queries_per_user_per_s,
+        .recovery_window_ms = cfg.recovery_window_ms,
+        .recovery_max_events = cfg.recovery_max_events,
     };
 }
 

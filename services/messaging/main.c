@@ -72,7 +72,6 @@ int main(void)
     signal(SIGINT, on_signal);
     signal(SIGPIPE, SIG_IGN);
 
-    bus.on_connect = messaging_bus_connected;
     if (bus_open(&bus, cfg.nats_url, "chat-messaging", 1) != 0)
         return 1;
     struct messaging *m = messaging_start(&cfg, &bus);

@@ -36,6 +36,8 @@ struct worker {
     int owned; /* holds the partition's lock */
     natsSubscription *sub;
     long long last_us; /* last created_at given: strictly increasing */
+    jsCtx *js;         /* its own: it waits for its own records (records_wait) */
+    atomic_int records_failed;
 };
 
 struct messaging {
@@ -56,27 +58,8 @@ struct messaging {
     struct guard *guard; /* known recipients and send quotas */
 };
 
-/* Deliveries are core NATS publishes: after NATS comes back, the edges need a
- * moment to re-subscribe their users' subjects, or what is stored right then
- * is delivered to nobody. Workers hold their fetches for this long after a
- * reconnection (not after the first connection). */
-#define RECONNECT_GRACE_MS 2000
-static atomic_int connections;
-static atomic_llong reconnected_at; /* CLOCK_MONOTONIC ms */
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void messaging_bus_connected(void *closure)
-{
-    (void)closure;
-    if (atomic_fetch_add(&connections, 1) > 0)
-        atomic_store(&reconnected_at, mono_ms());
-}
+/* How long a worker waits for JetStream to store its records. */
+#define RECORDS_WAIT_MS 2000
 
 static void nap(struct messaging *m, int ms)
 {
@@ -176,17 +159,12 @@ static void message_from_row(Chat__V1__Message *msg, struct store_row *r)
     msg->read_at_ms = r->read_ms;
 }
 
-static void publish_delivery(struct messaging *m, const char *user, Chat__V1__Delivery *d)
-{
-    char subj[64];
-    snprintf(subj, sizeof subj, SUBJ_USER_FMT, user);
-    bus_publish(m->bus, subj, &d->base);
-}
-
-/* A tap for other teams: JetStream with the id as Nats-Msg-Id, so a
- * redelivered command does not tap twice within the duplicate window. */
-static void publish_tap(struct messaging *m, const char *subject, const char *msg_id,
-                        const ProtobufCMessage *p)
+/* The record of a stored event in CHAT_EVENTS (subjects.h): what the edges
+ * deliver to the sockets of both users, and what other teams tap. Published
+ * without waiting, with an id as Nats-Msg-Id so that a redelivered command
+ * does not record twice within the duplicate window; records_wait then waits
+ * for all of a batch. */
+static void publish_record(struct worker *w, const char *subject, const char *msg_id, const ProtobufCMessage *p)
 {
     size_t n = protobuf_c_message_get_packed_size(p);
     uint8_t *buf = xmalloc(n);
@@ -194,10 +172,64 @@ static void publish_tap(struct messaging *m, const char *subject, const char *ms
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MsgId = msg_id;
-    natsStatus s = js_PublishAsync(m->js, subject, buf, (int)n, &po);
-    if (s != NATS_OK)
-        log_warn("tap publish failed subject=%s: %s", subject, natsStatus_GetText(s));
+    natsStatus s = js_PublishAsync(w->js, subject, buf, (int)n, &po);
+    if (s != NATS_OK) {
+        log_warn("record publish failed subject=%s: %s", subject, natsStatus_GetText(s));
+        atomic_fetch_add(&w->records_failed, 1);
+    }
     free(buf);
+}
+
+/* JetStream refused a record (the closure: its worker). */
+static void on_record_error(jsCtx *js, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    struct worker *w = closure;
+    log_warn("record not stored subject=%s: %s", natsMsg_GetSubject(pae->Msg),
+             pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
+    atomic_fetch_add(&w->records_failed, 1);
+}
+
+/* The worker's own JetStream context, for its records. Returns 0 or -1. */
+static int records_context(struct worker *w)
+{
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = 5000;
+    jo.PublishAsync.MaxPending = 65536;
+    jo.PublishAsync.ErrHandler = on_record_error;
+    jo.PublishAsync.ErrHandlerClosure = w;
+    return natsConnection_JetStream(&w->js, w->m->bus->nc, &jo) == NATS_OK ? 0 : -1;
+}
+
+
+/* Waits until JetStream has answered for every record published since the
+ * last call. Returns 0 when it stored them all, -1 otherwise: the commands
+ * are then given back to JetStream, and their redelivery records them again
+ * (the same Nats-Msg-Id: at most once each). */
+static int records_wait(struct worker *w)
+{
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = RECORDS_WAIT_MS;
+    natsStatus s = js_PublishAsyncComplete(w->js, &po);
+    int failed = atomic_exchange(&w->records_failed, 0);
+    if (s != NATS_OK || failed) {
+        log_warn("records not stored: %d refused, %s", failed, natsStatus_GetText(s));
+        metrics_add("chat_messaging_record_failures_total", NULL, 1);
+        if (s != NATS_OK) {
+            /* A publication whose answer died with a nats-server stays
+             * pending in its context for ever (nats.c 3.4.1 has no timeout
+             * for them): every later wait would time out too. A new context
+             * starts with nothing pending. */
+            jsCtx_Destroy(w->js);
+            w->js = NULL;
+            if (records_context(w) != 0)
+                log_error("jetstream context failed");
+        }
+        return -1;
+    }
+    return 0;
 }
 
 /* The outcome for the client's socket (its ack, or chat:error). Successes
@@ -371,25 +403,31 @@ out:
     return rc;
 }
 
-/* Deliveries, tap, ack to the client, JetStream ack: for a stored message. */
-static void publish_stored(struct worker *w, struct batch *b, int i)
+/* The record of a stored message (message:received for the recipient,
+ * message:sent for the sender's sockets). A resend with a known client
+ * message id has its record already: the first one's. Returns 1 when it
+ * published one. */
+static int record_stored(struct worker *w, struct batch *b, int i)
 {
-    struct messaging *m = w->m;
+    struct store_row *row = &b->out[i];
+    if (strcmp(row->id, b->in[i].id) != 0)
+        return 0;
+    Chat__V1__Message msg;
+    message_from_row(&msg, row);
+    char subj[160];
+    snprintf(subj, sizeof subj, SUBJ_EVENT_CREATED_FMT, row->sender, row->recipient);
+    publish_record(w, subj, row->id, &msg.base);
+    return 1;
+}
+
+/* Ack to the client, JetStream ack: for a stored message whose record is
+ * stored. */
+static void answer_stored(struct worker *w, struct batch *b, int i)
+{
     struct store_row *row = &b->out[i];
     Chat__V1__Message msg;
     message_from_row(&msg, row);
-    int same = strcmp(row->id, b->in[i].id) == 0; /* else: a resend with a known client id */
-    Chat__V1__Delivery d = CHAT__V1__DELIVERY__INIT;
-    if (same) {
-        d.event_case = CHAT__V1__DELIVERY__EVENT_MESSAGE_RECEIVED;
-        d.message_received = &msg;
-        publish_delivery(m, row->recipient, &d);
-        publish_tap(m, SUBJ_EVENT_CREATED, row->id, &msg.base);
-    }
-    d.event_case = CHAT__V1__DELIVERY__EVENT_MESSAGE_SENT;
-    d.message_sent = &msg;
-    publish_delivery(m, row->sender, &d);
-    publish_result(m, b->cmds[i]->origin, "message:send", &msg, NULL, NULL, 0);
+    publish_result(w->m, b->cmds[i]->origin, "message:send", &msg, NULL, NULL, 0);
     natsMsg_Ack(b->msgs[i], NULL);
     if (row->inserted)
         metrics_add("chat_messaging_messages_stored_total", NULL, 1);
@@ -426,9 +464,19 @@ static void process_sends(struct worker *w, natsMsgList *list)
         for (int i = 0; i < b.k; i++)
             natsMsg_NakWithDelay(b.msgs[i], store_ok(w->st) == 0 ? 1000 : 0, NULL);
     }
-    for (int i = 0; i < b.k && !failed; i++) {
+    /* Records first, all of them stored, then the answers: once a client
+     * has its ack, the edges deliver the message from the record, even
+     * after a crash of this replica or of nats-server. */
+    int records = 0;
+    for (int i = 0; i < b.k && !failed; i++)
         if (b.out[i].found)
-            publish_stored(w, &b, i);
+            records += record_stored(w, &b, i);
+    int unrecorded = records > 0 && records_wait(w) != 0;
+    for (int i = 0; i < b.k && !failed; i++) {
+        if (b.out[i].found && unrecorded)
+            natsMsg_NakWithDelay(b.msgs[i], 1000, NULL);
+        else if (b.out[i].found)
+            answer_stored(w, &b, i);
         else if (b.verdict[i] == GUARD_OK || b.later[i])
             natsMsg_NakWithDelay(b.msgs[i], 1000, NULL);
         else
@@ -445,55 +493,97 @@ static void process_sends(struct worker *w, natsMsgList *list)
 
 /* ---------- reads ---------- */
 
-static void process_read(struct worker *w, natsMsg *nm)
+/* 1 when JetStream delivered this command before. */
+static int redelivered(natsMsg *nm)
 {
-    struct messaging *m = w->m;
+    jsMsgMetaData *meta = NULL;
+    int again = natsMsg_GetMetaData(&meta, nm) == NATS_OK && meta->NumDelivered > 1;
+    jsMsgMetaData_Destroy(meta);
+    return again;
+}
+
+/* One read command: stored, and its record published (the receipt for the
+ * sender's sockets). Returns what its answer will be; STORE_READ_ERROR: given
+ * back to JetStream already. A message read before (STORE_READ_ALREADY) is
+ * recorded again only when the command is a redelivery, with the same
+ * Nats-Msg-Id and the first read time: a replica that died between the mark
+ * and the record leaves it to the next delivery (JetStream's duplicate window
+ * drops the copy of one that was stored); a second mark by the client is not
+ * a new receipt. */
+static enum store_read process_read(struct worker *w, natsMsg *nm, Chat__V1__MarkRead **cmd)
+{
     Chat__V1__MarkRead *c = chat__v1__mark_read__unpack(NULL, (size_t)natsMsg_GetDataLength(nm),
                                                         (const uint8_t *)natsMsg_GetData(nm));
     char id[IDS_UUID_LEN + 1], reader[IDS_UUID_LEN + 1], sender[IDS_UUID_LEN + 1];
+    *cmd = c;
     if (!c || ids_uuid_norm(id, c->message_id, strlen(c->message_id)) ||
         ids_uuid_norm(reader, c->reader_id, strlen(c->reader_id))) {
         log_warn("dropping an invalid read command");
         natsMsg_Term(nm, NULL);
-        chat__v1__mark_read__free_unpacked(c, NULL);
-        return;
+        return STORE_READ_ERROR;
     }
     long long read_ms = 0;
-    switch (store_mark_read(w->st, id, reader, sender, &read_ms)) {
-    case STORE_READ_OK: {
-        metrics_add("chat_messaging_reads_total", NULL, 1);
+    enum store_read r = store_mark_read(w->st, id, reader, sender, &read_ms);
+    if (r == STORE_READ_ERROR) {
+        natsMsg_NakWithDelay(nm, 1000, NULL);
+        return r;
+    }
+    if (r == STORE_READ_OK || (r == STORE_READ_ALREADY && redelivered(nm))) {
+        if (r == STORE_READ_OK)
+            metrics_add("chat_messaging_reads_total", NULL, 1);
         Chat__V1__ReadReceipt rr = CHAT__V1__READ_RECEIPT__INIT;
         rr.message_id = id;
         rr.sender_id = sender;
         rr.reader_id = reader;
         rr.read_at_ms = read_ms;
-        Chat__V1__Delivery d = CHAT__V1__DELIVERY__INIT;
-        d.event_case = CHAT__V1__DELIVERY__EVENT_MESSAGE_READ;
-        d.message_read = &rr;
-        publish_delivery(m, sender, &d);
-        char tap_id[48];
-        snprintf(tap_id, sizeof tap_id, "read:%s", id);
-        publish_tap(m, SUBJ_EVENT_READ, tap_id, &rr.base);
-        publish_result(m, c->origin, "message:read", NULL, NULL, NULL, 0);
-        break;
+        char subj[160], rec_id[48];
+        snprintf(subj, sizeof subj, SUBJ_EVENT_READ_FMT, sender, reader);
+        snprintf(rec_id, sizeof rec_id, "read:%s", id);
+        publish_record(w, subj, rec_id, &rr.base);
     }
-    case STORE_READ_ALREADY:
-        publish_result(m, c->origin, "message:read", NULL, NULL, NULL, 0);
-        break;
-    case STORE_READ_NOT_FOUND:
-        publish_result(m, c->origin, "message:read", NULL, "not_found", "no such message", 0);
-        break;
-    case STORE_READ_FORBIDDEN:
-        publish_result(m, c->origin, "message:read", NULL, "forbidden", "only the recipient can mark it read",
-                       0);
-        break;
-    case STORE_READ_ERROR:
-        natsMsg_NakWithDelay(nm, 1000, NULL);
-        chat__v1__mark_read__free_unpacked(c, NULL);
-        return;
+    return r;
+}
+
+/* A fetched batch of read commands: marked, their records stored, then
+ * answered. */
+static void process_reads(struct worker *w, natsMsgList *list)
+{
+    struct messaging *m = w->m;
+    enum store_read *r = xcalloc((size_t)list->Count, sizeof *r);
+    Chat__V1__MarkRead **cmds = xcalloc((size_t)list->Count, sizeof *cmds);
+    int records = 0;
+    for (int i = 0; i < list->Count; i++) {
+        r[i] = process_read(w, list->Msgs[i], &cmds[i]);
+        records += r[i] == STORE_READ_OK || r[i] == STORE_READ_ALREADY;
     }
-    natsMsg_Ack(nm, NULL);
-    chat__v1__mark_read__free_unpacked(c, NULL);
+    int unrecorded = records > 0 && records_wait(w) != 0;
+    for (int i = 0; i < list->Count; i++) {
+        const Chat__V1__Origin *o = cmds[i] ? cmds[i]->origin : NULL;
+        switch (r[i]) {
+        case STORE_READ_OK:
+        case STORE_READ_ALREADY:
+            if (unrecorded) {
+                natsMsg_NakWithDelay(list->Msgs[i], 1000, NULL);
+                break;
+            }
+            publish_result(m, o, "message:read", NULL, NULL, NULL, 0);
+            natsMsg_Ack(list->Msgs[i], NULL);
+            break;
+        case STORE_READ_NOT_FOUND:
+            publish_result(m, o, "message:read", NULL, "not_found", "no such message", 0);
+            natsMsg_Ack(list->Msgs[i], NULL);
+            break;
+        case STORE_READ_FORBIDDEN:
+            publish_result(m, o, "message:read", NULL, "forbidden", "only the recipient can mark it read", 0);
+            natsMsg_Ack(list->Msgs[i], NULL);
+            break;
+        case STORE_READ_ERROR:
+            break; /* given back, or terminated */
+        }
+        chat__v1__mark_read__free_unpacked(cmds[i], NULL);
+    }
+    free(r);
+    free(cmds);
 }
 
 /* ---------- workers ---------- */
@@ -642,11 +732,6 @@ static void *worker_main(void *arg)
             nap(m, 500);
             continue;
         }
-        long long since = mono_ms() - atomic_load(&reconnected_at);
-        if (atomic_load(&reconnected_at) && since < RECONNECT_GRACE_MS) {
-            nap(m, (int)(RECONNECT_GRACE_MS - since));
-            continue;
-        }
         if (!w->sub) {
             char name[64], filter[64];
             consumer_name(name, sizeof name, w);
@@ -666,8 +751,7 @@ static void *worker_main(void *arg)
         natsStatus s = fetch(w, &list);
         if (s == NATS_OK && list.Count > 0) {
             if (w->is_read) {
-                for (int i = 0; i < list.Count; i++)
-                    process_read(w, list.Msgs[i]);
+                process_reads(w, &list);
             } else {
                 process_sends(w, &list);
             }
@@ -744,6 +828,8 @@ struct messaging *messaging_start(const struct messaging_config *cfg, struct bus
         w->m = m;
         w->is_read = i == (int)cfg->partitions;
         w->partition = (unsigned)i;
+        if (records_context(w) != 0)
+            abort(); /* only fails out of memory */
         pthread_create(&w->thread, NULL, worker_main, w);
     }
     log_info("replica %s started", m->app);
@@ -756,12 +842,14 @@ void messaging_stop(struct messaging *m)
         return;
     atomic_store(&m->stopping, 1);
     history_stop(m->history);
-    for (int i = 0; i < m->nworkers; i++)
-        pthread_join(m->workers[i].thread, NULL);
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MaxWait = 1000; /* bounded: NATS may be gone */
-    js_PublishAsyncComplete(m->js, &po);
+    for (int i = 0; i < m->nworkers; i++) {
+        pthread_join(m->workers[i].thread, NULL);
+        js_PublishAsyncComplete(m->workers[i].js, &po);
+        jsCtx_Destroy(m->workers[i].js);
+    }
     jsCtx_Destroy(m->js);
     guard_destroy(m->guard);
     pthread_mutex_destroy(&m->setup_mu);

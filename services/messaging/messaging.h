@@ -5,9 +5,11 @@
  * one sender's messages are committed and delivered by one process, in order;
  * replicas share the partitions evenly. A batch's sends are checked first
  * (guard.c: known recipients, send quotas; refusals are answered, not
- * stored); the rest is one transaction; deliveries, taps and acks to the
- * client follow the COMMIT, the JetStream ack comes last. History queries are answered on
- * chat.query.messages (queue group) by history.c. */
+ * stored); the rest is one transaction. After the COMMIT each stored event
+ * is recorded in CHAT_EVENTS (the edges deliver it from there, and other teams
+ * tap it); once JetStream has stored every record of the batch, the clients
+ * get their acks and the commands their JetStream acks. History queries are
+ * answered on chat.query.messages (queue group) by history.c. */
 #ifndef MESSAGING_H
 #define MESSAGING_H
 
@@ -38,9 +40,6 @@ struct messaging;
 /* Starts the workers (they connect to PostgreSQL and set up JetStream in the
  * background, retrying until both are there). */
 struct messaging *messaging_start(const struct messaging_config *cfg, struct bus *bus);
-/* bus on_connect hook (nats.c thread): after a reconnection, deliveries
- * wait a grace period for the edges to re-subscribe. */
-void messaging_bus_connected(void *closure);
 /* For lib/admin.c (closure: the messaging): 1 when NATS, JetStream set-up and
  * PostgreSQL are all there. */
 int messaging_healthy(void *closure);

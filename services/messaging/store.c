@@ -428,12 +428,19 @@ enum store_read store_mark_read(struct store *st, const char *message_id, const 
     }
     PQclear(r);
     /* Nothing updated: say why. */
-    r = run(st, PGRES_TUPLES_OK, "SELECT recipient_id = $2::uuid FROM messages WHERE id = $1", 2, params);
+    r = run(st, PGRES_TUPLES_OK,
+            "SELECT recipient_id = $2::uuid, sender_id, floor(extract(epoch FROM read_at) * 1000)::bigint "
+            "FROM messages WHERE id = $1",
+            2, params);
     if (!r)
         return STORE_READ_ERROR;
     enum store_read res = PQntuples(r) == 0                       ? STORE_READ_NOT_FOUND
                           : strcmp(PQgetvalue(r, 0, 0), "t") != 0 ? STORE_READ_FORBIDDEN
                                                                   : STORE_READ_ALREADY;
+    if (res == STORE_READ_ALREADY) {
+        snprintf(sender, IDS_UUID_LEN + 1, "%s", PQgetvalue(r, 0, 1));
+        *read_ms = atoll(PQgetvalue(r, 0, 2));
+    }
     PQclear(r);
     return res;
 }

@@ -84,7 +84,7 @@ int store_quota_counts(struct store *st, const char *const *senders, int n, cons
 int store_prune_quota(struct store *st, const char *day);
 
 /* Marks message_id read by reader (only its recipient, only once). On
- * STORE_READ_OK sets sender and read_ms. */
+ * STORE_READ_OK and STORE_READ_ALREADY set sender and read_ms (the first read). */
 enum store_read store_mark_read(struct store *st, const char *message_id, const char *reader, char *sender,
                                 long long *read_ms);
 

@@ -33,6 +33,9 @@ describe("the schema", () => {
     assert.deepEqual(check("event:presence:update", [[goodInfo, { ...goodInfo, status: "away" }]]), []);
     assert.deepEqual(check("event:presence:response", [[]]), []);
     assert.deepEqual(check("event:message:received", [goodMessage]), []);
+    assert.deepEqual(check("event:message:received", [goodMessage, "18446744073709551615"]), []);
+    assert.deepEqual(check("event:message:read", [{ messageId: uid, readAt: "2026-12-07T20:11:25.000Z" }, "7"]), []);
+    assert.deepEqual(check("connect", { sid: "x", pid: "A".repeat(103) }), []);
     assert.deepEqual(check("event:message:sent", [{ ...goodMessage, clientMessageId: "c-1", readAt: "2026-12-07T20:11:25.000Z" }]), []);
     assert.deepEqual(check("ack:message:send", [{ ok: true, message: goodMessage }]), []);
     assert.deepEqual(check("ack:message:send", [{ ok: false, error: { code: "rate_limited", message: "slow down" } }]), []);
@@ -56,6 +59,11 @@ describe("the schema", () => {
       ["event:user:status", [goodInfo, "one argument too many"]],
       ["event:message:received", [{ ...goodMessage, createdAt: null }]],
       ["event:message:received", [{ ...goodMessage, type: "video" }]],
+      ["event:message:received", [goodMessage, 7]],
+      ["event:message:received", [goodMessage, "07"]],
+      ["event:message:received", [goodMessage, "1", "2"]],
+      ["event:typing:stop", [{ userId: uid }, "1"]],
+      ["connect", { sid: "x", pid: "short" }],
       ["event:chat:error", [{ event: "x", code: "oops", message: "m" }]],
       ["event:chat:error", [{ event: "x", code: "rate_limited", message: "m", retryAfterMs: "5" }]],
       ["event:chat:error", [{ event: "x", code: "rate_limited", message: "m", retryAfterMs: 0 }]],

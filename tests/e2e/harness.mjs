@@ -436,7 +436,7 @@ export function assertCleanExit(child, { code, signal } = { code: child.exitCode
 }
 
 /** Starts chat-edge and waits for its "listening" log line. nats: result of startNats, or null. */
-export async function startEdge({ nats = null, name = "edge", env = {}, listenTimeout = 10000, wrap = [] } = {}) {
+export async function startEdge({ nats = null, name = "edge", env = {}, listenTimeout = 10000, wrap = [], waitRecords = true } = {}) {
   if (!existsSync(EDGE_BIN)) {
     throw new Error(`chat-edge binary not found at ${EDGE_BIN} (build it with make, or set CHAT_EDGE_BIN)`);
   }
@@ -474,6 +474,10 @@ export async function startEdge({ nats = null, name = "edge", env = {}, listenTi
     : new Child(`chat-edge:${name}:${port}`, EDGE_BIN, [], fullEnv);
   try {
     await child.waitForLine(/listening/, listenTimeout, "a 'listening' log line");
+    // A chat edge with NATS delivers stored events (and gives recovery ids)
+    // once its records consumer has started, a moment after it listens.
+    if (nats && waitRecords && fullEnv.EDGE_MODE !== "conformance")
+      await child.waitForLine(/records consumer started/, listenTimeout, "the records consumer's start");
   } catch (err) {
     const out = child.tail();
     await child.stop("SIGKILL");

@@ -436,7 +436,8 @@ for (const transport of TRANSPORTS) describe(`transport: ${transport}`, () => {
       for (const r of [a1.rec, a2.rec]) {
         const got = [await r.next(5000, "first event"), await r.next(5000, "second event")];
         assert.deepEqual(got.map((e) => e.event).sort(), ["message:received", "message:sent"]);
-        for (const e of got) assert.deepEqual(e.args, [m]);
+        for (const e of got) assert.deepEqual(e.args, [m, got[0].args[1]]);
+        assert.match(got[0].args[1], /^[1-9][0-9]*$/, "one record, one recovery offset for both events");
       }
     });
   });
@@ -833,7 +834,7 @@ describe("default transports: messages over long-polling, then after the upgrade
 // ---------------------------------------------------------------- taps
 
 describe("taps on JetStream CHAT_EVENTS", () => {
-  test("a stored message and its read receipt are tapped once each (a resend and a second read add nothing)", async () => {
+  test("a stored message and its read receipt are recorded once each, under subjects naming both users (a resend and a second read add nothing)", async () => {
     const a = await connectAs(makeUser("alice"), edge1);
     const b = await connectAs(makeUser("bob"), edge2);
     const info = await natsRequest(nats.port, "$JS.API.STREAM.INFO.CHAT_EVENTS", {});
@@ -851,9 +852,12 @@ describe("taps on JetStream CHAT_EVENTS", () => {
 
     // Nothing can be awaited on a stream without a consumer: read it until both markers are there (bounded).
     const taps = [];
+    // The records name both users: created.<sender>.<recipient>, read.<sender>.<reader>.
+    const created_ = `chat.event.message.created.${a.user.id}.${b.user.id}`;
+    const read_ = `chat.event.message.read.${a.user.id}.${b.user.id}`;
     const has = (subject, id) => taps.some((t) => t.subject === subject && t.data.includes(Buffer.from(id)));
     const deadline = Date.now() + 5000;
-    while (!(has("chat.event.message.created", marker.id) && has("chat.event.message.read", marker.id))) {
+    while (!(has(created_, marker.id) && has(read_, marker.id))) {
       assert.ok(Date.now() < deadline, `the marker's taps did not arrive within 5 s; taps: ${JSON.stringify(taps.map((t) => t.subject))}`);
       const last = (await natsRequest(nats.port, "$JS.API.STREAM.INFO.CHAT_EVENTS", {})).state.last_seq;
       if (last === seq) await delay(50);
@@ -863,10 +867,10 @@ describe("taps on JetStream CHAT_EVENTS", () => {
       }
     }
     const of = (subject, id) => taps.filter((t) => t.subject === subject && t.data.includes(Buffer.from(id)));
-    const created = of("chat.event.message.created", m.id);
+    const created = of(created_, m.id);
     assert.equal(created.length, 1, "one created tap for the message");
     for (const s of [a.user.id, b.user.id, "tap me", "tap-1"]) assert.ok(created[0].data.includes(Buffer.from(s)), `the created tap holds ${s}`);
-    const read = of("chat.event.message.read", m.id);
+    const read = of(read_, m.id);
     assert.equal(read.length, 1, "one read tap for the message");
     for (const s of [a.user.id, b.user.id]) assert.ok(read[0].data.includes(Buffer.from(s)), `the read tap holds ${s}`);
   });

@@ -123,9 +123,16 @@ static void check_delivery(Chat__V1__Delivery *d)
     struct buf b;
     const char *event = NULL;
     buf_init(&b);
-    assert_int_equal(chat_wire_delivery(&b, d, &event), 0);
+    assert_int_equal(chat_wire_delivery(&b, d, NULL, &event), 0);
     json_t *want = expected_delivery(d);
     assert_string_equal(event, json_string_value(json_array_get(want, 0)));
+    assert_packet(&b, want);
+    buf_cleanup(&b);
+    /* A recoverable event carries its offset as a last argument. */
+    buf_init(&b);
+    assert_int_equal(chat_wire_delivery(&b, d, "18446744073709551615", &event), 0);
+    want = expected_delivery(d);
+    json_array_append_new(want, json_string("18446744073709551615"));
     assert_packet(&b, want);
     buf_cleanup(&b);
 }
@@ -197,7 +204,7 @@ static void test_deliveries(void **state)
     struct buf b;
     const char *event;
     buf_init(&b);
-    assert_int_equal(chat_wire_delivery(&b, &none, &event), -1);
+    assert_int_equal(chat_wire_delivery(&b, &none, NULL, &event), -1);
     buf_cleanup(&b);
 }
 
@@ -227,7 +234,7 @@ static void test_not_utf8(void **state)
         d.ghost_typing = &g;
         const char *event;
         b.len = 0;
-        assert_int_equal(chat_wire_delivery(&b, &d, &event), -1);
+        assert_int_equal(chat_wire_delivery(&b, &d, NULL, &event), -1);
         assert_null(expected_delivery(&d)); /* jansson refuses them too */
         buf_cleanup(&b);
     }

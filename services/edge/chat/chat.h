@@ -1,9 +1,10 @@
 /* chat: the chat application on the Socket.IO layer (docs/architecture.md):
  * JWT auth on CONNECT, one NATS subscription per connected user
- * (chat.user.<id>), validation of the seed's client events
- * (the README's event table) and relay of the ephemeral signals, and fan-out of
- * Deliveries to every local socket of a user. It knows the protocol layers
- * (socketio/, engineio/) and NATS, never a transport: main.c mounts it. */
+ * (chat.user.<id>) for the ephemeral signals, validation of the seed's client
+ * events (the README's event table), the stored events delivered from one
+ * ordered consumer of CHAT_EVENTS to every local socket of their users, and
+ * connection state recovery. It knows the protocol layers (socketio/,
+ * engineio/) and NATS, never a transport: main.c mounts it. */
 #ifndef CHAT_H
 #define CHAT_H
 
@@ -27,6 +28,8 @@ struct chat_config {
     long to_user_per_s;          /* events of one user to one other user, per second (0: no limit) */
     long to_user_burst;          /* ... with this burst */
     long queries_per_user_per_s; /* presence:request and message:history per user (burst: twice) */
+    long recovery_window_ms;     /* connection state recovery: how long after a drop (0: off) */
+    long recovery_max_events;    /* most events one recovery replays; more: a new session */
 };
 
 struct chat;
@@ -47,7 +50,8 @@ void chat_bus_connected(void *closure);
 /* The loop's wake hook (ctx: the chat): handles everything the NATS threads
  * queued. */
 void chat_drain(void *ctx);
-/* 1 when NATS is there (for /healthz). */
+/* 1 when NATS is there and the records consumer has started (for
+ * /healthz). */
 int chat_healthy(void *ctx);
 /* Unsubscribes everything; later disconnects no longer touch NATS. */
 void chat_stop(struct chat *c);

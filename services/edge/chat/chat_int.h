@@ -11,8 +11,10 @@
 #include "bucket.h"
 #include "chat.h"
 #include "chat.pb-c.h"
+#include "engineio/frame.h"
 #include "map.h"
 #include "mem.h"
+#include "recovery.h"
 #include "relay.h"
 
 /* A NATS subscription's closure: its chat, and what its messages are. */
@@ -40,8 +42,35 @@ struct chat_sock {
     struct wheel_timer t_expiry; /* the token's exp */
     int64_t *pending;            /* ack ids of commands sent to JetStream, not answered yet */
     uint32_t npending, pending_cap;
+    /* From the CONNECT to its reply (chat_records.c, chat_recovery.c). */
+    int waiting;                /* WAIT_PRESENCE | WAIT_RECOVERY: what the reply waits for */
+    uint64_t start;             /* the records position when it connected: the pid's start
+                                 * (CHAT_NO_START: the consumer had not started) */
+    uint8_t *presence;          /* presence's reply to the open (a PresenceList), until the reply */
+    size_t presence_len;        /* (0 with presence NULL: none came) */
+    struct held *held;          /* records for it that came before its reply, in order */
+    uint32_t nheld, held_cap;
+    uint64_t skip;              /* a recovered socket's offset: records up to it were delivered */
+    struct recovery_pid rpid;   /* WAIT_RECOVERY: the pid it came back with */
+    char *pid;                  /* the session's pid once open (NULL: recovery off) */
+    uint8_t *replay;            /* a recovery's records (chat_recovery.c's format) */
+    size_t replay_len;
+    int recovered;              /* 1: its CONNECT recovered the session */
     char username[]; /* the token's, at most AUTH_MAX_USERNAME bytes */
 };
+
+enum { WAIT_PRESENCE = 1, WAIT_RECOVERY = 2 };
+
+#define CHAT_NO_START UINT64_MAX
+
+struct held {
+    struct frame *f;
+    uint64_t seq; /* its record's stream sequence */
+};
+
+/* Most records held for one socket between its CONNECT and the reply; past
+ * it the socket is closed (its client comes back and recovers). */
+#define CHAT_MAX_HELD 4096
 
 /* Most commands of one socket waiting for their outcome (far above what the
  * event rate allows within JetStream's publish timeout). */
@@ -60,7 +89,9 @@ struct chat_req {
 };
 
 /* The fixed subscriptions; SUB_USER is only the closure of every user's. */
-enum { SUB_EDGE, SUB_REPLY, SUB_STATUS, SUB_RESYNC, SUB_USER, NSUBS };
+enum { SUB_EDGE, SUB_REPLY, SUB_STATUS, SUB_RESYNC, SUB_USER, SUB_RELEASE, NSUBS };
+
+struct recovery_pool; /* chat_recovery.c */
 
 struct chat {
     const struct chat_config *cfg;
@@ -78,8 +109,24 @@ struct chat {
     char edge_subject[128];
     char inbox[64]; /* replies come to <inbox>.<request number> */
     struct wheel_timer t_heartbeat;
-    pthread_t streams_thread;
-    int streams_started;
+    /* The records consumer (chat_records.c). NATS side: its thread sets up
+     * the streams and (re)subscribes; under records_mu. */
+    pthread_t records_thread;
+    int records_started;
+    pthread_mutex_t records_mu;
+    pthread_cond_t records_cv;
+    int records_resubscribe; /* NATS reconnected: subscribe again after pushed */
+    unsigned records_gen;    /* the current subscription's number */
+    uint64_t records_pushed; /* the last record given to the relay */
+    natsSubscription *records_sub;
+    jsCtx *js_short; /* for the records and recovery threads: requests that give up in a second */
+    /* Loop side. */
+    int records_ready; /* the consumer has started: position means something */
+    uint64_t position; /* the last record delivered */
+    /* Connection state recovery (chat_recovery.c); window 0: off. */
+    uint8_t pid_key[RECOVERY_KEY_LEN];
+    kvStore *kv; /* CHAT_RECOVERY, once the records thread has it */
+    struct recovery_pool *rpool;
     volatile int stopped;
 };
 
@@ -105,11 +152,59 @@ int chat_query_take(struct chat_sock *cs, const char **code, const char **msg);
 void chat_pairs_cleanup(struct chat *c);
 void chat_user_attach(struct chat *c, struct chat_sock *cs, const char *id);
 void chat_user_detach(struct chat *c, struct chat_sock *cs);
-void chat_finish_connect(struct chat_sock *cs, const Chat__V1__PresenceList *list);
+/* Presence answered the socket's open (data NULL: it did not): the CONNECT
+ * is answered once nothing else is waited for (chat_open). */
+void chat_finish_connect(struct chat_sock *cs, const uint8_t *data, size_t len);
+/* Answers cs's CONNECT if nothing is waited for any more: the reply (with its
+ * pid), the presence list, a recovery's records, then the held records. */
+void chat_open(struct chat_sock *cs);
 void chat_deliver(struct chat *c, const char *user_id, const uint8_t *data, size_t len);
 int chat_fan_out_delivery(struct chat *c, struct chat_user *u, const Chat__V1__Delivery *d);
 void chat_on_status(struct chat *c, const uint8_t *data, size_t len);
 void chat_on_resync(struct chat *c);
+
+/* chat_records.c */
+/* Starts the records thread: streams, the recovery bucket, the consumer. */
+int chat_records_start(struct chat *c);
+void chat_records_stop(struct chat *c);
+void chat_records_destroy(struct chat *c);
+/* bus on_connect: subscribe again after the last record given to the loop. */
+void chat_records_reconnected(struct chat *c);
+/* Loop: a record (RELAY_RECORD) / the consumer's start (RELAY_RECORDS). */
+void chat_on_record(struct chat *c, const char *key, const uint8_t *data, size_t len);
+void chat_on_records_start(struct chat *c, const char *key);
+/* A record's event for a user, written once (for emit). */
+typedef void chat_emit_fn(void *arg, const char *event, struct frame *f, uint64_t seq);
+/* Writes the events record seq means for user user_id, each with the
+ * record's offset (when recovery is on), and calls emit for each. Returns 0,
+ * or -1 for a record it cannot read. */
+int chat_record_events(struct chat *c, const char *user_id, uint64_t seq, const char *subject,
+                       const uint8_t *data, size_t len, chat_emit_fn *emit, void *arg);
+/* Sends record seq's frame f to cs, or holds it until cs's CONNECT is
+ * answered. */
+void chat_send_or_hold(struct chat_sock *cs, struct frame *f, uint64_t seq);
+
+/* chat_recovery.c */
+int chat_recovery_on(const struct chat *c);
+int chat_recovery_start(struct chat *c);
+void chat_recovery_stop(struct chat *c);
+/* Loop, in authorize: starts recovering cs if its CONNECT asks for it and
+ * may; sets WAIT_RECOVERY then. */
+void chat_recovery_connect(struct chat_sock *cs, const json_t *auth);
+/* Loop: the pid of a new session (cs->pid), or none. */
+void chat_recovery_new_pid(struct chat_sock *cs);
+/* Loop: cs closes; a client that may come back (reason) can recover it. */
+void chat_recovery_closed(struct chat_sock *cs, const char *reason);
+/* Loop: a recovered socket was opened here. */
+void chat_recovery_opened(struct chat_sock *cs);
+/* Loop: a worker's outcome (RELAY_RECOVERY) / another edge's release request. */
+void chat_on_recovery(struct chat *c, const char *key, const uint8_t *data, size_t len);
+void chat_on_release(struct chat *c, const uint8_t *data, size_t len);
+/* Loop, every heartbeat: this edge process is alive (for recoveries after a
+ * kill). */
+void chat_recovery_alive(struct chat *c);
+/* Loop: the replayed records of cs, sent with chat_record_events. */
+void chat_recovery_replay(struct chat_sock *cs);
 
 /* chat_events.c */
 void chat_count(const char *metric, const char *label, const char *value);

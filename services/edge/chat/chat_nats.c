@@ -79,22 +79,7 @@ void chat_bus_connected(void *closure)
 {
     struct chat *c = closure; /* presence may have missed closes and opens: announce again */
     relay_push(c->relay, RELAY_RESYNC, "", "", 0);
-}
-
-/* JetStream set-up blocks: it runs on its own thread until it succeeds. It
- * only creates missing streams: messaging owns their limits. */
-static void *streams_main(void *arg)
-{
-    struct chat *c = arg;
-    while (!c->stopped) {
-        if (bus_connected(c->bus) && streams_ensure(c->js, NULL) == 0)
-            break;
-        for (int i = 0; i < 10 && !c->stopped; i++) {
-            struct timespec ts = {0, 100 * 1000000L};
-            nanosleep(&ts, NULL);
-        }
-    }
-    return NULL;
+    chat_records_reconnected(c); /* and the records go on after the last one delivered */
 }
 
 /* ---------- subscriptions ---------- */
@@ -204,9 +189,7 @@ static void req_answer(struct chat_req *r, const uint8_t *data, size_t len)
     if (!cs)
         return; /* the socket left meanwhile */
     if (r->kind == REQ_CONNECT) {
-        Chat__V1__PresenceList *l = data ? chat__v1__presence_list__unpack(NULL, len, data) : NULL;
-        chat_finish_connect(cs, l);
-        chat__v1__presence_list__free_unpacked(l, NULL);
+        chat_finish_connect(cs, data, len);
     } else if (r->kind == REQ_HISTORY) {
         Chat__V1__MessageList *l = data ? chat__v1__message_list__unpack(NULL, len, data) : NULL;
         if (!l || l->error) {
@@ -333,6 +316,18 @@ void chat_drain(void *ctx)
         case RELAY_RESYNC:
             chat_on_resync(c);
             break;
+        case RELAY_RECORD:
+            chat_on_record(c, it->key, it->data, it->len);
+            break;
+        case RELAY_RECORDS:
+            chat_on_records_start(c, it->key);
+            break;
+        case RELAY_RECOVERY:
+            chat_on_recovery(c, it->key, it->data, it->len);
+            break;
+        case RELAY_RELEASE:
+            chat_on_release(c, it->data, it->len);
+            break;
         }
         free(it);
         it = next;
@@ -348,6 +343,7 @@ static void on_heartbeat(struct wheel_timer *t)
     hb.open_sessions = (uint32_t)c->socks.count;
     hb.interval_ms = (uint32_t)c->cfg->heartbeat_ms;
     bus_publish(c->bus, SUBJ_EDGE_HEARTBEAT, &hb.base);
+    chat_recovery_alive(c);
     wheel_lws_schedule(c->wheel, &c->t_heartbeat, on_heartbeat, (int64_t)c->cfg->heartbeat_ms * 1000,
                        WHEEL_EARLY);
 }
@@ -361,6 +357,9 @@ static void describe_metrics(void)
     metrics_describe("chat_edge_connects_total", "counter", "Socket.IO CONNECTs, by result.");
     metrics_describe("chat_edge_fanouts_total", "counter", "Events fanned out to local sockets, by name.");
     metrics_describe("chat_edge_disconnects_total", "counter", "Sockets the edge disconnected, by reason.");
+    metrics_describe("chat_edge_recoveries_total", "counter",
+                     "CONNECTs that asked to recover a session, by outcome (recovered, expired, invalid...).");
+    metrics_describe("chat_edge_records_position", "gauge", "Stream sequence of the last record delivered.");
 }
 
 struct chat *chat_create(const struct chat_config *cfg, struct bus *bus, struct wheel *wheel,
@@ -377,11 +376,12 @@ struct chat *chat_create(const struct chat_config *cfg, struct bus *bus, struct 
     map_init(&c->reqs);
     map_init(&c->pairs);
     static const enum relay_kind kinds[NSUBS] = {RELAY_EDGE, RELAY_REPLY, RELAY_STATUS, RELAY_RESYNC,
-                                                 RELAY_USER};
+                                                 RELAY_USER, RELAY_RELEASE};
     for (int i = 0; i < NSUBS; i++)
         c->sub_ctx[i] = (struct chat_sub){c, kinds[i]};
     snprintf(c->edge_subject, sizeof c->edge_subject, SUBJ_EDGE_FMT, cfg->edge_id);
     snprintf(c->inbox, sizeof c->inbox, "_INBOX.edge.%s", cfg->boot_id);
+    recovery_key(c->pid_key, cfg->jwt_secret, strlen(cfg->jwt_secret));
     return c;
 }
 
@@ -404,7 +404,10 @@ int chat_start(struct chat *c)
         log_error("chat: NATS set-up failed");
         return -1;
     }
-    c->streams_started = pthread_create(&c->streams_thread, NULL, streams_main, c) == 0;
+    if (chat_records_start(c) != 0) {
+        log_error("chat: records thread not started");
+        return -1;
+    }
     wheel_lws_schedule(c->wheel, &c->t_heartbeat, on_heartbeat, 0, WHEEL_EXACT);
     return 0;
 }
@@ -412,7 +415,7 @@ int chat_start(struct chat *c)
 int chat_healthy(void *ctx)
 {
     struct chat *c = ctx;
-    return bus_connected(c->bus);
+    return bus_connected(c->bus) && c->records_ready;
 }
 
 void chat_stop(struct chat *c)
@@ -420,11 +423,10 @@ void chat_stop(struct chat *c)
     if (!c || c->stopped)
         return;
     c->stopped = 1;
-    relay_stop(c->relay);
+    relay_stop(c->relay); /* before the threads: none waits on a full relay */
     wheel_cancel(c->wheel, &c->t_heartbeat);
-    if (c->streams_started)
-        pthread_join(c->streams_thread, NULL);
-    c->streams_started = 0;
+    chat_records_stop(c);
+    chat_recovery_stop(c);
     size_t i;
     for (struct map_entry *m = map_first(&c->users, &i); m; m = map_next(&c->users, m, &i))
         chat_unsubscribe(&((struct chat_user *)m->value)->sub);
@@ -457,6 +459,7 @@ void chat_destroy(struct chat *c)
     map_cleanup(&c->socks);
     map_cleanup(&c->reqs);
     chat_pairs_cleanup(c);
+    chat_records_destroy(c);
     relay_destroy(c->relay);
     free(c);
 }

@@ -193,7 +193,7 @@ int chat_fan_out_delivery(struct chat *c, struct chat_user *u, const Chat__V1__D
     struct buf b;
     const char *event;
     buf_init(&b);
-    int r = chat_wire_delivery(&b, d, &event);
+    int r = chat_wire_delivery(&b, d, NULL, &event);
     if (r == 0)
         fan_out(c, u, event, &b, d->event_case == CHAT__V1__DELIVERY__EVENT_GHOST_TYPING ? ghost_key(d) : 0);
     buf_cleanup(&b);
@@ -236,9 +236,24 @@ void chat_on_resync(struct chat *c)
 
 /* ---------- connect / disconnect ---------- */
 
-void chat_finish_connect(struct chat_sock *cs, const Chat__V1__PresenceList *list)
+void chat_finish_connect(struct chat_sock *cs, const uint8_t *data, size_t len)
 {
-    sock_accept(cs->k);
+    cs->waiting &= ~WAIT_PRESENCE;
+    if (data) {
+        cs->presence = xmalloc(len ? len : 1);
+        memcpy(cs->presence, data, len);
+        cs->presence_len = len;
+    }
+    chat_open(cs);
+}
+
+static void send_presence(struct chat_sock *cs)
+{
+    if (!cs->presence)
+        return;
+    Chat__V1__PresenceList *list = chat__v1__presence_list__unpack(NULL, cs->presence_len, cs->presence);
+    free(cs->presence);
+    cs->presence = NULL;
     if (!list)
         return;
     struct buf b;
@@ -248,6 +263,50 @@ void chat_finish_connect(struct chat_sock *cs, const Chat__V1__PresenceList *lis
     else
         log_warn("presence list with a name that is not UTF-8: not sent socket=%s", cs->k->id);
     buf_cleanup(&b);
+    chat__v1__presence_list__free_unpacked(list, NULL);
+}
+
+/* docs/protocol.md §3.6: the reply (a recovered socket keeps its id and
+ * pid), the users online, what a recovery found, then the records that came
+ * for it while it waited, in order. */
+void chat_open(struct chat_sock *cs)
+{
+    if (cs->waiting)
+        return;
+    if (cs->recovered) {
+        char pid[RECOVERY_PID_MAX];
+        recovery_pid_write(pid, &cs->rpid, cs->chat->pid_key); /* the client's pid, as it sent it */
+        cs->pid = xstrdup(pid);
+        sock_accept_pid(cs->k, cs->rpid.sid, cs->pid);
+    } else {
+        chat_recovery_new_pid(cs);
+        sock_accept_pid(cs->k, NULL, cs->pid);
+    }
+    send_presence(cs);
+    if (cs->recovered) {
+        chat_recovery_replay(cs);
+        chat_recovery_opened(cs);
+    }
+    for (uint32_t i = 0; i < cs->nheld; i++) {
+        if (cs->held[i].seq > cs->skip)
+            sock_send_frame(cs->k, cs->held[i].f);
+        frame_unref(cs->held[i].f);
+    }
+    free(cs->held);
+    cs->held = NULL;
+    cs->nheld = cs->held_cap = 0;
+}
+
+static void sock_free(struct chat_sock *cs)
+{
+    for (uint32_t i = 0; i < cs->nheld; i++)
+        frame_unref(cs->held[i].f);
+    free(cs->held);
+    free(cs->presence);
+    free(cs->replay);
+    free(cs->pid);
+    free(cs->pending);
+    free(cs);
 }
 
 static int nsp_valid(void *ctx, const char *nsp)
@@ -306,13 +365,18 @@ static int authorize(void *ctx, struct sock *k, json_t *auth, json_t **error)
     k->app_state = cs;
     map_put(&c->socks, cs->num, cs);
     chat_user_attach(c, cs, claims.user_id);
+    /* Records after this one are held for it until its reply; a recovery
+     * replays up to it. */
+    cs->start = c->records_ready ? c->position : CHAT_NO_START;
     log_info("connect user=%s socket=%s", claims.user_id, k->id);
     chat_count("chat_edge_connects_total", "result", "ok");
 
+    chat_recovery_connect(cs, auth);
     Chat__V1__SessionEvent ev;
     chat_session_event(&ev, cs, CHAT__V1__SESSION_EVENT__KIND__KIND_OPEN, 0);
-    if (chat_request(cs, REQ_CONNECT, -1, SUBJ_PRESENCE_SESSION, &ev.base, CONNECT_WAIT_MS) != 0)
-        return SOCK_ACCEPT; /* no NATS now: nothing to wait for */
+    if (chat_request(cs, REQ_CONNECT, -1, SUBJ_PRESENCE_SESSION, &ev.base, CONNECT_WAIT_MS) == 0)
+        cs->waiting |= WAIT_PRESENCE; /* else no NATS now: nothing to wait for */
+    chat_open(cs);
     return SOCK_LATER;
 }
 
@@ -326,10 +390,11 @@ static void on_disconnect(void *ctx, struct sock *k, const char *reason)
     wheel_cancel(c->wheel, &cs->t_expiry);
     if (!c->stopped)
         chat_announce(cs, CHAT__V1__SESSION_EVENT__KIND__KIND_CLOSE, 0);
+    if (k->state == SOCK_OPEN)
+        chat_recovery_closed(cs, reason);
     map_del(&c->socks, cs->num);
     chat_user_detach(c, cs);
-    free(cs->pending);
-    free(cs);
+    sock_free(cs);
     k->app_state = NULL;
 }
 

@@ -164,7 +164,7 @@ static int put_user(struct buf *b, const char *user_id)
     return 0;
 }
 
-int chat_wire_delivery(struct buf *b, const Chat__V1__Delivery *d, const char **event)
+int chat_wire_delivery(struct buf *b, const Chat__V1__Delivery *d, const char *offset, const char **event)
 {
     int r;
     switch (d->event_case) {
@@ -218,6 +218,10 @@ int chat_wire_delivery(struct buf *b, const Chat__V1__Delivery *d, const char **
     }
     if (r)
         return -1;
+    if (offset) {
+        buf_putc(b, ',');
+        chat_wire_string(b, offset); /* digits */
+    }
     buf_putc(b, ']');
     return 0;
 }

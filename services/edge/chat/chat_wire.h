@@ -17,8 +17,10 @@ int chat_wire_presence_list(struct buf *b, const char *event, const Chat__V1__Pr
  * seen (no lastSeen: nothing to say). */
 int chat_wire_status(struct buf *b, const Chat__V1__PresenceInfo *p);
 /* 2["<event>",{...}] for a Delivery (the README's event table, with
- * chat_json_message for messages); *event is set to the event name. */
-int chat_wire_delivery(struct buf *b, const Chat__V1__Delivery *d, const char **event);
+ * chat_json_message for messages); *event is set to the event name. offset
+ * (not NULL): 2["<event>",{...},"<offset>"], a recoverable event with its
+ * recovery offset (recovery.h). */
+int chat_wire_delivery(struct buf *b, const Chat__V1__Delivery *d, const char *offset, const char **event);
 /* Appends s as a JSON string (quotes included). Returns 0, or -1 when s is
  * not UTF-8. */
 int chat_wire_string(struct buf *b, const char *s);

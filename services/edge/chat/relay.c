@@ -13,6 +13,7 @@
 
 struct relay {
     pthread_mutex_t mu;
+    pthread_cond_t taken; /* the loop took the queue, or the relay stopped */
     void (*wake)(void *ctx);
     void *wake_ctx;
     struct relay_item *head, *tail;
@@ -26,6 +27,7 @@ struct relay *relay_create(void (*wake)(void *ctx), void *wake_ctx, size_t max_b
 {
     struct relay *r = xcalloc(1, sizeof *r);
     pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->taken, NULL);
     r->wake = wake;
     r->wake_ctx = wake_ctx;
     r->max_bytes = max_bytes;
@@ -43,10 +45,11 @@ void relay_destroy(struct relay *r)
         it = next;
     }
     pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->taken);
     free(r);
 }
 
-int relay_push(struct relay *r, enum relay_kind kind, const char *key, const void *data, size_t len)
+static int push(struct relay *r, enum relay_kind kind, const char *key, const void *data, size_t len, int wait)
 {
     struct relay_item *it = xmalloc(sizeof *it + len);
     it->next = NULL;
@@ -56,7 +59,10 @@ int relay_push(struct relay *r, enum relay_kind kind, const char *key, const voi
     memcpy(it->data, data, len);
 
     pthread_mutex_lock(&r->mu);
-    if (r->stopped || r->bytes + len > r->max_bytes) {
+    /* An item bigger than the bound waits for an empty queue, not forever. */
+    while (wait && !r->stopped && r->bytes > 0 && r->bytes + len > r->max_bytes)
+        pthread_cond_wait(&r->taken, &r->mu);
+    if (r->stopped || (r->bytes + len > r->max_bytes && !(wait && r->bytes == 0))) {
         unsigned long dropped = ++r->dropped;
         pthread_mutex_unlock(&r->mu);
         free(it);
@@ -79,6 +85,16 @@ int relay_push(struct relay *r, enum relay_kind kind, const char *key, const voi
     return 0;
 }
 
+int relay_push(struct relay *r, enum relay_kind kind, const char *key, const void *data, size_t len)
+{
+    return push(r, kind, key, data, len, 0);
+}
+
+int relay_push_wait(struct relay *r, enum relay_kind kind, const char *key, const void *data, size_t len)
+{
+    return push(r, kind, key, data, len, 1);
+}
+
 struct relay_item *relay_take(struct relay *r)
 {
     pthread_mutex_lock(&r->mu);
@@ -86,6 +102,7 @@ struct relay_item *relay_take(struct relay *r)
     r->head = r->tail = NULL;
     r->bytes = 0;
     r->wake_pending = 0;
+    pthread_cond_broadcast(&r->taken);
     pthread_mutex_unlock(&r->mu);
     return it;
 }
@@ -94,5 +111,6 @@ void relay_stop(struct relay *r)
 {
     pthread_mutex_lock(&r->mu);
     r->stopped = 1;
+    pthread_cond_broadcast(&r->taken);
     pthread_mutex_unlock(&r->mu);
 }

@@ -13,6 +13,10 @@ enum relay_kind {
     RELAY_NO_REPLY, /* request <key> found no responder */
     RELAY_STATUS,   /* a PresenceChange for every socket */
     RELAY_RESYNC,   /* presence restarted: announce every session again */
+    RELAY_RECORD,   /* a CHAT_EVENTS record: key its stream sequence, data subject NUL payload */
+    RELAY_RECORDS,  /* the records consumer starts after stream sequence <key> */
+    RELAY_RECOVERY, /* the outcome of socket <key>'s recovery (chat_recovery.c) */
+    RELAY_RELEASE,  /* another edge asks for a socket (chat_recovery.c) */
 };
 
 struct relay_item {
@@ -25,13 +29,18 @@ struct relay_item {
 
 struct relay;
 
-/* max_bytes bounds what may wait in the queue; past it items are dropped and
- * counted, a delivery among them (the loop is stalled that long: a client
- * that stayed connected finds such a message in its history). */
+/* max_bytes bounds what may wait in the queue; past it relay_push drops
+ * (and counts) what it is given: an ephemeral signal, a status, a service's
+ * answer (the client's request then times out). Records and recovery
+ * outcomes go through relay_push_wait, which waits instead. */
 struct relay *relay_create(void (*wake)(void *ctx), void *wake_ctx, size_t max_bytes);
 void relay_destroy(struct relay *r);
 /* Any thread. Copies data. Returns 0, or -1 when dropped. */
 int relay_push(struct relay *r, enum relay_kind kind, const char *key, const void *data, size_t len);
+/* The same for what must not be dropped (records, recovery outcomes): when
+ * the queue is full, waits until the loop has taken it (backpressure on the
+ * calling NATS thread) or the relay stops (-1). */
+int relay_push_wait(struct relay *r, enum relay_kind kind, const char *key, const void *data, size_t len);
 /* Loop thread: takes every queued item, oldest first (free() each). */
 struct relay_item *relay_take(struct relay *r);
 /* No more wake-ups (shutdown): later pushes are dropped. */

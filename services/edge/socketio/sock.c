@@ -4,6 +4,7 @@
  * CONNECT, an undecodable packet). */
 #include "sock.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -144,12 +145,22 @@ const char *sock_ip(const struct sock *k)
 
 void sock_accept(struct sock *k)
 {
+    sock_accept_pid(k, NULL, NULL);
+}
+
+void sock_accept_pid(struct sock *k, const char *id, const char *pid)
+{
     struct sock_conn *c = k->conn;
     k->state = SOCK_OPEN;
     c->joined = 1;
     wheel_cancel(c->s->engine->wheel, &c->t_connect);
-    /* docs/protocol.md §CONNECT: the reply carries only the socket id. */
+    if (id)
+        snprintf(k->id, sizeof k->id, "%s", id);
+    /* docs/protocol.md §3.2: the socket id, and the pid of a session that can
+     * be recovered. */
     json_t *reply = json_pack("{s:s}", "sid", k->id);
+    if (pid)
+        json_object_set_new(reply, "pid", json_string(pid));
     send_packet(c->s, SIO_CONNECT, k->nsp, -1, reply, 0);
     json_decref(reply);
     if (c->srv->app->on_connect)
@@ -167,6 +178,11 @@ void sock_disconnect(struct sock *k)
 {
     send_packet(k->conn->s, SIO_DISCONNECT, k->nsp, -1, NULL, 0);
     drop(k, "server namespace disconnect");
+}
+
+void sock_close_session(struct sock *k)
+{
+    session_close(k->conn->s, "forced close");
 }
 
 void sock_kick(struct sock *k)

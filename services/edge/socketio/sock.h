@@ -67,6 +67,11 @@ extern const struct eio_app sio_eio_app;
  * and frees the socket (do not use k afterwards). */
 void sock_accept(struct sock *k);
 void sock_reject(struct sock *k, json_t *error);
+/* sock_accept for connection state recovery: id (not NULL) becomes the
+ * socket's id (a recovered socket keeps the one it had, at most 20
+ * characters), and the reply carries pid (not NULL), the session's
+ * recovery id. */
+void sock_accept_pid(struct sock *k, const char *id, const char *pid);
 
 /* Sends a packet on k's namespace. data may be NULL; att/natt the attachments
  * of a binary packet (sent right after it). */
@@ -87,6 +92,9 @@ void sock_broadcast(struct sock *const *ks, size_t n, const json_t *args);
 void sock_disconnect(struct sock *k);
 /* The same, then the whole Engine.IO session is closed (an abusive client). */
 void sock_kick(struct sock *k);
+/* Closes k's Engine.IO session without a DISCONNECT, as if its transport
+ * had closed ("forced close"): a client that comes back recovers. */
+void sock_close_session(struct sock *k);
 /* The client's address (for logs and limits). */
 const char *sock_ip(const struct sock *k);
 
