@@ -5,7 +5,7 @@
  * JetStream stream CHAT_EVENTS from that time (an ordered consumer) before
  * going live; otherwise it subscribes to the live subjects (wildcards
  * allowed, e.g. 'chat.>'). Output: {"subject":..., "type":..., "data":{...}}.
- * NATS_URL says where NATS is. */
+ * NATS_URL says where NATS is: one URL, or a cluster's comma-separated. */
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
