@@ -8,6 +8,18 @@
 
 #define NS_PER_S 1000000000LL
 
+static long replicas = 1;
+
+void streams_set_replicas(long n)
+{
+    replicas = n;
+}
+
+long streams_replicas(void)
+{
+    return replicas;
+}
+
 static int ensure(jsCtx *js, jsStreamConfig *sc)
 {
     jsErrCode jerr = 0;
@@ -35,6 +47,7 @@ int streams_ensure(jsCtx *js)
     cmd.Retention = js_WorkQueuePolicy;
     cmd.Duplicates = 120 * NS_PER_S;
     cmd.MaxAge = 7 * 24 * 3600 * NS_PER_S;
+    cmd.Replicas = replicas;
 
     jsStreamConfig ev;
     const char *ev_subjects[] = {SUBJ_EVENT_ALL};
@@ -46,9 +59,10 @@ int streams_ensure(jsCtx *js)
     ev.Retention = js_LimitsPolicy;
     ev.Duplicates = 120 * NS_PER_S;
     ev.MaxAge = 7 * 24 * 3600 * NS_PER_S;
+    ev.Replicas = replicas;
 
     if (ensure(js, &cmd) != 0 || ensure(js, &ev) != 0)
         return -1;
-    log_info("jetstream streams ready (%s, %s)", STREAM_CMD, STREAM_EVENTS);
+    log_info("jetstream streams ready (%s, %s) replicas=%ld", STREAM_CMD, STREAM_EVENTS, replicas);
     return 0;
 }

@@ -28,6 +28,7 @@ struct edge_config {
     long max_message_bytes;
     long max_presence_query;
     long partitions;
+    long stream_replicas; /* CHAT_STREAM_REPLICAS */
     long heartbeat_ms;
     const char *static_dir;
     long dev_login;

@@ -14,6 +14,7 @@
 #include "abuse.h"
 #include "log.h"
 #include "site.h"
+#include "streams.h"
 #include "sock.h"
 #include "ws.h"
 
@@ -25,7 +26,8 @@
 static const struct config_var vars[] = {
     V("LOG_LEVEL", CONFIG_STR, "info", 0, log_level, 0, 0, "debug, info, warn or error"),
     V("EDGE_MODE", CONFIG_STR, "chat", 0, mode, 0, 0, "chat, or conformance for the protocol test suites"),
-    V("NATS_URL", CONFIG_STR, "nats://127.0.0.1:4222", 0, nats_url, 0, 0, "NATS server URL"),
+    V("NATS_URL", CONFIG_STR, "nats://127.0.0.1:4222", 0, nats_url, 0, 0,
+      "NATS server URL, or a cluster's URLs comma-separated (tried in that order)"),
     V("EDGE_HOST", CONFIG_STR, "0.0.0.0", 0, host, 0, 0, "address to listen on"),
     V("EDGE_PORT", CONFIG_INT, "3000", 0, port, 1, 65535, "port for Socket.IO (HTTP and WebSocket)"),
     V("EDGE_ID", CONFIG_STR, NULL, 0, edge_id, 0, 0, "this edge's name on NATS (default: random)"),
@@ -49,6 +51,8 @@ static const struct config_var vars[] = {
       "most user ids in one presence:request"),
     V("CHAT_PARTITIONS", CONFIG_INT, "8", 0, partitions, 1, 1024,
       "sender partitions; the same as messaging's"),
+    V("CHAT_STREAM_REPLICAS", CONFIG_INT, "1", 0, stream_replicas, 1, 5,
+      "replicas of the JetStream streams it creates (3 on a 3-node cluster)"),
     V("EDGE_HEARTBEAT_MS", CONFIG_INT, "5000", 0, heartbeat_ms, 100, 600000, "period of chat.edge.heartbeat"),
     V("EDGE_STATIC_DIR", CONFIG_STR, "", 0, static_dir, 0, 0,
       "folder served at / (the demo page); empty: none"),
@@ -124,6 +128,7 @@ int main(void)
     edge.cfg = &cfg;
     ids_random(edge.boot_id, 16);
     config_log(&cfg, vars, sizeof vars / sizeof vars[0]);
+    streams_set_replicas(cfg.stream_replicas);
 
     signal(SIGPIPE, SIG_IGN);
     signal(SIGTERM, on_signal);

@@ -16,9 +16,10 @@ struct messaging_config {
     const char *nats_url;
     const char *database_url;
     const char *log_level;
-    long partitions;  /* CHAT_PARTITIONS: the same value as the edges' */
-    long batch;       /* largest fetch and transaction */
-    long ack_wait_ms; /* JetStream redelivery delay of an unacked command */
+    long partitions;      /* CHAT_PARTITIONS: the same value as the edges' */
+    long stream_replicas; /* CHAT_STREAM_REPLICAS: streams and consumers */
+    long batch;           /* largest fetch and transaction */
+    long ack_wait_ms;     /* JetStream redelivery delay of an unacked command */
     const char *health_host;
     long health_port; /* GET /healthz and /metrics; 0: off */
 };
