@@ -20,17 +20,32 @@
 #define SUBJ_CMD_ALL "chat.cmd.>"
 /* HistoryQuery -> MessageList. Req: edge. Reply: messaging (queue group). */
 #define SUBJ_QUERY_MESSAGES "chat.query.messages"
-/* SessionEvent -> PresenceList. Req: edge. Reply: presence. */
+/* SessionEvent -> PresenceList. Req: edge (open), pub (close). Sub: every
+ * presence replica; only the active one replies, after publishing the changes
+ * the event caused. */
 #define SUBJ_PRESENCE_SESSION "chat.presence.session"
-/* SetStatus. Pub: edge. Sub: presence. */
+/* SetStatus. Pub: edge. Sub: every presence replica. */
 #define SUBJ_PRESENCE_SET "chat.presence.set"
-/* PresenceQuery -> PresenceList. Req: edge. Reply: presence. */
+/* PresenceQuery -> PresenceList. Req: edge. Reply: one presence replica (queue
+ * group QUEUE_PRESENCE). */
 #define SUBJ_PRESENCE_QUERY "chat.presence.query"
-/* PresenceChange. Pub: presence. Sub: every edge, taps. */
+/* PresenceChange (epoch, seq). Pub: the active presence replica. Sub: every
+ * edge, taps, the standby replicas. */
 #define SUBJ_PRESENCE_STATUS "chat.presence.status"
-/* EdgeHeartbeat. Pub: each edge every few seconds. Sub: presence. */
+/* any payload -> PresenceSnapshot chunks. Req: an edge that keeps a copy of the
+ * online list. Reply: the active presence replica (only it subscribes). */
+#define SUBJ_PRESENCE_SNAPSHOT "chat.presence.snapshot"
+/* PresenceStateRequest -> PresenceState chunks. Req: a presence replica that
+ * starts or reconnects. Reply: the active one (only it subscribes). The
+ * replicas' lease is the JetStream KV bucket CHAT_PRESENCE_LEASE
+ * ($KV.CHAT_PRESENCE_LEASE.>). */
+#define SUBJ_PRESENCE_TRANSFER "chat.presence.transfer"
+/* EdgeHeartbeat. Pub: each edge every few seconds. Sub: every presence replica. */
 #define SUBJ_EDGE_HEARTBEAT "chat.edge.heartbeat"
-/* ResyncRequest. Pub: presence after a restart. Sub: every edge. */
+/* ResyncRequest. Pub: the active presence replica after a start with no
+ * state to take over, or after a NATS reconnection (every edge); a new active
+ * whose roster disagrees with an edge's heartbeat (edge_id: that edge). Sub:
+ * every edge, the standby replicas. */
 #define SUBJ_PRESENCE_RESYNC "chat.presence.resync"
 /* Message / ReadReceipt. Pub: messaging (JetStream CHAT_EVENTS). Sub: taps. */
 #define SUBJ_EVENT_CREATED "chat.event.message.created"
@@ -39,5 +54,7 @@
 
 /* Queue group of the messaging replicas on SUBJ_QUERY_MESSAGES. */
 #define QUEUE_MESSAGING "messaging"
+/* Queue group of the presence replicas on SUBJ_PRESENCE_QUERY. */
+#define QUEUE_PRESENCE "presence"
 
 #endif

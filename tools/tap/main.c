@@ -43,6 +43,7 @@ static const ProtobufCMessageDescriptor *type_of(const char *subject)
         {"chat.presence.query", &chat__v1__presence_query__descriptor},
         {"chat.presence.status", &chat__v1__presence_change__descriptor},
         {"chat.presence.resync", &chat__v1__resync_request__descriptor},
+        {"chat.presence.transfer", &chat__v1__presence_state_request__descriptor},
         {"chat.event.message.created", &chat__v1__message__descriptor},
         {"chat.event.message.read", &chat__v1__read_receipt__descriptor},
     };
