@@ -552,7 +552,7 @@ static void *worker_main(void *arg)
 static void sweep_row(void *ctx, const struct roster_row *row)
 {
     struct presence *p = ctx;
-    if (roster_sweep_user(p->roster, row, clock_ms(CLOCK_REALTIME)))
+    if (roster_sweep_user(p->roster, row, clock_ms(CLOCK_REALTIME), 0))
         log_info("user offline after resync user=%s", row->id);
 }
 
@@ -621,7 +621,7 @@ void presence_tick(struct presence *p)
         p->resync_due = 0;
     }
     if (roster_resyncing(p->roster) && p->resync_started && !p->resync_due && mono >= p->resync_end) {
-        roster_resync_end(p->roster, clock_ms(CLOCK_REALTIME));
+        roster_resync_end(p->roster, clock_ms(CLOCK_REALTIME), 0);
         commit(p);
         p->sweep_pending = 1;
     }

@@ -18,6 +18,8 @@ struct roster_edge {
     char *id;
     char *boot_id;
     long long last_heard_ms; /* monotonic */
+    size_t nsessions;
+    int mismatch; /* its last heartbeat counted other than nsessions */
     struct roster_session *sessions;
 };
 
@@ -35,6 +37,7 @@ struct roster {
     struct map edges;    /* id -> struct roster_edge */
     struct map sessions; /* session_key() -> struct roster_session */
     int resyncing;
+    int quiet; /* queue no change (a quiet end of a resync window) */
     struct roster_change *changes;
     size_t nchanges, changes_cap;
     struct roster_user **dirty; /* in marking order, each user once */
@@ -122,6 +125,8 @@ static void mark_dirty(struct roster *r, struct roster_user *u)
 
 static void queue_change(struct roster *r, struct roster_user *u, enum roster_status status)
 {
+    if (r->quiet)
+        return;
     if (r->nchanges == r->changes_cap) {
         r->changes_cap = r->changes_cap ? r->changes_cap * 2 : 16;
         r->changes = xrealloc(r->changes, r->changes_cap * sizeof *r->changes);
@@ -138,8 +143,28 @@ static struct roster_user *user_new(struct roster *r, const struct roster_row *r
     u->status = row->status;
     u->last_seen_ms = row->last_seen_ms;
     u->was_online = row->online;
+    u->shown = ROSTER_OFFLINE;
     map_put(&r->users, u->id, u);
     return u;
+}
+
+/* Nothing left to remember: no session, nothing to write, and the world
+ * was shown the user offline (a takeover has nothing to correct). */
+static int forgettable(const struct roster_user *u)
+{
+    return u->nsessions == 0 && !u->dirty && u->shown == ROSTER_OFFLINE;
+}
+
+static void user_forget(struct roster *r, struct roster_user *u)
+{
+    map_del(&r->users, u->id);
+    user_free(u);
+}
+
+/* What the world should see of u. */
+static enum roster_status public_status(const struct roster_user *u)
+{
+    return u->nsessions > 0 ? u->status : ROSTER_OFFLINE;
 }
 
 static void set_username(struct roster *r, struct roster_user *u, const char *username)
@@ -174,6 +199,7 @@ static void session_remove(struct roster *r, struct roster_session *s, long long
         s->edge->sessions = s->edge_next;
     if (s->edge_next)
         s->edge_next->edge_prev = s->edge_prev;
+    s->edge->nsessions--;
     free(s);
     r->online_gen++;
 
@@ -215,6 +241,7 @@ static struct roster_edge *edge_seen(struct roster *r, const char *edge_id, cons
         edge_drop_sessions(r, e, now_ms);
         free(e->boot_id);
         e->boot_id = xstrdup(boot_id);
+        e->mismatch = 0;
     }
     if (mono_ms > e->last_heard_ms)
         e->last_heard_ms = mono_ms;
@@ -261,6 +288,27 @@ void roster_edge_touch_all(struct roster *r, long long mono_ms)
     }
 }
 
+int roster_edge_count(struct roster *r, const char *edge_id, unsigned long open_sessions)
+{
+    struct roster_edge *e = map_get(&r->edges, edge_id);
+    if (!e)
+        return 0;
+    e->mismatch = e->nsessions != open_sessions;
+    return e->mismatch;
+}
+
+size_t roster_mismatched_edges(const struct roster *r, const char ***out)
+{
+    size_t n = 0, i;
+    *out = xmalloc((r->edges.count ? r->edges.count : 1) * sizeof **out);
+    for (struct map_entry *me = map_first(&r->edges, &i); me; me = map_next(&r->edges, me, &i)) {
+        const struct roster_edge *e = me->value;
+        if (e->mismatch)
+            (*out)[n++] = e->id;
+    }
+    return n;
+}
+
 /* ---- sessions ---- */
 
 static struct roster_session *session_find(const struct roster *r, const char *edge_id,
@@ -271,6 +319,31 @@ static struct roster_session *session_find(const struct roster *r, const char *e
     struct roster_session *s = map_get(&r->sessions, key);
     key_free(key, buf);
     return s;
+}
+
+/* Links a new session of u on e (the caller checked it is not known). */
+static void session_add(struct roster *r, struct roster_user *u, struct roster_edge *e,
+                        unsigned long long conn_id)
+{
+    struct roster_session *s = xcalloc(1, sizeof *s);
+    s->user = u;
+    s->edge = e;
+    s->conn_id = conn_id;
+    s->user_next = u->sessions;
+    if (u->sessions)
+        u->sessions->user_prev = s;
+    u->sessions = s;
+    s->edge_next = e->sessions;
+    if (e->sessions)
+        e->sessions->edge_prev = s;
+    e->sessions = s;
+    e->nsessions++;
+    char buf[128];
+    char *key = session_key(buf, sizeof buf, e->id, conn_id);
+    map_put(&r->sessions, key, s);
+    key_free(key, buf);
+    r->online_gen++;
+    u->nsessions++;
 }
 
 int roster_open(struct roster *r, const struct roster_event *ev, const struct roster_row *row)
@@ -292,26 +365,8 @@ int roster_open(struct roster *r, const struct roster_event *ev, const struct ro
         mark_dirty(r, u); /* at least users.online changes; a new user needs its row */
     }
     set_username(r, u, ev->username);
-
-    s = xcalloc(1, sizeof *s);
-    s->user = u;
-    s->edge = e;
-    s->conn_id = ev->conn_id;
-    s->user_next = u->sessions;
-    if (u->sessions)
-        u->sessions->user_prev = s;
-    u->sessions = s;
-    s->edge_next = e->sessions;
-    if (e->sessions)
-        e->sessions->edge_prev = s;
-    e->sessions = s;
-    char buf[128];
-    char *key = session_key(buf, sizeof buf, ev->edge_id, ev->conn_id);
-    map_put(&r->sessions, key, s);
-    key_free(key, buf);
-    r->online_gen++;
-
-    if (++u->nsessions > 1)
+    session_add(r, u, e, ev->conn_id);
+    if (u->nsessions > 1)
         return 0;
     mark_dirty(r, u); /* online = true */
     /* In the resync window, a re-announced session, or a user who was online
@@ -367,9 +422,20 @@ void roster_resync_begin(struct roster *r)
         ((struct roster_session *)m->value)->stale = 1;
 }
 
-void roster_resync_end(struct roster *r, long long now_ms)
+void roster_resync_begin_edges(struct roster *r, const char *const *edge_ids, size_t n)
+{
+    r->resyncing = 1;
+    for (size_t k = 0; k < n; k++) {
+        struct roster_edge *e = map_get(&r->edges, edge_ids[k]);
+        for (struct roster_session *s = e ? e->sessions : NULL; s; s = s->edge_next)
+            s->stale = 1;
+    }
+}
+
+void roster_resync_end(struct roster *r, long long now_ms, int quiet)
 {
     r->resyncing = 0;
+    r->quiet = quiet;
     size_t i;
     struct map_entry *m = map_first(&r->sessions, &i);
     while (m) {
@@ -390,6 +456,7 @@ void roster_resync_end(struct roster *r, long long now_ms)
             queue_change(r, u, ROSTER_OFFLINE);
         }
     }
+    r->quiet = 0;
 }
 
 int roster_resyncing(const struct roster *r)
@@ -397,16 +464,65 @@ int roster_resyncing(const struct roster *r)
     return r->resyncing;
 }
 
-int roster_sweep_user(struct roster *r, const struct roster_row *row, long long now_ms)
+int roster_sweep_user(struct roster *r, const struct roster_row *row, long long now_ms, int quiet)
 {
-    if (map_get(&r->users, row->id))
+    struct roster_user *u = map_get(&r->users, row->id);
+    if (u && (u->nsessions > 0 || u->dirty))
         return 0; /* connected, or already gone offline with its write pending */
-    struct roster_user *u = user_new(r, row);
+    if (!u)
+        u = user_new(r, row);
     u->last_seen_ms = now_ms;
     u->was_online = 0;
     mark_dirty(r, u);
-    queue_change(r, u, ROSTER_OFFLINE);
+    if (!quiet)
+        queue_change(r, u, ROSTER_OFFLINE);
     return 1;
+}
+
+/* ---- what the world was shown ---- */
+
+void roster_shown(struct roster *r, const char *user_id, const char *username, enum roster_status status,
+                  long long last_seen_ms)
+{
+    struct roster_user *u = map_get(&r->users, user_id);
+    if (!u && status == ROSTER_OFFLINE)
+        return;
+    if (!u) { /* a standby that has not heard the open (yet): remember what the world saw */
+        struct roster_row row = {user_id, username, status, last_seen_ms, 0};
+        u = user_new(r, &row);
+    }
+    u->shown = status;
+    u->shown_last_seen_ms = last_seen_ms;
+    if (forgettable(u))
+        user_forget(r, u);
+}
+
+size_t roster_reconcile(struct roster *r)
+{
+    size_t n = 0, i;
+    for (struct map_entry *e = map_first(&r->users, &i); e; e = map_next(&r->users, e, &i)) {
+        struct roster_user *u = e->value;
+        if (public_status(u) != u->shown) {
+            mark_dirty(r, u);
+            queue_change(r, u, public_status(u));
+            n++;
+        } else if (u->shown_last_seen_ms > 0 && u->last_seen_ms != u->shown_last_seen_ms) {
+            u->last_seen_ms = u->shown_last_seen_ms;
+            r->online_gen++;
+            mark_dirty(r, u);
+        }
+    }
+    return n;
+}
+
+void roster_shown_all(struct roster *r)
+{
+    size_t i;
+    for (struct map_entry *e = map_first(&r->users, &i); e; e = map_next(&r->users, e, &i)) {
+        struct roster_user *u = e->value;
+        u->shown = public_status(u);
+        u->shown_last_seen_ms = u->last_seen_ms;
+    }
 }
 
 /* ---- output ---- */
@@ -426,6 +542,21 @@ void roster_changes_clear(struct roster *r)
     r->nchanges = 0;
 }
 
+/* The first done dirty users were written: they leave the list, and those
+ * with nothing left to remember are forgotten. */
+static void forget_written(struct roster *r, size_t done)
+{
+    for (size_t k = 0; k < done; k++) {
+        struct roster_user *u = r->dirty[k];
+        if (forgettable(u))
+            user_forget(r, u);
+    }
+    if (done) {
+        memmove(r->dirty, r->dirty + done, (r->ndirty - done) * sizeof *r->dirty);
+        r->ndirty -= done;
+    }
+}
+
 size_t roster_flush(struct roster *r, size_t max,
                     int (*save)(void *ctx, const struct roster_user *const *users, size_t n), void *ctx)
 {
@@ -439,18 +570,32 @@ size_t roster_flush(struct roster *r, size_t max,
             r->dirty[k]->dirty = 0;
         done += n;
     }
-    for (size_t k = 0; k < done; k++) {
-        struct roster_user *u = r->dirty[k];
-        if (u->nsessions == 0 && !u->dirty) {
-            map_del(&r->users, u->id);
-            user_free(u);
-        }
-    }
-    if (done) {
-        memmove(r->dirty, r->dirty + done, (r->ndirty - done) * sizeof *r->dirty);
-        r->ndirty -= done;
-    }
+    forget_written(r, done);
     return r->ndirty;
+}
+
+size_t roster_settle(struct roster *r, size_t n)
+{
+    if (n > r->ndirty)
+        n = r->ndirty;
+    for (size_t k = 0; k < n; k++)
+        r->dirty[k]->dirty = 0;
+    forget_written(r, n);
+    return r->ndirty;
+}
+
+size_t roster_ndirty(const struct roster *r)
+{
+    return r->ndirty;
+}
+
+int roster_mark_dirty(struct roster *r, const char *user_id)
+{
+    struct roster_user *u = map_get(&r->users, user_id);
+    if (!u)
+        return -1;
+    mark_dirty(r, u);
+    return 0;
 }
 
 static void info_of(struct roster_info *out, const struct roster_user *u)
@@ -504,4 +649,51 @@ size_t roster_nsessions(const struct roster *r)
 size_t roster_nedges(const struct roster *r)
 {
     return r->edges.count;
+}
+
+/* ---- state transfer ---- */
+
+void roster_each_edge(const struct roster *r, void (*cb)(void *ctx, const char *edge_id, const char *boot_id),
+                      void *ctx)
+{
+    size_t i;
+    for (struct map_entry *e = map_first(&r->edges, &i); e; e = map_next(&r->edges, e, &i)) {
+        const struct roster_edge *edge = e->value;
+        cb(ctx, edge->id, edge->boot_id);
+    }
+}
+
+void roster_each_user(const struct roster *r, void (*cb)(void *ctx, const struct roster_user *u), void *ctx)
+{
+    size_t i;
+    for (struct map_entry *e = map_first(&r->users, &i); e; e = map_next(&r->users, e, &i))
+        cb(ctx, e->value);
+}
+
+void roster_user_sessions(const struct roster_user *u,
+                          void (*cb)(void *ctx, const char *edge_id, unsigned long long conn_id), void *ctx)
+{
+    for (const struct roster_session *s = u->sessions; s; s = s->user_next)
+        cb(ctx, s->edge->id, s->conn_id);
+}
+
+void roster_import_edge(struct roster *r, const char *edge_id, const char *boot_id, long long mono_ms)
+{
+    edge_seen(r, edge_id, boot_id, mono_ms, 0);
+}
+
+struct roster_user *roster_import_user(struct roster *r, const struct roster_row *row)
+{
+    struct roster_user *u = map_get(&r->users, row->id);
+    return u ? u : user_new(r, row);
+}
+
+int roster_import_session(struct roster *r, struct roster_user *u, const char *edge_id,
+                          unsigned long long conn_id)
+{
+    struct roster_edge *e = map_get(&r->edges, edge_id);
+    if (!e || session_find(r, edge_id, conn_id))
+        return -1;
+    session_add(r, u, e, conn_id);
+    return 0;
 }
