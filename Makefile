@@ -34,11 +34,12 @@ EDGE_SRC := services/edge/main.c services/edge/ws.c services/edge/polling.c serv
 DB_SRC  := lib/db.c
 MSG_SRC := services/messaging/main.c services/messaging/messaging.c services/messaging/store.c $(DB_SRC)
 PRS_SRC := services/presence/main.c services/presence/presence.c services/presence/roster.c \
-            services/presence/userdb.c $(DB_SRC)
+            services/presence/handoff.c services/presence/userdb.c $(DB_SRC)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 BINS := $(BUILD)/bin/chat-edge $(BUILD)/bin/chat-messaging $(BUILD)/bin/chat-presence $(BUILD)/bin/chat-tap
 UNIT_TESTS := $(BUILD)/tests/test_eio $(BUILD)/tests/test_sio $(BUILD)/tests/test_auth $(BUILD)/tests/test_roster \
+              $(BUILD)/tests/test_handoff \
               $(BUILD)/tests/test_chat_valid $(BUILD)/tests/test_wheel \
               $(BUILD)/tests/test_chat_wire
 
@@ -105,6 +106,13 @@ $(BUILD)/tests/test_roster: $(call obj,tests/unit/test_roster.c services/presenc
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
+
+$(BUILD)/obj/tests/unit/test_handoff.o: CFLAGS += -Iservices/presence
+$(BUILD)/tests/test_handoff: $(call obj,tests/unit/test_handoff.c services/presence/handoff.c services/presence/roster.c \
+                                lib/map.c lib/mem.c) $(GEN_O)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka libprotobuf-c)
 
 $(BUILD)/tests/test_chat_wire: $(call obj,tests/unit/test_chat_wire.c services/edge/chat_wire.c \
                                   services/edge/chat_json.c lib/msgtype.c lib/mem.c) $(GEN_O)
