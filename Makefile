@@ -34,7 +34,8 @@ EDGE_SRC := services/edge/main.c services/edge/ws.c services/edge/polling.c serv
 DB_SRC  := lib/db.c
 MSG_SRC := services/messaging/main.c services/messaging/messaging.c services/messaging/store.c $(DB_SRC)
 PRS_SRC := services/presence/main.c services/presence/presence.c services/presence/roster.c \
-            services/presence/handoff.c services/presence/userdb.c $(DB_SRC)
+            services/presence/handoff.c services/presence/lease.c services/presence/replica.c \
+            services/presence/userdb.c $(DB_SRC)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 BINS := $(BUILD)/bin/chat-edge $(BUILD)/bin/chat-messaging $(BUILD)/bin/chat-presence $(BUILD)/bin/chat-tap

@@ -135,19 +135,21 @@ static int port_open(int port)
     return ok;
 }
 
-/* Starts nats-server on nats_port; its pid goes to WORKDIR/nats.pid so that
+/* Starts nats-server (JetStream: presence's lease) on nats_port; its pid goes to WORKDIR/nats.pid so that
  * run.sh can stop it if this program dies. Returns 0 once it accepts. */
 static int nats_start(void)
 {
-    char port[16], path[512];
+    char port[16], path[512], store[512];
     snprintf(port, sizeof port, "%d", nats_port);
+    snprintf(store, sizeof store, "%s/js", workdir); /* the lease's bucket survives a restart */
     nats_pid = fork();
     if (nats_pid == 0) {
         snprintf(path, sizeof path, "%s/nats.log", workdir);
         FILE *f = freopen(path, "a", stderr);
         f = freopen(path, "a", stdout);
         (void)f;
-        execlp("nats-server", "nats-server", "-a", "127.0.0.1", "-p", port, (char *)NULL);
+        execlp("nats-server", "nats-server", "-a", "127.0.0.1", "-p", port, "-js", "-sd", store,
+               (char *)NULL);
         _exit(127);
     }
     snprintf(path, sizeof path, "%s/nats.pid", workdir);
