@@ -646,6 +646,10 @@ static void run_batch(struct presence *p, struct item *b, size_t n)
     for (; publishing && next < nchanges; next++)
         publish_change(p, &c[next]);
     roster_changes_clear(p->roster);
+    if (p->drain_left > 0 && (p->drain_left -= (long)n) <= 0) {
+        p->drain_left = 0;
+        presence_poke(p); /* the queue may be empty now: the worker must look at the lease */
+    }
     pthread_mutex_unlock(&p->mu);
     for (size_t i = 0; i < n; i++)
         item_cleanup(&b[i]);
@@ -777,6 +781,7 @@ struct presence *presence_create(const struct presence_config *cfg)
     buf_init(&p->online);
     ids_random(p->boot_id, sizeof p->boot_id - 1);
     p->role = ROLE_STANDBY;
+    p->drain_left = -1;
     atomic_init(&p->retransfer_at, 0);
     return p;
 }

@@ -87,12 +87,14 @@ struct presence {
                                    were missed */
     uint64_t epoch_reconnects;  /* NATS reconnections when this replica became active */
     uint64_t lease_gen;         /* the lease acquisition this activation belongs to */
-    unsigned activations;       /* epochs this process started */
-    char epoch[40];             /* while active: "<boot id>.<activation>" */
-    uint64_t seq;               /* while active: the last change numbered in the epoch */
-    char heard_epoch[40];       /* standby: the latest epoch the roster includes changes of... */
-    uint64_t heard_seq;         /* ...up to this seq */
-    long long transfer_due;     /* standby not synced: monotonic ms of the next attempt */
+    long drain_left;        /* a standby that holds the lease applies the events queued before it first (what
+                               the old active published among them): how many are left; -1: none */
+    unsigned activations;   /* epochs this process started */
+    char epoch[40];         /* while active: "<boot id>.<activation>" */
+    uint64_t seq;           /* while active: the last change numbered in the epoch */
+    char heard_epoch[40];   /* standby: the latest epoch the roster includes changes of... */
+    uint64_t heard_seq;     /* ...up to this seq */
+    long long transfer_due; /* standby not synced: monotonic ms of the next attempt */
     atomic_llong
         retransfer_at;    /* standby: the active re-learns edges; take its state after (a callback sets it) */
     int ever_up;          /* NATS was connected once */

@@ -83,6 +83,11 @@ static void take_over(struct presence *p, long long mono)
     const char **ids;
     size_t n = roster_mismatched_edges(p->roster, &ids), changes = 0;
     metrics_add("chat_presence_takeovers_total", NULL, 1);
+    /* What the standby kept dirty was written by the old active, but for its
+     * last moments: the rows are checked (pg_check) rather than rewritten, so
+     * that a takeover after a burst of connects publishes at once. Kept until
+     * then. */
+    roster_settle(p->roster, roster_ndirty(p->roster), 0);
     if (n) {
         roster_resync_begin_edges(p->roster, ids, n);
         for (size_t i = 0; i < n; i++)
@@ -158,8 +163,17 @@ void replica_roles(struct presence *p)
         deactivate(p, "the lease was not renewed in time");
     else if (p->role == ROLE_ACTIVE && gen != p->lease_gen)
         deactivate(p, "the lease was lost and taken again");
-    if (p->role == ROLE_STANDBY && held)
+    if (p->role == ROLE_STANDBY && held && p->synced && p->drain_left < 0) {
+        pthread_mutex_lock(&p->qmu);
+        p->drain_left = (long)p->qlen;
+        pthread_mutex_unlock(&p->qmu);
+    }
+    if (p->role == ROLE_STANDBY && held && (!p->synced || p->drain_left <= 0)) {
+        p->drain_left = -1;
         activate(p, gen);
+    }
+    if (!held)
+        p->drain_left = -1;
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -326,13 +340,20 @@ struct pg_check {
     long long now_ms;
 };
 
+/* A row the database has online, against memory. */
 static void check_row(void *ctx, const struct roster_row *row)
 {
     struct pg_check *c = ctx;
     map_put(&c->online, row->id, c);
     const struct roster_user *u = roster_user_get(c->p->roster, row->id);
-    if ((!u || u->nsessions == 0) && roster_sweep_user(c->p->roster, row, c->now_ms, 1))
-        c->fixed++; /* online in the database only: written offline, nobody told */
+    if (!u) {
+        if (roster_sweep_user(c->p->roster, row, c->now_ms, 1))
+            c->fixed++; /* online in the database only: written offline, nobody told */
+    } else if (u->nsessions == 0 || u->status != row->status || strcmp(u->username, row->username) != 0 ||
+               u->last_seen_ms != row->last_seen_ms) {
+        roster_mark_dirty(c->p->roster, u->id); /* the old active's last write did not happen */
+        c->fixed++;
+    }
 }
 
 static void check_user(void *ctx, const struct roster_user *u)
@@ -344,10 +365,10 @@ static void check_user(void *ctx, const struct roster_user *u)
     }
 }
 
-/* After a takeover: the old active may have died before writing. Rows online
- * that memory has not, and users connected whose row is not online, are
- * written as memory says; so are the users changed in the standby's last
- * seconds (still dirty). */
+/* After a takeover: the old active may have died before writing. Every row
+ * the database has online is compared with memory, and so is every connected
+ * user; what differs is written as memory says. The users with no session the
+ * standby kept until now are forgotten after. */
 static void pg_check(struct presence *p)
 {
     if (!userdb_up(p->db) || presence_flush(p) != 0)
@@ -357,6 +378,7 @@ static void pg_check(struct presence *p)
     if (userdb_online(p->db, check_row, &c) == 0) {
         roster_each_user(p->roster, check_user, &c);
         presence_flush(p);
+        roster_forget_idle(p->roster);
         p->pg_check_pending = 0;
         log_info("takeover: users rows checked against memory fixed=%zu", c.fixed);
     }
@@ -403,7 +425,7 @@ static void standby_timers(struct presence *p, long long mono)
     if (!p->synced)
         return;
     if (mono >= p->settle_at) {
-        roster_settle(p->roster, p->settle_mark);
+        roster_settle(p->roster, p->settle_mark, 1);
         p->settle_mark = roster_ndirty(p->roster);
         p->settle_at = mono + SETTLE_MS;
     }

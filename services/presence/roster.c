@@ -481,6 +481,17 @@ int roster_sweep_user(struct roster *r, const struct roster_row *row, long long 
 
 /* ---- what the world was shown ---- */
 
+/* Where the roster agrees with what the world was shown, the shown lastSeen
+ * wins: it is the one the active wrote. */
+static void adopt_shown(struct roster *r, struct roster_user *u)
+{
+    if (public_status(u) == u->shown && u->shown_last_seen_ms > 0 &&
+        u->last_seen_ms != u->shown_last_seen_ms) {
+        u->last_seen_ms = u->shown_last_seen_ms;
+        r->online_gen++;
+    }
+}
+
 void roster_shown(struct roster *r, const char *user_id, const char *username, enum roster_status status,
                   long long last_seen_ms)
 {
@@ -493,6 +504,7 @@ void roster_shown(struct roster *r, const char *user_id, const char *username, e
     }
     u->shown = status;
     u->shown_last_seen_ms = last_seen_ms;
+    adopt_shown(r, u);
     if (forgettable(u))
         user_forget(r, u);
 }
@@ -506,10 +518,8 @@ size_t roster_reconcile(struct roster *r)
             mark_dirty(r, u);
             queue_change(r, u, public_status(u));
             n++;
-        } else if (u->shown_last_seen_ms > 0 && u->last_seen_ms != u->shown_last_seen_ms) {
-            u->last_seen_ms = u->shown_last_seen_ms;
-            r->online_gen++;
-            mark_dirty(r, u);
+        } else {
+            adopt_shown(r, u);
         }
     }
     return n;
@@ -574,14 +584,35 @@ size_t roster_flush(struct roster *r, size_t max,
     return r->ndirty;
 }
 
-size_t roster_settle(struct roster *r, size_t n)
+size_t roster_settle(struct roster *r, size_t n, int forget)
 {
     if (n > r->ndirty)
         n = r->ndirty;
     for (size_t k = 0; k < n; k++)
         r->dirty[k]->dirty = 0;
-    forget_written(r, n);
+    if (forget) {
+        forget_written(r, n);
+    } else if (n) {
+        memmove(r->dirty, r->dirty + n, (r->ndirty - n) * sizeof *r->dirty);
+        r->ndirty -= n;
+    }
     return r->ndirty;
+}
+
+size_t roster_forget_idle(struct roster *r)
+{
+    size_t n = 0, i;
+    struct map_entry *m = map_first(&r->users, &i);
+    while (m) {
+        struct map_entry *next = map_next(&r->users, m, &i);
+        struct roster_user *u = m->value;
+        if (forgettable(u)) {
+            user_forget(r, u); /* next is another entry: still valid */
+            n++;
+        }
+        m = next;
+    }
+    return n;
 }
 
 size_t roster_ndirty(const struct roster *r)

@@ -145,16 +145,18 @@ int roster_sweep_user(struct roster *r, const struct roster_row *row, long long 
 /* ---- what the world was shown (active and standby replicas) ---- */
 
 /* The world was shown this change of user_id: published by this replica, or
- * heard on chat.presence.status from the active one. A user the roster does
- * not hold is kept (no session, not dirty) while shown online or away, so that
- * a takeover can tell the world otherwise. A user with no session, nothing to
+ * heard on chat.presence.status from the active one. When it is what the
+ * roster says, the roster takes its lastSeen (the clock of the replica that
+ * published it, and the one its row holds). A user the roster does not hold
+ * is kept (no session, not dirty) while shown online or away, so that a
+ * takeover can tell the world otherwise. A user with no session, nothing to
  * write and shown offline is forgotten. */
 void roster_shown(struct roster *r, const char *user_id, const char *username, enum roster_status status,
                   long long last_seen_ms);
 /* Every user whose public status (the chosen one while connected, else
  * OFFLINE) is not what the world was shown gets a change with it (marked
- * dirty); where they agree the roster takes the shown lastSeen (the clock of
- * the replica that published it). Returns the number of changes queued. */
+ * dirty); where they agree the roster takes the shown lastSeen, as
+ * roster_shown does. Returns the number of changes queued. */
 size_t roster_reconcile(struct roster *r);
 /* Takes every user's public status as what the world was shown (after a
  * resync window, or a state transfer, that rebuilt the roster from it). */
@@ -172,9 +174,12 @@ void roster_changes_clear(struct roster *r);
 size_t roster_flush(struct roster *r, size_t max,
                     int (*save)(void *ctx, const struct roster_user *const *users, size_t n), void *ctx);
 /* A standby's flush: the n oldest dirty users count as written (the active
- * writes them) and are forgotten like roster_flush does. Returns the number of
- * users still dirty. */
-size_t roster_settle(struct roster *r, size_t n);
+ * writes them) and, with forget, are forgotten like roster_flush does.
+ * Returns the number of users still dirty. */
+size_t roster_settle(struct roster *r, size_t n, int forget);
+/* Forgets every user with no session, nothing to write and shown offline.
+ * Returns how many. */
+size_t roster_forget_idle(struct roster *r);
 size_t roster_ndirty(const struct roster *r);
 /* Marks a known user's row for writing; -1 when unknown. */
 int roster_mark_dirty(struct roster *r, const char *user_id);

@@ -39,7 +39,8 @@ enum op {
     OP_SHOWN,        /* user name, arg = status, t = its lastSeen */
     OP_SHOWN_ALL,
     OP_RECONCILE, /* ret = changes; want = the changes, sorted */
-    OP_SETTLE,    /* arg = users taken as written; ret = still dirty */
+    OP_SETTLE,    /* arg = users taken as written, resync = keep them; ret = still dirty */
+    OP_FORGET,    /* ret = users forgotten */
     OP_MARK,      /* user; ret */
 };
 
@@ -211,10 +212,13 @@ static void run_step(struct roster *r, const struct step *s, struct buf *out, in
         return;
     }
     case OP_SETTLE:
-        *ret = (int)roster_settle(r, (size_t)s->arg);
+        *ret = (int)roster_settle(r, (size_t)s->arg, s->resync ? 0 : 1);
         break;
     case OP_MARK:
         *ret = roster_mark_dirty(r, s->user);
+        break;
+    case OP_FORGET:
+        *ret = (int)roster_forget_idle(r);
         break;
     case OP_FLUSH: {
         struct saver sv = {{0}, s->arg};
@@ -572,7 +576,25 @@ static const struct roster_case cases[] = {
                            {.op = OP_MARK, .user = "u1", .ret = -1},
                            {.op = OP_SETTLE, .arg = 99, .ret = 0},
                            {.op = OP_FLUSH, .arg = 9, .want = ""},
+                           /* a takeover keeps the users it settles, until it has checked their rows */
+                           {CLOSE("A", "a1", 2, 20), .ret = 1, .want = "u2/bob:offline@20"},
+                           {.op = OP_SETTLE, .arg = 99, .resync = 1, .ret = 0},
+                           {.op = OP_COUNTS, .want = "users=2 sessions=1 edges=1"},
+                           {.op = OP_FORGET, .ret = 1},
+                           {.op = OP_COUNTS, .want = "users=1 sessions=1 edges=1"},
                            {.op = OP_END}}},
+    {"shown: where the roster agrees with the world, it takes the shown lastSeen",
+     (const struct step[]){
+         {OPEN("A", "a1", 1, "u1", "alice", 10), .ret = 1, .want = "u1/alice:online@10"},
+         {.op = OP_SHOWN, .user = "u1", .name = "alice", .arg = ROSTER_ONLINE, .t = 8},
+         {QUERY("u1"), .want = "u1/alice:online@8"},
+         {.op = OP_SHOWN, .user = "u1", .name = "alice", .arg = ROSTER_AWAY, .t = 12}, /* set not heard yet */
+         {QUERY("u1"), .want = "u1/alice:online@8"},
+         {SET("u1", ROSTER_AWAY, 13), .ret = 0, .want = "u1/alice:away@13"},
+         {.op = OP_RECONCILE, .ret = 0, .want = ""},
+         {QUERY("u1"), .want = "u1/alice:away@12"},
+         {.op = OP_FLUSH, .arg = 9, .want = "u1+"}, /* not marked again for the lastSeen taken */
+         {.op = OP_END}}},
     {"a resync window for some edges: their sessions re-learnt, a quiet end, then reconcile",
      (const struct step[]){
          {OPEN("A", "a1", 1, "u1", "alice", 0), .ret = 1, .want = "u1/alice:online@0"},
