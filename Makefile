@@ -139,14 +139,20 @@ test-unit: $(UNIT_TESTS)
 	@for t in $(UNIT_TESTS); do echo "== $$t"; $$t || exit 1; done
 
 # Integration: the real chat-presence against a real nats-server and a throwaway
-# PostgreSQL (tests/integration/run.sh), no mocks.
+# PostgreSQL, then replicas of it against a 3-node nats-server cluster
+# (tests/integration/run.sh), no mocks.
 .PHONY: test-integration
 $(BUILD)/tests/presence_test: $(call obj,tests/integration/presence_test.c) $(GEN_O)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs libnats libprotobuf-c) -lpthread
-test-integration: $(BUILD)/bin/chat-presence $(BUILD)/tests/presence_test
+$(BUILD)/tests/presence_ha_test: $(call obj,tests/integration/presence_ha_test.c) $(GEN_O)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs libnats libprotobuf-c) -lpthread
+test-integration: $(BUILD)/bin/chat-presence $(BUILD)/tests/presence_test $(BUILD)/tests/presence_ha_test
 	PRESENCE_BIN=$(abspath $(BUILD)/bin/chat-presence) PRESENCE_TEST=$(abspath $(BUILD)/tests/presence_test) \
+	  PRESENCE_HA_TEST=$(abspath $(BUILD)/tests/presence_ha_test) \
 	  LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 tests/integration/run.sh
 
