@@ -373,6 +373,7 @@ static unsigned long long u_conn[MAX_USERS];
 static int u_status[MAX_USERS];         /* chosen status while connected */
 static atomic_int u_replies[MAX_USERS]; /* replies to the last open request */
 static long long u_reply_at[MAX_USERS];
+static int u_reply_len[MAX_USERS]; /* bytes of the last reply */
 static unsigned long long next_conn = 1;
 static pthread_mutex_t model_mu = PTHREAD_MUTEX_INITIALIZER; /* u_* and next_conn; before an edge's mu */
 
@@ -499,6 +500,7 @@ static void on_edge_reply(natsConnection *nc, natsSubscription *sub, natsMsg *ms
     int user = atoi(strrchr(natsMsg_GetSubject(msg), '.') + 1);
     if (user >= 0 && user < MAX_USERS) {
         u_reply_at[user] = now_ms();
+        u_reply_len[user] = natsMsg_GetDataLength(msg);
         atomic_fetch_add(&u_replies[user], 1);
     }
     natsMsg_Destroy(msg);
@@ -1063,10 +1065,13 @@ static void test_sessions(void)
         }
     }
     sleep_ms(300); /* a second reply, if any, would come now */
-    int once = 1;
-    for (int u = 0; u < NSTAY; u++)
+    int once = 1, empty = 1;
+    for (int u = 0; u < NSTAY; u++) {
         once &= atomic_load(&u_replies[u]) == 1;
+        empty &= u_reply_len[u] == 0;
+    }
     CHECK(once, "session opens: want exactly one reply each (the active's)");
+    CHECK(empty, "PRESENCE_LIST_IN_REPLY=0: want empty replies");
     CHECK(ordered, "a reply came before the change its open caused");
     pthread_mutex_lock(&model_mu);
     for (int u = 0; u < NSTAY; u += 3)

@@ -1064,6 +1064,52 @@ static void test_nats_outage(void)
     chat__v1__presence_list__free_unpacked(l, NULL);
 }
 
+/* PRESENCE_LIST_IN_REPLY=1 (the default) with more users online than fit in
+ * a NATS message: a session open is still answered, with an empty list, not
+ * left to time out. The edge that holds them goes silent after, and they go. */
+static void test_list_too_big(void)
+{
+    enum { FIRST = 100000, N = 20000 };
+    struct edge big = {"edge-big", "boot-big", 0};
+    for (int i = 0; i < N; i++) {
+        char user[37], name[32];
+        uid(user, FIRST + i);
+        snprintf(name, sizeof name, "crowd%d", i);
+        Chat__V1__SessionEvent se = CHAT__V1__SESSION_EVENT__INIT;
+        se.kind = CHAT__V1__SESSION_EVENT__KIND__KIND_OPEN;
+        se.edge_id = (char *)big.id;
+        se.boot_id = big.boot;
+        se.conn_id = (unsigned long long)i + 1;
+        se.user_id = user;
+        se.username = name;
+        uint8_t buf[512];
+        size_t len = chat__v1__session_event__pack(&se, buf);
+        natsConnection_Publish(nc, "chat.presence.session", buf, (int)len);
+    }
+    char user[37];
+    uid(user, FIRST + N);
+    Chat__V1__PresenceList *l = session(1, &big, N + 1, user, "one-more", 0, 1);
+    CHECK(l && l->n_users == 0, "list over the max payload: want an empty list (got %s)",
+          l ? "a list" : "nothing");
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    const char *ids[] = {user};
+    l = query(ids, 1);
+    CHECK(l && l->n_users == 1 && l->users[0]->status == CHAT__V1__STATUS__STATUS_ONLINE,
+          "list over the max payload: the user is not online");
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    /* edge-big sends no heartbeat: its sessions go after the edge timeout */
+    int gone = 0;
+    for (int i = 0; i < 100 && !gone; i++) {
+        l = query(ids, 1);
+        gone = l && l->n_users == 1 && l->users[0]->status == CHAT__V1__STATUS__STATUS_OFFLINE;
+        chat__v1__presence_list__free_unpacked(l, NULL);
+        if (!gone)
+            sleep_ms(100);
+    }
+    CHECK(gone, "the silent edge's %d users were not dropped", N + 1);
+    drain_changes();
+}
+
 static void test_shutdown(void)
 {
     kill(presence_pid, SIGTERM);
@@ -1116,6 +1162,7 @@ int main(int argc, char **argv)
         test_postgres_outage();
         test_outage_mid_burst();
         test_nats_outage();
+        test_list_too_big();
         test_shutdown();
     }
     stop_beating = 1;
