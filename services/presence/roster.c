@@ -375,7 +375,10 @@ int roster_open(struct roster *r, const struct roster_event *ev, const struct ro
      * After the window, a first session is news even when re-announced: the
      * sweep (or nobody) told the world this user was offline. */
     int quiet = r->resyncing && (ev->resync || u->was_online);
-    if (!quiet) {
+    if (u->status_pending) { /* chosen before this session came back: nobody saw it */
+        u->status_pending = 0;
+        queue_change(r, u, u->status);
+    } else if (!quiet) {
         u->status = ROSTER_ONLINE;
         u->last_seen_ms = ev->now_ms; /* the time of this change */
         queue_change(r, u, ROSTER_ONLINE);
@@ -399,6 +402,16 @@ int roster_close(struct roster *r, const struct roster_event *ev)
 int roster_set_status(struct roster *r, const char *user_id, enum roster_status status, long long now_ms)
 {
     struct roster_user *u = map_get(&r->users, user_id);
+    if ((!u || u->nsessions == 0) && r->resyncing) {
+        if (!u) {
+            struct roster_row row = {user_id, "", status, now_ms, 0};
+            u = user_new(r, &row);
+        }
+        u->status = status;
+        u->last_seen_ms = now_ms;
+        u->status_pending = 1;
+        return 0;
+    }
     if (!u || u->nsessions == 0)
         return -1;
     u->status = status;
@@ -445,8 +458,18 @@ void roster_resync_end(struct roster *r, long long now_ms, int quiet)
             session_remove(r, s, now_ms); /* next is another entry: still valid */
         m = next;
     }
-    for (m = map_first(&r->users, &i); m; m = map_next(&r->users, m, &i)) {
+    m = map_first(&r->users, &i);
+    while (m) {
+        struct map_entry *next = map_next(&r->users, m, &i);
         struct roster_user *u = m->value;
+        m = next;
+        if (u->status_pending) { /* no session came back to take it */
+            u->status_pending = 0;
+            if (forgettable(u)) {
+                user_forget(r, u);
+                continue;
+            }
+        }
         if (!u->offline_pending)
             continue;
         u->offline_pending = 0;
@@ -642,7 +665,7 @@ void roster_query(const struct roster *r, const char *const *ids, size_t n, stru
 {
     for (size_t i = 0; i < n; i++) {
         const struct roster_user *u = map_get(&r->users, ids[i]);
-        if (u) {
+        if (u && !u->status_pending) { /* a status waiting for its session says nothing yet */
             info_of(&out[i], u);
         } else {
             out[i] = (struct roster_info){ids[i], "", ROSTER_OFFLINE, 0, 0};

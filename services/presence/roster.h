@@ -28,6 +28,7 @@ struct roster_user {
     size_t nsessions;          /* online while > 0 */
     int was_online;            /* users.online as loaded (resync window rule) */
     int offline_pending;       /* last session closed in the resync window */
+    int status_pending;        /* status chosen in the resync window before a session came back */
     int dirty;                 /* the row needs writing */
     enum roster_status shown;  /* what the world was last shown (OFFLINE until a change) */
     long long shown_last_seen_ms;
@@ -123,7 +124,10 @@ int roster_close(struct roster *r, const struct roster_event *ev);
 
 /* Sets the chosen status of a connected user at now_ms (its lastSeen) and
  * queues a change with it. Returns -1 (nothing done) when the user has no
- * session. */
+ * session, except in the resync window: an edge sends a status only for a
+ * socket it holds, whose session is not re-announced yet; the status is kept
+ * for it and published when that session comes back (or forgotten at the end
+ * of the window if none does). */
 int roster_set_status(struct roster *r, const char *user_id, enum roster_status status, long long now_ms);
 
 /* The resync window after a start: quiet opens (see roster_open). */

@@ -395,6 +395,20 @@ static const struct roster_case cases[] = {
          {OPEN("C", "c1", 1, "u9", "zed", 1000), .resync = 1, .ret = 1, .want = "u9/zed:online@1000"},
          {OPEN("A", "a1", 1, "u1", "alice", 1000), .resync = 1, .ret = 0, .want = ""},
          {.op = OP_END}}},
+    {"resync window: a status chosen before its session came back is kept and published with it",
+     (const struct step[]){
+         {.op = OP_RBEGIN},
+         {SET("u1", ROSTER_AWAY, 10), .ret = 0, .want = ""}, /* the edge holds the socket: kept */
+         {QUERY("u1"), .want = "u1/:offline@0?"},            /* says nothing yet */
+         {OPEN("A", "a1", 1, "u1", "alice", 20), .resync = 1, .row = ROW("u1", "alice", ROSTER_ONLINE, 5, 1),
+          .ret = 1, .want = "u1/alice:away@10"},
+         {.op = OP_ONLINE, .want = "u1/alice:away@10"},
+         {SET("u2", ROSTER_AWAY, 30), .ret = 0, .want = ""}, /* its session never comes back */
+         {.op = OP_COUNTS, .want = "users=2 sessions=1 edges=1"},
+         {.op = OP_REND, .t = 40, .want = ""},
+         {.op = OP_COUNTS, .want = "users=1 sessions=1 edges=1"},
+         {SET("u2", ROSTER_AWAY, 50), .ret = -1, .want = ""}, /* after the window: no session, nothing */
+         {.op = OP_END}}},
     {"invisible users: set status, online list, query",
      (const struct step[]){
          {SET("u1", ROSTER_AWAY, 1), .ret = -1, .want = ""}, /* no session: ignored */
