@@ -31,7 +31,8 @@ struct lease {
     int stop; /* under mu */
 
     /* The thread's own. */
-    jsCtx *js;
+    jsCtx *js;       /* renewals and attempts: a short wait, so that a slow one is retried */
+    jsCtx *js_admin; /* creating or updating the bucket: a raft round on a cluster */
     kvStore *kv;
     int holding;    /* it wrote the key last, as far as it knows */
     uint64_t rev;   /* revision of that write */
@@ -74,12 +75,12 @@ static natsStatus update_bucket(struct lease *l)
     snprintf(stream, sizeof stream, "KV_%s", l->cfg.bucket);
     jsStreamInfo *si = NULL, *after = NULL;
     jsErrCode jerr = 0;
-    natsStatus s = js_GetStreamInfo(&si, l->js, stream, NULL, &jerr);
+    natsStatus s = js_GetStreamInfo(&si, l->js_admin, stream, NULL, &jerr);
     if (s == NATS_OK) {
         si->Config->MaxAge = (int64_t)l->cfg.ttl_ms * 1000000;
         si->Config->Duplicates = si->Config->MaxAge; /* may not exceed MaxAge */
         si->Config->Replicas = l->cfg.replicas;
-        s = js_UpdateStream(&after, l->js, si->Config, NULL, &jerr);
+        s = js_UpdateStream(&after, l->js_admin, si->Config, NULL, &jerr);
     }
     if (s != NATS_OK)
         log_warn("lease bucket %s not updated: %s (code %d)", l->cfg.bucket, natsStatus_GetText(s),
@@ -100,8 +101,12 @@ static int ensure_bucket(struct lease *l)
     kc.Replicas = (int)l->cfg.replicas;
     kvStore_Destroy(l->kv);
     l->kv = NULL;
-    natsStatus s = js_CreateKeyValue(&l->kv, l->js, &kc);
-    if (s != NATS_OK && update_bucket(l) == NATS_OK)
+    kvStore *made = NULL;
+    natsStatus s = js_CreateKeyValue(&made, l->js_admin, &kc);
+    if (s != NATS_OK)
+        s = update_bucket(l);
+    kvStore_Destroy(made);
+    if (s == NATS_OK) /* the store used from now on waits only ttl/4 */
         s = js_KeyValue(&l->kv, l->js, l->cfg.bucket);
     if (s != NATS_OK) {
         log_warn("lease bucket %s not ready: %s", l->cfg.bucket, natsStatus_GetText(s));
@@ -281,6 +286,9 @@ int lease_start(struct lease *l)
     jsOptions_Init(&jo);
     jo.Wait = l->cfg.ttl_ms / 4; /* a renewal that takes longer is retried */
     natsStatus s = natsConnection_JetStream(&l->js, l->bus->nc, &jo);
+    jo.Wait = 5000;
+    if (s == NATS_OK)
+        s = natsConnection_JetStream(&l->js_admin, l->bus->nc, &jo);
     if (s != NATS_OK) {
         log_error("jetstream context: %s", natsStatus_GetText(s));
         return -1;
@@ -316,7 +324,8 @@ void lease_stop(struct lease *l, int release)
     kvStore_Destroy(l->kv);
     l->kv = NULL;
     jsCtx_Destroy(l->js);
-    l->js = NULL;
+    jsCtx_Destroy(l->js_admin);
+    l->js = l->js_admin = NULL;
 }
 
 void lease_destroy(struct lease *l)
@@ -325,6 +334,7 @@ void lease_destroy(struct lease *l)
         return;
     kvStore_Destroy(l->kv); /* when never stopped */
     jsCtx_Destroy(l->js);
+    jsCtx_Destroy(l->js_admin);
     pthread_cond_destroy(&l->wake);
     pthread_mutex_destroy(&l->mu);
     free(l);
