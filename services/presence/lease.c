@@ -185,6 +185,20 @@ static void renew(struct lease *l)
     }
 }
 
+/* No responders on the bucket's subjects: its stream was deleted (a NATS
+ * server restarted without its store), or it is electing a leader after a
+ * node died (4-9 s with nats-server 2.9). Only the first needs it made again. */
+static int bucket_gone(struct lease *l)
+{
+    char stream[128];
+    snprintf(stream, sizeof stream, "KV_%s", l->cfg.bucket);
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetStreamInfo(&si, l->js_admin, stream, NULL, &jerr);
+    jsStreamInfo_Destroy(si);
+    return s != NATS_OK && jerr == JSStreamNotFoundErr;
+}
+
 static void attempt(struct lease *l)
 {
     long long sent = mono_ms();
@@ -199,7 +213,7 @@ static void attempt(struct lease *l)
             changed(l);
             return;
         }
-        if (s == NATS_NO_RESPONDERS) { /* no stream behind the bucket's subjects */
+        if (s == NATS_NO_RESPONDERS && bucket_gone(l)) { /* else: its stream elects a leader */
             kvStore_Destroy(l->kv);
             l->kv = NULL;
         }

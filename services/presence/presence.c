@@ -492,7 +492,9 @@ static void run_query(struct presence *p, struct item *it)
             f.norm[i][0] = '\0';
     for (size_t i = 0; i < n; i++)
         ids[i] = f.norm[i];
-    roster_query(p->roster, ids, n, f.infos);
+    /* A standby answers what the active told the world: the same answer
+     * whichever replica the queue group picks. */
+    roster_query(p->roster, ids, n, f.infos, p->role != ROLE_ACTIVE);
     for (size_t i = 0; i < n; i++) {
         f.infos[i].user_id = q->user_ids[i]; /* answer with the id as asked */
         if (!f.infos[i].known && f.norm[i][0])
@@ -698,7 +700,12 @@ static void *worker_main(void *arg)
         pthread_mutex_lock(&p->mu);
         int synced = p->synced || p->role == ROLE_ACTIVE;
         long long due = p->transfer_due;
+        int refresh = replica_sync_due(p, presence_clock(CLOCK_MONOTONIC));
         pthread_mutex_unlock(&p->mu);
+        if (refresh && synced) { /* the events wait while the new state comes */
+            replica_sync(p);
+            continue;
+        }
         long n = wait_work(p, synced, due);
         if (n < 0)
             break;

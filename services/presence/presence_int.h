@@ -94,7 +94,8 @@ struct presence {
     uint64_t seq;           /* while active: the last change numbered in the epoch */
     char heard_epoch[40];   /* standby: the latest epoch the roster includes changes of... */
     uint64_t heard_seq;     /* ...up to this seq */
-    long long transfer_due; /* standby not synced: monotonic ms of the next attempt */
+    long long transfer_due; /* standby not synced, or refreshing: monotonic ms of the next attempt */
+    int refresh;            /* synced standby: take the active's state again, keeping this one meanwhile */
     atomic_llong
         retransfer_at;    /* standby: the active re-learns edges; take its state after (a callback sets it) */
     int ever_up;          /* NATS was connected once */
@@ -148,9 +149,12 @@ void presence_on_query(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
 /* replica.c. The worker, without mu: act on the lease (become active or
  * standby). */
 void replica_roles(struct presence *p);
-/* The worker, without mu, while not synced and standby: ask the active for
- * its state and install it. Returns 1 when the roster is current. */
+/* The worker, without mu, while not synced (or refreshing) and standby: ask
+ * the active for its state and install it. Returns 1 when the roster is
+ * current. */
 int replica_sync(struct presence *p);
+/* 1 when the worker should call replica_sync before the next batch. Under mu. */
+int replica_sync_due(struct presence *p, long long mono);
 /* The ticker, under mu: NATS came back after an outage. */
 void replica_reconnected(struct presence *p, long long mono, uint64_t reconnects);
 /* The ticker, under mu: the windows, the sweeps, the settles, silent edges. */

@@ -143,6 +143,7 @@ static void deactivate(struct presence *p, const char *why)
     else
         lease_set_eager(p->lease, p->synced);
     p->transfer_due = 0;
+    p->refresh = 0;
     p->resync_due = p->resync_end = 0;
     p->cold_window = p->sweep_pending = p->pg_check_pending = 0;
     p->settle_mark = 0;
@@ -232,17 +233,19 @@ static int fetch_state(struct presence *p, struct handoff_import *im, size_t *ch
     return rc == -3 ? 0 : rc;
 }
 
+int replica_sync_due(struct presence *p, long long mono)
+{
+    return p->role == ROLE_STANDBY && (!p->synced || p->refresh) && mono >= p->transfer_due;
+}
+
 int replica_sync(struct presence *p)
 {
     long long t0 = presence_clock(CLOCK_MONOTONIC);
     pthread_mutex_lock(&p->mu);
-    int current = p->synced || p->role == ROLE_ACTIVE;
-    long long due = p->transfer_due;
+    int due = replica_sync_due(p, t0), synced = p->synced;
     pthread_mutex_unlock(&p->mu);
-    if (current)
-        return 1;
-    if (t0 < due)
-        return 0;
+    if (!due)
+        return synced;
     int rc = 0;
     size_t chunks = 0;
     struct handoff_import *im = NULL;
@@ -251,7 +254,7 @@ int replica_sync(struct presence *p)
         rc = fetch_state(p, im, &chunks);
     }
     pthread_mutex_lock(&p->mu);
-    if (rc == 1 && p->role == ROLE_STANDBY && !p->synced) {
+    if (rc == 1 && p->role == ROLE_STANDBY && (!p->synced || p->refresh)) {
         struct roster *old = p->roster;
         p->roster = handoff_import_take(im, p->heard_epoch, sizeof p->heard_epoch, &p->heard_seq);
         roster_destroy(old);
@@ -259,6 +262,7 @@ int replica_sync(struct presence *p)
         p->settle_mark = 0;
         p->settle_at = t0 + SETTLE_MS;
         atomic_store(&p->retransfer_at, 0);
+        p->refresh = 0;
         replica_set_synced(p, 1);
         metrics_add("chat_presence_transfers_received_total", NULL, 1);
         log_info(
@@ -266,6 +270,10 @@ int replica_sync(struct presence *p)
             p->heard_epoch, (unsigned long long)p->heard_seq, roster_nusers(p->roster),
             roster_nsessions(p->roster), roster_nedges(p->roster), chunks,
             presence_clock(CLOCK_MONOTONIC) - t0);
+    } else if (p->synced && p->refresh && rc != -2) {
+        p->refresh = 0; /* nobody to refresh from (now): the roster it has stays */
+        log_info("state not taken again (%s); keeping this one",
+                 rc == -1 ? "no active replica" : "no answer");
     } else if (rc != 1) {
         p->transfer_due = presence_clock(CLOCK_MONOTONIC) + TRANSFER_RETRY_MS;
         log_debug("no state taken (%s); again in %d ms",
@@ -274,7 +282,7 @@ int replica_sync(struct presence *p)
                              : "no answer",
                   TRANSFER_RETRY_MS);
     }
-    int synced = p->synced;
+    synced = p->synced;
     pthread_mutex_unlock(&p->mu);
     handoff_import_destroy(im);
     return synced;
@@ -431,8 +439,10 @@ static void standby_timers(struct presence *p, long long mono)
     }
     long long at = atomic_load(&p->retransfer_at);
     if (at && mono >= at) {
+        /* The roster stays current meanwhile: should the active be gone by
+         * now, this standby can still take over without asking the edges. */
         atomic_store(&p->retransfer_at, 0);
-        replica_set_synced(p, 0);
+        p->refresh = 1;
         p->transfer_due = mono;
         presence_poke(p);
         log_info("the active re-learnt edges: taking its state again");

@@ -661,12 +661,18 @@ static void info_of(struct roster_info *out, const struct roster_user *u)
     out->known = 1;
 }
 
-void roster_query(const struct roster *r, const char *const *ids, size_t n, struct roster_info *out)
+void roster_query(const struct roster *r, const char *const *ids, size_t n, struct roster_info *out,
+                  int shown)
 {
     for (size_t i = 0; i < n; i++) {
         const struct roster_user *u = map_get(&r->users, ids[i]);
         if (u && !u->status_pending) { /* a status waiting for its session says nothing yet */
             info_of(&out[i], u);
+            if (shown) {
+                out[i].status = u->shown;
+                if (u->shown_last_seen_ms > 0)
+                    out[i].last_seen_ms = u->shown_last_seen_ms;
+            }
         } else {
             out[i] = (struct roster_info){ids[i], "", ROSTER_OFFLINE, 0, 0};
         }

@@ -207,8 +207,11 @@ int roster_import_session(struct roster *r, struct roster_user *u, const char *e
 
 /* One answer per id in order (duplicates kept): a connected user has their chosen
  * status; a known user without session is OFFLINE with their last_seen; others
- * are OFFLINE, "", 0 and known = 0. out holds n entries. */
-void roster_query(const struct roster *r, const char *const *ids, size_t n, struct roster_info *out);
+ * are OFFLINE, "", 0 and known = 0. With shown (a standby), a known user is
+ * answered as the world was shown them instead: what the active published,
+ * whatever this roster may have missed. out holds n entries. */
+void roster_query(const struct roster *r, const char *const *ids, size_t n, struct roster_info *out,
+                  int shown);
 /* Every connected user whose chosen status is not OFFLINE (invisible users are
  * left out). *out is malloc'd (free it); returns the count. */
 size_t roster_online(const struct roster *r, struct roster_info **out);

@@ -32,7 +32,7 @@ enum op {
                         ret = still dirty; want = saved ids, calls separated by " | " */
     OP_GEN,          /* ret = 1 when roster_online_gen() changed since the previous OP_GEN (or the start) */
     OP_ONLINE,       /* want = sorted online list */
-    OP_QUERY,        /* user = space separated ids; want = answers in order, "?" = unknown */
+    OP_QUERY,        /* user = space separated ids, arg = as shown; want = answers in order, "?" = unknown */
     OP_COUNTS,       /* want = "users=U sessions=S edges=E" */
     OP_HBCOUNT,      /* edge boot t, arg = open_sessions of the heartbeat; ret = disagrees */
     OP_MISMATCHED,   /* want = sorted ids of the edges that disagree */
@@ -248,7 +248,7 @@ static void run_step(struct roster *r, const struct step *s, struct buf *out, in
         const char *ids[16];
         size_t n = split(copy, ids, 16);
         struct roster_info infos[16];
-        roster_query(r, ids, n, infos);
+        roster_query(r, ids, n, infos, (int)s->arg);
         for (size_t i = 0; i < n; i++) {
             put_info(out, infos[i].user_id, infos[i].username, infos[i].status, infos[i].last_seen_ms);
             if (!infos[i].known)
@@ -604,6 +604,8 @@ static const struct roster_case cases[] = {
          {QUERY("u1"), .want = "u1/alice:online@8"},
          {.op = OP_SHOWN, .user = "u1", .name = "alice", .arg = ROSTER_AWAY, .t = 12}, /* set not heard yet */
          {QUERY("u1"), .want = "u1/alice:online@8"},
+         {QUERY("u1"), .arg = 1, .want = "u1/alice:away@12"}, /* a standby answers what the world saw */
+         {QUERY("u9"), .arg = 1, .want = "u9/:offline@0?"},
          {SET("u1", ROSTER_AWAY, 13), .ret = 0, .want = "u1/alice:away@13"},
          {.op = OP_RECONCILE, .ret = 0, .want = ""},
          {QUERY("u1"), .want = "u1/alice:away@12"},
