@@ -924,7 +924,8 @@ static int query_differs(int first, int n)
         if (u < 0)
             continue;
         int want = u_edge[u] >= 0 ? u_status[u] : CHAT__V1__STATUS__STATUS_OFFLINE;
-        bad += (int)l->users[i]->status != want;
+        if ((int)l->users[i]->status != want && bad++ < 5)
+            fprintf(stderr, "  query: user %d is %d, want %d\n", u, (int)l->users[i]->status, want);
     }
     pthread_mutex_unlock(&model_mu);
     chat__v1__presence_list__free_unpacked(l, NULL);
@@ -1181,37 +1182,67 @@ static void test_graceful(void)
           "the stopped replica, restarted, did not sync");
 }
 
-/* A NATS node dies (the active's) in the middle of a stream and comes back
- * with its store: the replicas and edges on it fail over to the other nodes,
- * and session opens are answered all along but for a moment. */
+/* The node (0-2) whose nats-server leads the stream of the lease's bucket,
+ * from the nodes' /jsz; -1 when none says. */
+static int lease_leader_node(void)
+{
+    static char body[262144];
+    for (int i = 0; i < NNODES; i++) {
+        if (nodes[i].pid <= 0 || http_get(nodes[i].mport, "/jsz?streams=1", body, sizeof body) != 200)
+            continue;
+        char *st = strstr(body, "\"name\": \"KV_CHAT_PRESENCE_LEASE\"");
+        char *leader = st ? strstr(st, "\"leader\": \"n") : NULL;
+        if (leader)
+            return leader[strlen("\"leader\": \"n")] - '1';
+    }
+    return -1;
+}
+
+/* A NATS node dies in the middle of a stream and comes back with its store:
+ * the one that leads the lease's stream, the worst for presence (nobody can
+ * renew or take the lease until another node leads it: nats-server 2.9 waits
+ * 4-9 s), and the active's too when they are the same. Edges and replicas on
+ * it fail over to the other nodes. Probes (a new session every 100 ms on an
+ * edge of another node) measure the longest time without a reply. */
 static void test_node_kill(void)
 {
     int active = find_active(2000);
-    int node = reps[active].node;
+    int node = lease_leader_node();
+    CHECK(node >= 0, "node kill: no node leads the lease's stream");
+    if (node < 0)
+        node = reps[active].node;
     stream_start();
     sleep_ms(500);
-    long long t0 = now_ms(), answered = -1;
+    long long t0 = now_ms(), last_answer = t0, gap = 0, first_after = -1;
     kill(nodes[node].pid, SIGKILL);
     child_wait(&nodes[node].pid, 5000);
-    /* probes: a new session every 100 ms on an edge of another node, until
-     * one is answered */
-    for (int probe = 900; probe < 1000 && answered < 0 && now_ms() < t0 + 10000; probe++) {
+    for (int probe = 850; probe < 1000 && now_ms() < t0 + 12000; probe++) {
         pthread_mutex_lock(&model_mu);
         edge_open(&edges[(node + 1) % NEDGES], probe, 1);
         pthread_mutex_unlock(&model_mu);
         long long end = now_ms() + 100;
         while (atomic_load(&u_replies[probe]) == 0 && now_ms() < end)
             sleep_ms(2);
-        if (atomic_load(&u_replies[probe]))
-            answered = u_reply_at[probe];
+        while (now_ms() < end) /* one probe every 100 ms */
+            sleep_ms(2);
+        if (atomic_load(&u_replies[probe])) {
+            if (u_reply_at[probe] - last_answer > gap)
+                gap = u_reply_at[probe] - last_answer;
+            last_answer = u_reply_at[probe];
+            if (first_after < 0)
+                first_after = last_answer - t0;
+        }
     }
-    sleep_ms(1000);
+    int again = find_active(5000);
     stream_stop();
-    printf(
-        "figure: NATS node %d (the active's) killed in a stream: session opens answered again %lld ms after "
-        "the kill\n",
-        node + 1, answered < 0 ? -1 : answered - t0);
-    CHECK(answered > 0 && answered - t0 <= FAILOVER_MS, "node kill: session opens not answered again");
+    printf("figure: NATS node %d killed in a stream (it led the lease's stream; the active was %s): first "
+           "session "
+           "reply %lld ms after the kill, the longest time without one %lld ms, %s active at the end\n",
+           node + 1, reps[active].node == node ? "on it" : "elsewhere", first_after, gap,
+           again == active ? "the same replica" : "another replica");
+    CHECK(now_ms() - last_answer < 1000, "node kill: session opens no longer answered");
+    CHECK(gap <= 10000 + FAILOVER_MS, "node kill: %lld ms without a session reply", gap);
+    CHECK(again >= 0, "node kill: no single active replica");
     node_start(node);
     CHECK(cluster_healthy(30000), "node restarted: the cluster is not healthy");
     CHECK(settles(8000), "node kill: the list is not the model's");
