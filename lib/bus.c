@@ -89,7 +89,9 @@ int bus_open(struct bus *b, const char *url, const char *name, int send_asap)
             log_warn("nats not reachable yet url=%s; retrying in the background", url);
             s = NATS_OK;
         } else if (s == NATS_OK) {
-            log_info("nats connected url=%s", url);
+            char now[256] = "";
+            natsConnection_GetConnectedUrl(b->nc, now, sizeof now);
+            log_info("nats connected url=%s", now);
         }
     }
     if (s != NATS_OK) {
