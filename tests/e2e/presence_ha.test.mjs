@@ -176,6 +176,9 @@ describe("presence with two replicas, on a 3-node NATS cluster", () => {
     assert.ok(tookMs <= FAILOVER_MS, `the standby took over ${tookMs} ms after the kill`);
     const next = await activeReplica();
     assert.notEqual(next, active, "another replica is active");
+    // the real edges' heartbeats count what the standby holds: it asked no edge to re-announce
+    assert.match(next.svc.child.output, /took over users=\d+ sessions=\d+ edges=2 edges_asked=0 /, "the takeover asked no edge again");
+    assert.doesNotMatch(next.svc.child.output, /resync requested/, "no ResyncRequest from the new active");
 
     await delay(500); // the loop of queries spans the failover and after
     const asked = await asking.stop();
