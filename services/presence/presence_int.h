@@ -82,13 +82,14 @@ struct presence {
     struct roster *roster;
     struct userdb *db;
     enum role role;
-    int synced;                 /* the roster is current: taken over, rebuilt, or kept up while active */
-    uint64_t synced_reconnects; /* NATS reconnections when it last became current: a later one means events
-                                   were missed */
-    uint64_t epoch_reconnects;  /* NATS reconnections when this replica became active */
-    uint64_t lease_gen;         /* the lease acquisition this activation belongs to */
-    long drain_left;        /* a standby that holds the lease applies the events queued before it first (what
-                               the old active published among them): how many are left; -1: none */
+    int synced; /* the roster is current: taken over, rebuilt, or kept up while active */
+    /* NATS reconnections when the roster last became current: a later one means events were missed */
+    uint64_t synced_reconnects;
+    uint64_t epoch_reconnects; /* NATS reconnections when this replica became active */
+    uint64_t lease_gen;        /* the lease acquisition this activation belongs to */
+    /* a standby that holds the lease applies the events queued before it first (what the old active
+     * published among them): how many are left; -1: none */
+    long drain_left;
     unsigned activations;   /* epochs this process started */
     char epoch[40];         /* while active: "<boot id>.<activation>" */
     uint64_t seq;           /* while active: the last change numbered in the epoch */
@@ -96,19 +97,19 @@ struct presence {
     uint64_t heard_seq;     /* ...up to this seq */
     long long transfer_due; /* standby not synced, or refreshing: monotonic ms of the next attempt */
     int refresh;            /* synced standby: take the active's state again, keeping this one meanwhile */
-    atomic_llong
-        retransfer_at;    /* standby: the active re-learns edges; take its state after (a callback sets it) */
-    int ever_up;          /* NATS was connected once */
-    int nats_up;          /* NATS was connected at the last tick */
-    uint64_t reconnects;  /* nats.c's count at the last tick */
-    long long resync_due; /* monotonic ms at which to send the ResyncRequest, 0 = none */
-    long long resync_end; /* monotonic ms at which the window closes */
-    int cold_window;      /* the window re-learns every edge (else only those that disagreed) */
-    int sweep_pending;    /* a cold window closed, the DB sweep has not run yet */
-    int pg_check_pending; /* after a takeover: rows to compare with memory */
-    size_t settle_mark;   /* standby: dirty users at the last settle */
-    long long settle_at;  /* standby: monotonic ms of the next settle */
-    struct buf online;    /* the packed PresenceList of everyone online... */
+    /* standby: the active re-learns edges; take its state after this (set by a callback) */
+    atomic_llong retransfer_at;
+    int ever_up;                   /* NATS was connected once */
+    int nats_up;                   /* NATS was connected at the last tick */
+    uint64_t reconnects;           /* nats.c's count at the last tick */
+    long long resync_due;          /* monotonic ms at which to send the ResyncRequest, 0 = none */
+    long long resync_end;          /* monotonic ms at which the window closes */
+    int cold_window;               /* the window re-learns every edge (else only those that disagreed) */
+    int sweep_pending;             /* a cold window closed, the DB sweep has not run yet */
+    int pg_check_pending;          /* after a takeover: rows to compare with memory */
+    size_t settle_mark;            /* standby: dirty users at the last settle */
+    long long settle_at;           /* standby: monotonic ms of the next settle */
+    struct buf online;             /* the packed PresenceList of everyone online... */
     unsigned long long online_gen; /* ...as of this roster_online_gen() */
     int online_valid;
     int list_too_big_logged;
