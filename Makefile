@@ -42,6 +42,7 @@ $(BUILD)/obj/services/messaging/%.o: INC := -Ilib -Iservices/messaging -I$(BUILD
 $(BUILD)/obj/services/presence/%.o: INC := -Ilib -Iservices/presence -I$(BUILD)/gen
 $(BUILD)/obj/tests/unit/%.o: INC := -Ilib -Iservices/edge -I$(BUILD)/gen
 $(BUILD)/obj/tests/unit/test_roster.o: INC := -Ilib -Iservices/presence
+$(BUILD)/obj/tests/unit/test_handoff.o: INC := -Ilib -Iservices/presence -I$(BUILD)/gen
 
 LIB_BASE := lib/log.c lib/mem.c lib/map.c lib/ids.c
 LIB_SRC  := $(LIB_BASE) lib/config.c lib/bus.c lib/streams.c lib/metrics.c lib/admin.c lib/msgtype.c lib/bucket.c \
@@ -64,12 +65,14 @@ MSG_SRC := services/messaging/main.c services/messaging/messaging.c services/mes
             services/messaging/history.c services/messaging/histq.c services/messaging/guard.c \
             services/messaging/quota.c services/messaging/seen.c $(DB_SRC)
 PRS_SRC := services/presence/main.c services/presence/presence.c services/presence/roster.c \
+            services/presence/handoff.c services/presence/lease.c services/presence/replica.c \
             services/presence/userdb.c $(DB_SRC)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 BINS := $(BUILD)/bin/chat-edge $(BUILD)/bin/chat-messaging $(BUILD)/bin/chat-presence $(BUILD)/bin/chat-tap \
         $(BUILD)/bin/sio-echo
 UNIT_TESTS := $(BUILD)/tests/test_eio $(BUILD)/tests/test_sio $(BUILD)/tests/test_auth $(BUILD)/tests/test_roster \
+              $(BUILD)/tests/test_handoff \
               $(BUILD)/tests/test_chat_valid $(BUILD)/tests/test_wheel \
               $(BUILD)/tests/test_chat_wire $(BUILD)/tests/test_session $(BUILD)/tests/test_histq \
               $(BUILD)/tests/test_quota $(BUILD)/tests/test_seen $(BUILD)/tests/test_recovery
@@ -154,6 +157,12 @@ $(BUILD)/tests/test_roster: $(call obj,tests/unit/test_roster.c services/presenc
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka)
 
+$(BUILD)/tests/test_handoff: $(call obj,tests/unit/test_handoff.c services/presence/handoff.c services/presence/roster.c \
+                                lib/map.c lib/mem.c lib/log.c) $(GEN_O)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka libprotobuf-c)
+
 $(BUILD)/tests/test_chat_wire: $(call obj,tests/unit/test_chat_wire.c services/edge/chat/chat_wire.c \
                                   services/edge/chat/chat_json.c lib/msgtype.c lib/mem.c lib/log.c) $(GEN_O)
 	@mkdir -p $(dir $@)
@@ -202,14 +211,20 @@ test-unit: $(UNIT_TESTS)
 	@for t in $(UNIT_TESTS); do echo "== $$t"; $$t || exit 1; done
 
 # Integration: the real chat-presence against a real nats-server and a throwaway
-# PostgreSQL (tests/integration/run.sh), no mocks.
+# PostgreSQL, then replicas of it against a 3-node nats-server cluster
+# (tests/integration/run.sh), no mocks.
 .PHONY: test-integration
 $(BUILD)/tests/presence_test: $(call obj,tests/integration/presence_test.c) $(GEN_O)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs libnats libprotobuf-c) -lpthread
-test-integration: $(BUILD)/bin/chat-presence $(BUILD)/tests/presence_test
+$(BUILD)/tests/presence_ha_test: $(call obj,tests/integration/presence_ha_test.c) $(GEN_O)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs libnats libprotobuf-c) -lpthread
+test-integration: $(BUILD)/bin/chat-presence $(BUILD)/tests/presence_test $(BUILD)/tests/presence_ha_test
 	PRESENCE_BIN=$(abspath $(BUILD)/bin/chat-presence) PRESENCE_TEST=$(abspath $(BUILD)/tests/presence_test) \
+	  PRESENCE_HA_TEST=$(abspath $(BUILD)/tests/presence_ha_test) \
 	  LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 tests/integration/run.sh
 

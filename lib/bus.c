@@ -7,6 +7,8 @@
 #include "log.h"
 #include "mem.h"
 
+#define MAX_SERVERS 32
+
 static void on_disconnected(natsConnection *nc, void *closure)
 {
     (void)nc;
@@ -25,34 +27,57 @@ static void on_reconnected(natsConnection *nc, void *closure)
         b->on_connect(b->on_connect_closure);
 }
 
+/* NATS_URL's list, in its order: a deployment spreads its processes over a
+ * cluster's nodes by giving them the nodes in different orders, and knows
+ * where each one goes first. Spaces around the commas are allowed. */
+static natsStatus set_servers(natsOptions *o, const char *url)
+{
+    char *copy = xstrdup(url), *save = NULL;
+    const char *list[MAX_SERVERS];
+    int n = 0;
+    for (char *tok = strtok_r(copy, ",", &save); tok && n < MAX_SERVERS; tok = strtok_r(NULL, ",", &save)) {
+        tok += strspn(tok, " \t");
+        size_t len = strlen(tok);
+        while (len > 0 && (tok[len - 1] == ' ' || tok[len - 1] == '\t'))
+            tok[--len] = '\0';
+        if (len > 0)
+            list[n++] = tok;
+    }
+    natsStatus s = n > 0 ? natsOptions_SetServers(o, list, n) : NATS_INVALID_ARG;
+    if (s == NATS_OK)
+        s = natsOptions_SetNoRandomize(o, true);
+    free(copy); /* nats.c copied the strings */
+    return s;
+}
+
 int bus_open(struct bus *b, const char *url, const char *name, int send_asap)
 {
     natsStatus s;
-    void (*on_connect)(void *) = b->on_connect;
-    void *closure = b->on_connect_closure;
-    int no_echo = b->no_echo;
+    struct bus keep = *b;
     memset(b, 0, sizeof *b);
-    b->on_connect = on_connect;
-    b->on_connect_closure = closure;
-    b->no_echo = no_echo;
+    b->on_connect = keep.on_connect;
+    b->on_connect_closure = keep.on_connect_closure;
+    b->no_echo = keep.no_echo;
+    b->no_reconnect_buffer = keep.no_reconnect_buffer;
     s = natsOptions_Create(&b->opts);
     if (s == NATS_OK)
-        s = natsOptions_SetURL(b->opts, url);
+        s = set_servers(b->opts, url);
     if (s == NATS_OK)
         s = natsOptions_SetName(b->opts, name);
     if (s == NATS_OK)
         s = natsOptions_SetMaxReconnect(b->opts, -1);
     if (s == NATS_OK)
         s = natsOptions_SetReconnectWait(b->opts, 250);
+    /* 0 is nats.c's "no buffer": every publish while reconnecting fails. */
     if (s == NATS_OK)
-        s = natsOptions_SetReconnectBufSize(b->opts, 8 * 1024 * 1024);
+        s = natsOptions_SetReconnectBufSize(b->opts, b->no_reconnect_buffer ? 0 : 8 * 1024 * 1024);
     if (s == NATS_OK)
         s = natsOptions_SetRetryOnFailedConnect(b->opts, true, on_reconnected, b);
     if (s == NATS_OK)
         s = natsOptions_UseGlobalMessageDelivery(b->opts, true);
     if (s == NATS_OK)
         s = natsOptions_SetSendAsap(b->opts, send_asap ? true : false);
-    if (s == NATS_OK && no_echo)
+    if (s == NATS_OK && b->no_echo)
         s = natsOptions_SetNoEcho(b->opts, true);
     if (s == NATS_OK)
         s = natsOptions_SetDisconnectedCB(b->opts, on_disconnected, b);
@@ -64,7 +89,9 @@ int bus_open(struct bus *b, const char *url, const char *name, int send_asap)
             log_warn("nats not reachable yet url=%s; retrying in the background", url);
             s = NATS_OK;
         } else if (s == NATS_OK) {
-            log_info("nats connected url=%s", url);
+            char now[256] = "";
+            natsConnection_GetConnectedUrl(b->nc, now, sizeof now);
+            log_info("nats connected url=%s", now);
         }
     }
     if (s != NATS_OK) {

@@ -1,7 +1,8 @@
-/* bus: the thin nats.c layer every service uses: connect to NATS_URL with
- * reconnection forever (and retry when NATS is not up yet at start), publish
- * packed protobuf, drain on exit. Subscriptions use the nats.c API directly on
- * bus->nc; their callbacks run on nats.c threads. */
+/* bus: the thin nats.c layer every service uses: connect to NATS_URL (one
+ * server, or a cluster's servers comma-separated) with reconnection forever
+ * (and retry when NATS is not up yet at start), publish packed protobuf, drain
+ * on exit. Subscriptions use the nats.c API directly on bus->nc; their
+ * callbacks run on nats.c threads. */
 #ifndef BUS_H
 #define BUS_H
 
@@ -19,10 +20,19 @@ struct bus {
     /* Set before bus_open: the connection does not receive what it publishes
      * itself (NATS no_echo), for a process that delivers its own locally. */
     int no_echo;
+    /* Set before bus_open: while the connection is down, publishing fails at
+     * once instead of being held until the reconnection, for a process whose
+     * messages must not arrive late (presence: a replica that lost its lease
+     * meanwhile must not be heard after the new active). */
+    int no_reconnect_buffer;
 };
 
 /* Connects (or keeps trying in the background when the server is not up).
- * Keeps on_connect/on_connect_closure and no_echo if the caller set them.
+ * url: "nats://host:port", or several comma-separated: they are tried in the
+ * order given (not randomised), first at start and then on every reconnection
+ * from the one after the server just lost; the cluster's other servers are
+ * learnt from it too. Keeps on_connect/on_connect_closure, no_echo and
+ * no_reconnect_buffer if the caller set them.
  * send_asap: 1 for request/reply responders (lower latency, docs/architecture.md §Libraries).
  * Returns 0, or -1 after logging the nats.c error (bad URL...). */
 int bus_open(struct bus *b, const char *url, const char *name, int send_asap);

@@ -11,6 +11,18 @@
 #define CMD_MAX_AGE_S (7 * 24 * 3600LL) /* a command left this long is dropped */
 #define DUPLICATES_NS (120 * NS_PER_S)  /* Nats-Msg-Id duplicate window */
 
+static long replicas = 1;
+
+void streams_set_replicas(long n)
+{
+    replicas = n;
+}
+
+long streams_replicas(void)
+{
+    return replicas;
+}
+
 static int64_t bytes_limit(long v)
 {
     return v > 0 ? (int64_t)v : -1;
@@ -31,6 +43,7 @@ static void cmd_config(jsStreamConfig *sc, const char **subjects, const struct s
      * "unavailable" at once) rather than dropping accepted ones. */
     sc->Discard = js_DiscardNew;
     sc->MaxBytes = bytes_limit(lim->cmd_max_bytes);
+    sc->Replicas = replicas;
 }
 
 static void events_config(jsStreamConfig *sc, const char **subjects, const struct streams_limits *lim)
@@ -47,12 +60,13 @@ static void events_config(jsStreamConfig *sc, const char **subjects, const struc
     sc->Duplicates = sc->MaxAge > 0 && sc->MaxAge < DUPLICATES_NS ? sc->MaxAge : DUPLICATES_NS;
     sc->Discard = js_DiscardOld; /* taps: the oldest go first */
     sc->MaxBytes = bytes_limit(lim->events_max_bytes);
+    sc->Replicas = replicas;
 }
 
 static int same_limits(const jsStreamConfig *a, const jsStreamConfig *b)
 {
     return a->MaxAge == b->MaxAge && a->MaxBytes == b->MaxBytes && a->Discard == b->Discard &&
-           a->Duplicates == b->Duplicates;
+           a->Duplicates == b->Duplicates && a->Replicas == b->Replicas;
 }
 
 static int failed(const char *name, const char *what, natsStatus s, jsErrCode jerr)
@@ -84,7 +98,7 @@ static int ensure(jsCtx *js, jsStreamConfig *sc, int create_only)
         return failed(sc->Name, "info", s, jerr);
     int keep = create_only || same_limits(si->Config, sc);
     long long old_bytes = (long long)si->Config->MaxBytes,
-              old_age = (long long)(si->Config->MaxAge / NS_PER_S);
+              old_age = (long long)(si->Config->MaxAge / NS_PER_S), old_replicas = si->Config->Replicas;
     jsStreamInfo_Destroy(si);
     if (keep)
         return 0;
@@ -93,8 +107,9 @@ static int ensure(jsCtx *js, jsStreamConfig *sc, int create_only)
     jsStreamInfo_Destroy(si);
     if (s != NATS_OK)
         return failed(sc->Name, "update", s, jerr);
-    log_info("jetstream stream %s updated max_bytes=%lld->%lld max_age_s=%lld->%lld", sc->Name, old_bytes,
-             (long long)sc->MaxBytes, old_age, (long long)(sc->MaxAge / NS_PER_S));
+    log_info("jetstream stream %s updated max_bytes=%lld->%lld max_age_s=%lld->%lld replicas=%lld->%ld", sc->Name,
+             old_bytes, (long long)sc->MaxBytes, old_age, (long long)(sc->MaxAge / NS_PER_S), old_replicas,
+             (long)sc->Replicas);
     return 0;
 }
 
@@ -109,6 +124,6 @@ int streams_ensure(jsCtx *js, const struct streams_limits *limits)
     events_config(&ev, ev_subjects, lim);
     if (ensure(js, &cmd, !limits) != 0 || ensure(js, &ev, !limits) != 0)
         return -1;
-    log_info("jetstream streams ready (%s, %s)", STREAM_CMD, STREAM_EVENTS);
+    log_info("jetstream streams ready (%s, %s) replicas=%ld", STREAM_CMD, STREAM_EVENTS, replicas);
     return 0;
 }

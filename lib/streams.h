@@ -36,4 +36,10 @@ struct streams_limits {
  * -1 after logging. */
 int streams_ensure(jsCtx *js, const struct streams_limits *limits);
 
+/* CHAT_STREAM_REPLICAS: the replicas every later streams_ensure gives the
+ * streams (1 by default; 3 on a 3-node cluster). Set once in main, before any
+ * thread runs. A change is applied to existing streams by their update. */
+void streams_set_replicas(long n);
+long streams_replicas(void);
+
 #endif

@@ -22,26 +22,39 @@
 #define SUBJ_CMD_ALL "chat.cmd.>"
 /* HistoryQuery -> MessageList. Req: edge. Reply: messaging (queue group). */
 #define SUBJ_QUERY_MESSAGES "chat.query.messages"
-/* SessionEvent. An open is a request (reply: PresenceList, from presence);
- * closes and re-announced opens are plain publications. Pub: edge. Sub:
- * presence. */
+/* SessionEvent -> PresenceList. Req: edge (an open), pub (closes and re-announced opens). Sub: every
+ * presence replica; only the active one replies, after publishing the changes
+ * the event caused. */
 #define SUBJ_PRESENCE_SESSION "chat.presence.session"
-/* SetStatus. Pub: edge. Sub: presence. */
+/* SetStatus. Pub: edge. Sub: every presence replica. */
 #define SUBJ_PRESENCE_SET "chat.presence.set"
-/* PresenceQuery -> PresenceList. Req: edge. Reply: presence. */
+/* PresenceQuery -> PresenceList. Req: edge. Reply: one presence replica (queue
+ * group QUEUE_PRESENCE). */
 #define SUBJ_PRESENCE_QUERY "chat.presence.query"
-/* PresenceChange. Pub: presence. Sub: every edge, taps. */
+/* PresenceChange (epoch, seq). Pub: the active presence replica. Sub: every
+ * edge, taps, the standby replicas. */
 #define SUBJ_PRESENCE_STATUS "chat.presence.status"
-/* EdgeHeartbeat. Pub: each edge every few seconds. Sub: presence. */
+/* any payload -> PresenceSnapshot chunks. Req: an edge that keeps a copy of the
+ * online list. Reply: the active presence replica (only it subscribes). */
+#define SUBJ_PRESENCE_SNAPSHOT "chat.presence.snapshot"
+/* PresenceStateRequest -> PresenceState chunks. Req: a presence replica that
+ * starts or reconnects. Reply: the active one (only it subscribes). The
+ * replicas' lease is the JetStream KV bucket CHAT_PRESENCE_LEASE
+ * ($KV.CHAT_PRESENCE_LEASE.>). */
+#define SUBJ_PRESENCE_TRANSFER "chat.presence.transfer"
+/* EdgeHeartbeat. Pub: each edge every few seconds. Sub: every presence replica. */
 #define SUBJ_EDGE_HEARTBEAT "chat.edge.heartbeat"
-/* ResyncRequest. Pub: presence after a restart. Sub: every edge. */
+/* ResyncRequest. Pub: the active presence replica after a start with no
+ * state to take over, or after a NATS reconnection (every edge); a new active
+ * whose roster disagrees with an edge's heartbeat (edge_id: that edge). Sub:
+ * every edge, the standby replicas. */
 #define SUBJ_PRESENCE_RESYNC "chat.presence.resync"
 /* The records of stored events (JetStream CHAT_EVENTS), in the order they
  * happened: a Message stored, chat.event.message.created.<sender>.<recipient>
  * (message:received for the recipient's sockets, message:sent for the
  * sender's); a ReadReceipt, chat.event.message.read.<sender>.<reader>
- * (message:read for the sender's sockets). Pub: messaging, once JetStream has
- * stored the command's outcome in PostgreSQL. Sub: every edge, one ordered
+ * (message:read for the sender's sockets). Pub: messaging, once PostgreSQL
+ * has stored the event. Sub: every edge, one ordered
  * consumer of SUBJ_EVENT_MESSAGES (deliveries, and the stream sequence as the
  * clients' recovery offset); taps of other teams. */
 #define SUBJ_EVENT_CREATED_FMT "chat.event.message.created.%s.%s"
@@ -60,5 +73,7 @@
 
 /* Queue group of the messaging replicas on SUBJ_QUERY_MESSAGES. */
 #define QUEUE_MESSAGING "messaging"
+/* Queue group of the presence replicas on SUBJ_PRESENCE_QUERY. */
+#define QUEUE_PRESENCE "presence"
 
 #endif

@@ -19,6 +19,7 @@
 #include "site.h"
 #include "socketio/sock.h"
 #include "stop.h"
+#include "streams.h"
 
 /* Every variable of the environment table; main hands each layer its part. */
 struct edge_config {
@@ -38,6 +39,7 @@ struct edge_config {
     long max_message_bytes;
     long max_presence_query;
     long partitions;
+    long stream_replicas;
     long heartbeat_ms;
     const char *static_dir;
     long dev_login;
@@ -64,7 +66,8 @@ struct edge_config {
 static const struct config_var vars[] = {
     V("LOG_LEVEL", CONFIG_STR, "info", log_level, 0, 0, "debug, info, warn or error"),
     V("EDGE_MODE", CONFIG_STR, "chat", mode, 0, 0, "chat, or conformance for the protocol test suites"),
-    V("NATS_URL", CONFIG_STR, "nats://127.0.0.1:4222", nats_url, 0, 0, "NATS server URL"),
+    V("NATS_URL", CONFIG_STR, "nats://127.0.0.1:4222", nats_url, 0, 0,
+      "NATS server URL, or a cluster's URLs comma-separated (tried in that order)"),
     V("EDGE_HOST", CONFIG_STR, "0.0.0.0", host, 0, 0, "address to listen on"),
     V("EDGE_PORT", CONFIG_INT, "3000", port, 1, 65535, "port for Socket.IO (HTTP and WebSocket)"),
     V("EDGE_ID", CONFIG_STR, NULL, edge_id, 0, 0, "this edge's name on NATS (default: random)"),
@@ -86,6 +89,8 @@ static const struct config_var vars[] = {
     V("EDGE_MAX_PRESENCE_QUERY", CONFIG_INT, "500", max_presence_query, 1, 100000,
       "most user ids in one presence:request"),
     V("CHAT_PARTITIONS", CONFIG_INT, "8", partitions, 1, 1024, "sender partitions; the same as messaging's"),
+    V("CHAT_STREAM_REPLICAS", CONFIG_INT, "1", stream_replicas, 1, 5,
+      "replicas of the JetStream streams and bucket it creates (3 on a 3-node cluster)"),
     V("EDGE_HEARTBEAT_MS", CONFIG_INT, "5000", heartbeat_ms, 100, 600000, "period of chat.edge.heartbeat"),
     V("EDGE_STATIC_DIR", CONFIG_STR, "", static_dir, 0, 0, "folder served at / (the demo page); empty: none"),
     V("EDGE_DEV_LOGIN", CONFIG_INT, "0", dev_login, 0, 1, "1: POST /dev/login issues tokens (demo only)"),
@@ -242,6 +247,7 @@ int main(void)
     }
     ids_random(boot_id, 16);
     config_log(&cfg, vars, CONFIG_COUNT(vars));
+    streams_set_replicas(cfg.stream_replicas);
     split_config();
     metrics_describe("chat_edge_sessions", "gauge", "Open Engine.IO sessions, by transport.");
     metrics_describe(

@@ -10,6 +10,7 @@
 #include "config.h"
 #include "log.h"
 #include "messaging.h"
+#include "streams.h"
 
 #define V(name, kind, def, field, min, max, help)                                                            \
     {                                                                                                        \
@@ -21,9 +22,12 @@
 
 static const struct config_var vars[] = {
     V("LOG_LEVEL", CONFIG_STR, "info", log_level, 0, 0, "debug, info, warn or error"),
-    V("NATS_URL", CONFIG_STR, "nats://127.0.0.1:4222", nats_url, 0, 0, "NATS server URL"),
+    V("NATS_URL", CONFIG_STR, "nats://127.0.0.1:4222", nats_url, 0, 0,
+      "NATS server URL, or a cluster's URLs comma-separated (tried in that order)"),
     V("DATABASE_URL", CONFIG_SECRET, "", database_url, 0, 0, "libpq conninfo or URI (empty: PG* variables)"),
     V("CHAT_PARTITIONS", CONFIG_INT, "8", partitions, 1, 1024, "sender partitions; the same on every edge"),
+    V("CHAT_STREAM_REPLICAS", CONFIG_INT, "1", stream_replicas, 1, 5,
+      "replicas of the JetStream streams and consumers (3 on a 3-node cluster)"),
     V("MESSAGING_BATCH", CONFIG_INT, "256", batch, 1, 10000, "largest batch per transaction"),
     V("MESSAGING_ACK_WAIT_MS", CONFIG_INT, "5000", ack_wait_ms, 500, 3600000,
       "redelivery delay of a command left unacked by a crashed replica"),
@@ -68,6 +72,7 @@ int main(void)
     if (log_init("messaging", cfg.log_level) != 0)
         log_warn("unknown LOG_LEVEL=%s; using info", cfg.log_level);
     config_log(&cfg, vars, sizeof vars / sizeof vars[0]);
+    streams_set_replicas(cfg.stream_replicas);
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     signal(SIGPIPE, SIG_IGN);

@@ -108,6 +108,7 @@ static int ensure_consumer(struct messaging *m, const struct worker *w)
     cc.MaxAckPending = (int)m->cfg->batch * 4;
     cc.FilterSubject = filter;
     cc.DeliverPolicy = js_DeliverAll;
+    cc.Replicas = streams_replicas(); /* as many copies as the stream: survives a node */
     jsConsumerInfo *ci = NULL;
     jsErrCode jerr = 0;
     natsStatus s = js_AddConsumer(&ci, m->js, STREAM_CMD, &cc, NULL, &jerr);

@@ -21,6 +21,7 @@ struct messaging_config {
     const char *database_url;
     const char *log_level;
     long partitions;               /* CHAT_PARTITIONS: the same value as the edges' */
+    long stream_replicas;          /* CHAT_STREAM_REPLICAS: streams and consumers */
     long batch;                    /* largest fetch and transaction */
     long ack_wait_ms;              /* JetStream redelivery delay of an unacked command */
     struct streams_limits streams; /* messaging owns the streams' limits */

@@ -19,7 +19,7 @@ static const struct config_var vars[] = {
     {"LOG_LEVEL", CONFIG_STR, "info", 0, offsetof(struct presence_config, log_level), 0, 0,
      "debug, info, warn, error"},
     {"NATS_URL", CONFIG_STR, "nats://127.0.0.1:4222", 0, offsetof(struct presence_config, nats_url), 0, 0,
-     "NATS URL"},
+     "NATS server URL, or a cluster's URLs comma-separated (tried in that order)"},
     {"DATABASE_URL", CONFIG_SECRET, "", 0, offsetof(struct presence_config, database_url), 0, 0,
      "libpq conninfo or URI; empty: the PG* variables"},
     {"PRESENCE_EDGE_TIMEOUT_MS", CONFIG_INT, "15000", 0, offsetof(struct presence_config, edge_timeout_ms),
@@ -28,6 +28,12 @@ static const struct config_var vars[] = {
      "after start, how long edges have to re-announce their sessions"},
     {"PRESENCE_MAX_QUERY", CONFIG_INT, "500", 0, offsetof(struct presence_config, max_query), 1, 100000,
      "most user ids in one presence query"},
+    {"PRESENCE_FAILOVER_MS", CONFIG_INT, "3000", 0, offsetof(struct presence_config, failover_ms), 1000,
+     600000, "a standby replica takes over within this after the active dies; the same on every replica"},
+    {"PRESENCE_LIST_IN_REPLY", CONFIG_INT, "1", 0, offsetof(struct presence_config, list_in_reply), 0, 1,
+     "1: a session open's reply carries the online list (transitional); 0: an empty list"},
+    {"CHAT_STREAM_REPLICAS", CONFIG_INT, "1", 0, offsetof(struct presence_config, stream_replicas), 1, 5,
+     "replicas of the lease's JetStream KV bucket (3 on a 3-node cluster)"},
     {"HEALTH_HOST", CONFIG_STR, "0.0.0.0", 0, offsetof(struct presence_config, health_host), 0, 0,
      "address of GET /healthz and /metrics"},
     {"HEALTH_PORT", CONFIG_INT, "9102", 0, offsetof(struct presence_config, health_port), 0, 65535,
@@ -55,6 +61,10 @@ int main(void)
 
     if (!(p = presence_create(&cfg)))
         return 1;
+    /* A replica never needs what it publishes itself, and what it could not
+     * publish in time must not arrive late, after another replica took over. */
+    bus.no_echo = 1;
+    bus.no_reconnect_buffer = 1;
     if (bus_open(&bus, cfg.nats_url, "chat-presence", 1) != 0) {
         presence_destroy(p);
         return 1;

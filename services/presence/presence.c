@@ -8,88 +8,22 @@
  * missing edge id, an unknown enum) are dropped with a debug line before the
  * queue: they never reach the roster and are never answered.
  * Order on every batch: roster, then PostgreSQL, then NATS, so that whoever
- * sees a PresenceChange can already read the row it describes. */
-#include "presence.h"
+ * sees a PresenceChange can already read the row it describes.
+ * Every replica applies every event; only the active one (replica.c) writes,
+ * publishes, answers session opens, snapshots and transfers. Queries are
+ * answered by any replica whose roster is current. */
+#include "presence_int.h"
 
-#include "metrics.h"
-
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "chat.pb-c.h"
-#include "ids.h"
 #include "log.h"
 #include "map.h"
-#include "mem.h"
-#include "roster.h"
+#include "metrics.h"
 #include "subjects.h"
-#include "userdb.h"
 
-enum { SUB_SESSION, SUB_SET, SUB_QUERY, SUB_HEARTBEAT, NSUBS };
-
-/* After a NATS reconnection, how long to wait before re-sending the
- * ResyncRequest: lib/bus.c clients retry every 250 ms. */
-#define RECONNECT_SETTLE_MS 1000
-/* Events waiting for the worker; past it the NATS callbacks wait. */
-#define QUEUE_CAP 8192
-/* Most events applied and written as one batch. */
-#define BATCH_MAX 1000
-/* Most users in one INSERT (after an outage the dirty set can be large). */
-#define FLUSH_MAX 5000
-
-enum item_kind { ITEM_OPEN, ITEM_CLOSE, ITEM_SET, ITEM_QUERY, ITEM_HEARTBEAT };
-
-/* One decoded event, from its callback to the end of its batch. */
-struct item {
-    enum item_kind kind;
-    union {
-        Chat__V1__SessionEvent *se; /* ITEM_OPEN, ITEM_CLOSE */
-        Chat__V1__SetStatus *ss;
-        Chat__V1__PresenceQuery *q;
-        Chat__V1__EdgeHeartbeat *hb;
-    } pb;                           /* owned; freed with the item */
-    char *reply;                    /* reply subject, owned, or NULL */
-    char user_id[IDS_UUID_LEN + 1]; /* normalised (open, set) */
-    long long mono_ms, now_ms;      /* when it was heard */
-    size_t changes_end;             /* the worker: roster changes queued up to this event */
-    uint8_t *answer;                /* the worker: a query's packed PresenceList (malloc'd) */
-    size_t answer_len;
-};
-
-struct presence {
-    const struct presence_config *cfg;
-    struct bus *bus;
-    natsSubscription *subs[NSUBS];
-    natsStatistics *stats; /* the ticker's, for the reconnection count */
-    char boot_id[23];      /* this process's life, in every ResyncRequest */
-
-    pthread_mutex_t qmu; /* the queue, from the callbacks to the worker */
-    pthread_cond_t qwork, qroom;
-    struct item *queue; /* ring of QUEUE_CAP */
-    size_t qhead, qlen;
-    int qstop;   /* presence_stop: the worker leaves once the queue is empty */
-    int qclosed; /* the worker is gone: late callbacks drop what they get */
-    pthread_t worker;
-    int worker_running;
-
-    pthread_mutex_t mu; /* everything below */
-    struct roster *roster;
-    struct userdb *db;
-    int nats_up;                   /* NATS was connected at the last tick */
-    int resync_started;            /* the first ResyncRequest went out */
-    long long resync_due;          /* monotonic ms of the next ResyncRequest after a reconnection, 0 = none */
-    uint64_t reconnects;           /* nats.c's count at the last tick */
-    long long resync_end;          /* monotonic ms at which the window closes */
-    int sweep_pending;             /* the window closed, the DB sweep has not run yet */
-    struct buf online;             /* the packed PresenceList of everyone online... */
-    unsigned long long online_gen; /* ...as of this roster_online_gen() */
-    int online_valid;
-};
-
-static long long clock_ms(clockid_t id)
+long long presence_clock(clockid_t id)
 {
     struct timespec ts;
     clock_gettime(id, &ts);
@@ -153,20 +87,51 @@ static const struct buf *online_list(struct presence *p)
     return &p->online;
 }
 
+/* The reply to a session open: the online list with PRESENCE_LIST_IN_REPLY=1
+ * (for edges that keep no copy of it) when it fits in a NATS message, else an
+ * empty list, which still tells the edge that presence has the session. */
+static void reply_open(struct presence *p, const char *reply)
+{
+    if (p->cfg->list_in_reply) {
+        const struct buf *l = online_list(p);
+        if ((int64_t)l->len <= natsConnection_GetMaxPayload(p->bus->nc)) {
+            reply_raw(p, reply, l->data, l->len);
+            return;
+        }
+        if (!p->list_too_big_logged)
+            log_warn("online list of %zu bytes over NATS's max payload: session opens answered without it",
+                     l->len);
+        p->list_too_big_logged = 1;
+    }
+    reply_raw(p, reply, NULL, 0);
+}
+
 static const char *status_name(enum roster_status s)
 {
     return s == ROSTER_ONLINE ? "online" : s == ROSTER_AWAY ? "away" : "offline";
 }
 
+/* Numbers the change in the epoch (a publication that fails still takes its
+ * number: receivers see the gap and ask for a snapshot), publishes it, and
+ * records that the world was shown it. */
 static void publish_change(struct presence *p, const struct roster_change *c)
 {
     Chat__V1__PresenceInfo info;
     info_to_pb(&info, c->user_id, c->username, c->status, c->last_seen_ms);
     Chat__V1__PresenceChange pc = CHAT__V1__PRESENCE_CHANGE__INIT;
     pc.info = &info;
-    log_debug("status user=%s status=%s", c->user_id, status_name(c->status));
+    pc.seq = ++p->seq;
+    pc.epoch = p->epoch;
+    log_debug("status user=%s status=%s seq=%llu", c->user_id, status_name(c->status),
+              (unsigned long long)pc.seq);
     if (bus_publish(p->bus, SUBJ_PRESENCE_STATUS, &pc.base) != 0)
-        log_warn("presence change not published user=%s", c->user_id);
+        log_warn("presence change not published user=%s seq=%llu", c->user_id, (unsigned long long)pc.seq);
+    roster_shown(p->roster, c->user_id, c->username, c->status, c->last_seen_ms);
+}
+
+int presence_publishing(struct presence *p)
+{
+    return p->role == ROLE_ACTIVE && lease_held(p->lease);
 }
 
 /* roster_flush's save: userdb_save, counted for /metrics. */
@@ -180,24 +145,28 @@ static int save_users(void *ctx, const struct roster_user *const *users, size_t 
     return 0;
 }
 
-/* Writes the dirty users (see the file comment for why first). A database that
- * is down delays the writes, never the broadcasts: memory is the truth, and the
- * users stay dirty until a later batch or tick writes them. Called with the
- * lock held. */
-static void write_dirty(struct presence *p)
+/* A database that is down delays the writes, never the broadcasts: memory is
+ * the truth, and the users stay dirty until a later batch or tick writes
+ * them. A standby writes nothing: the active does. */
+void presence_write_dirty(struct presence *p)
 {
-    roster_flush(p->roster, FLUSH_MAX, save_users, p);
+    if (p->role == ROLE_ACTIVE)
+        presence_flush(p);
 }
 
-/* Writes the dirty users, then broadcasts the queued changes. Called with the
- * lock held. */
-static void commit(struct presence *p)
+size_t presence_flush(struct presence *p)
 {
-    write_dirty(p);
+    return roster_flush(p->roster, FLUSH_MAX, save_users, p);
+}
+
+void presence_commit(struct presence *p)
+{
+    presence_write_dirty(p);
     const struct roster_change *c;
     size_t n = roster_changes(p->roster, &c);
-    for (size_t i = 0; i < n; i++)
-        publish_change(p, &c[i]);
+    if (n && presence_publishing(p))
+        for (size_t i = 0; i < n; i++)
+            publish_change(p, &c[i]);
     roster_changes_clear(p->roster);
 }
 
@@ -225,17 +194,24 @@ static void item_cleanup(struct item *it)
     case ITEM_HEARTBEAT:
         chat__v1__edge_heartbeat__free_unpacked(it->pb.hb, NULL);
         break;
+    case ITEM_SHOWN:
+        chat__v1__presence_change__free_unpacked(it->pb.pc, NULL);
+        break;
+    case ITEM_SNAPSHOT:
+    case ITEM_TRANSFER:
+        break;
     }
     free(it->reply);
     free(it->answer);
+    handoff_chunks_cleanup(&it->chunks);
 }
 
 /* Takes ownership of *it. Waits while the queue is full: nats.c keeps the
  * messages behind it (the subscriptions' pending limits are large). */
 static void enqueue(struct presence *p, struct item *it)
 {
-    it->mono_ms = clock_ms(CLOCK_MONOTONIC);
-    it->now_ms = clock_ms(CLOCK_REALTIME);
+    it->mono_ms = presence_clock(CLOCK_MONOTONIC);
+    it->now_ms = presence_clock(CLOCK_REALTIME);
     pthread_mutex_lock(&p->qmu);
     while (p->qlen == QUEUE_CAP && !p->qclosed)
         pthread_cond_wait(&p->qroom, &p->qmu);
@@ -246,6 +222,22 @@ static void enqueue(struct presence *p, struct item *it)
     }
     p->queue[(p->qhead + p->qlen) % QUEUE_CAP] = *it;
     p->qlen++;
+    pthread_cond_signal(&p->qwork);
+    pthread_mutex_unlock(&p->qmu);
+}
+
+uint64_t presence_reconnects(struct presence *p, natsStatistics *st)
+{
+    uint64_t n = 0;
+    if (st && natsConnection_GetStats(p->bus->nc, st) == NATS_OK)
+        natsStatistics_GetCounts(st, NULL, NULL, NULL, NULL, &n);
+    return n;
+}
+
+void presence_poke(struct presence *p)
+{
+    pthread_mutex_lock(&p->qmu);
+    p->poke = 1;
     pthread_cond_signal(&p->qwork);
     pthread_mutex_unlock(&p->qmu);
 }
@@ -295,7 +287,7 @@ static void on_set(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void
     natsMsg_Destroy(msg);
 }
 
-static void on_query(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+void presence_on_query(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
     (void)nc;
     (void)sub;
@@ -327,6 +319,86 @@ static void on_heartbeat(natsConnection *nc, natsSubscription *sub, natsMsg *msg
         enqueue(p, &it);
     }
     natsMsg_Destroy(msg);
+}
+
+/* What the active replica told the world (no_echo: never this replica's own). */
+static void on_status(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    struct presence *p = closure;
+    Chat__V1__PresenceChange *pc = chat__v1__presence_change__unpack(NULL, (size_t)natsMsg_GetDataLength(msg),
+                                                                     (const uint8_t *)natsMsg_GetData(msg));
+    struct item it = {.kind = ITEM_SHOWN, .pb.pc = pc};
+    if (!pc || !pc->info || ids_uuid_norm(it.user_id, pc->info->user_id, strlen(pc->info->user_id)) != 0 ||
+        pc->info->status < CHAT__V1__STATUS__STATUS_ONLINE ||
+        pc->info->status > CHAT__V1__STATUS__STATUS_OFFLINE) {
+        log_debug("presence change dropped: %s", pc ? "invalid fields" : "not a PresenceChange");
+        chat__v1__presence_change__free_unpacked(pc, NULL);
+    } else {
+        enqueue(p, &it);
+    }
+    natsMsg_Destroy(msg);
+}
+
+static void on_resync(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    replica_heard_resync(closure);
+    natsMsg_Destroy(msg);
+}
+
+/* Snapshots and transfers are answered at their place in the stream of
+ * events, so the request only needs a reply subject. */
+static void on_request(struct presence *p, natsMsg *msg, enum item_kind kind)
+{
+    struct item it = {.kind = kind, .reply = reply_of(msg)};
+    if (!it.reply)
+        log_debug("request dropped: no reply subject");
+    else
+        enqueue(p, &it);
+    natsMsg_Destroy(msg);
+}
+
+void presence_on_snapshot(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    on_request(closure, msg, ITEM_SNAPSHOT);
+}
+
+void presence_on_transfer(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    on_request(closure, msg, ITEM_TRANSFER);
+}
+
+int presence_subscribe(struct presence *p, natsSubscription **sub, const char *subject, const char *queue,
+                       natsMsgHandler handler)
+{
+    if (*sub)
+        return 0;
+    natsStatus s = queue ? natsConnection_QueueSubscribe(sub, p->bus->nc, subject, queue, handler, p)
+                         : natsConnection_Subscribe(sub, p->bus->nc, subject, handler, p);
+    if (s == NATS_OK) /* a reconnect storm of resyncs must not be dropped as a slow consumer */
+        s = natsSubscription_SetPendingLimits(*sub, 1000000, 256 * 1024 * 1024);
+    if (s != NATS_OK) {
+        log_error("nats subscribe failed subject=%s: %s", subject, natsStatus_GetText(s));
+        natsSubscription_Destroy(*sub);
+        *sub = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+void presence_unsubscribe(natsSubscription **sub)
+{
+    if (*sub)
+        natsSubscription_Unsubscribe(*sub);
+    natsSubscription_Destroy(*sub);
+    *sub = NULL;
 }
 
 /* ---- the worker: one batch ---- */
@@ -420,7 +492,9 @@ static void run_query(struct presence *p, struct item *it)
             f.norm[i][0] = '\0';
     for (size_t i = 0; i < n; i++)
         ids[i] = f.norm[i];
-    roster_query(p->roster, ids, n, f.infos);
+    /* A standby answers what the active told the world: the same answer
+     * whichever replica the queue group picks. */
+    roster_query(p->roster, ids, n, f.infos, p->role != ROLE_ACTIVE);
     for (size_t i = 0; i < n; i++) {
         f.infos[i].user_id = q->user_ids[i]; /* answer with the id as asked */
         if (!f.infos[i].known && f.norm[i][0])
@@ -444,8 +518,52 @@ static void run_query(struct presence *p, struct item *it)
     free(f.norm);
 }
 
-/* Applies one event to the roster. */
-static void apply(struct presence *p, struct item *it, const struct map *rows)
+/* A change the active published, heard by this standby: what the world was
+ * shown. Changes already in the roster it took over (same epoch, seq up to
+ * the transfer's) are skipped. */
+static void apply_shown(struct presence *p, const Chat__V1__PresenceChange *pc, const char *user_id)
+{
+    if (p->role == ROLE_ACTIVE) {
+        log_warn("presence change of another active replica heard epoch=%s seq=%llu", pc->epoch,
+                 (unsigned long long)pc->seq);
+        return;
+    }
+    if (strcmp(pc->epoch, p->heard_epoch) == 0 && pc->seq <= p->heard_seq)
+        return;
+    snprintf(p->heard_epoch, sizeof p->heard_epoch, "%s", pc->epoch);
+    p->heard_seq = pc->seq;
+    roster_shown(p->roster, user_id, pc->info->username, (enum roster_status)pc->info->status,
+                 pc->info->last_seen_ms);
+}
+
+/* The online list or the whole roster at this point of the batch: as of the
+ * change numbered seq, published just before the reply. Only the active
+ * answers; a transfer waits for the end of a resync window. */
+static void answer_request(struct presence *p, struct item *it, uint64_t seq)
+{
+    if (!presence_publishing(p))
+        return;
+    if (it->kind == ITEM_SNAPSHOT) {
+        struct roster_info *infos;
+        size_t n = roster_online(p->roster, &infos);
+        handoff_snapshot(&it->chunks, infos, n, p->epoch, seq);
+        free(infos);
+        metrics_add("chat_presence_snapshots_total", NULL, 1);
+        log_debug("snapshot users=%zu chunks=%zu seq=%llu", n, it->chunks.n, (unsigned long long)seq);
+    } else if (roster_resyncing(p->roster)) {
+        handoff_not_ready(&it->chunks, p->epoch);
+    } else {
+        handoff_state(&it->chunks, p->roster, p->epoch, seq);
+        metrics_add("chat_presence_transfers_total", NULL, 1);
+        log_info("state sent users=%zu sessions=%zu edges=%zu chunks=%zu seq=%llu", roster_nusers(p->roster),
+                 roster_nsessions(p->roster), roster_nedges(p->roster), it->chunks.n,
+                 (unsigned long long)seq);
+    }
+}
+
+/* Applies one event to the roster; changes_before: the changes the batch had
+ * queued before it. */
+static void apply(struct presence *p, struct item *it, const struct map *rows, size_t changes_before)
 {
     switch (it->kind) {
     case ITEM_OPEN:
@@ -470,8 +588,19 @@ static void apply(struct presence *p, struct item *it, const struct map *rows)
     case ITEM_QUERY:
         run_query(p, it);
         break;
-    case ITEM_HEARTBEAT:
-        roster_edge_seen(p->roster, it->pb.hb->edge_id, it->pb.hb->boot_id, it->mono_ms, it->now_ms);
+    case ITEM_HEARTBEAT: {
+        const Chat__V1__EdgeHeartbeat *hb = it->pb.hb;
+        roster_edge_seen(p->roster, hb->edge_id, hb->boot_id, it->mono_ms, it->now_ms);
+        if (roster_edge_count(p->roster, hb->edge_id, hb->open_sessions))
+            log_debug("edge %s holds %u sessions, the roster another count", hb->edge_id, hb->open_sessions);
+        break;
+    }
+    case ITEM_SHOWN:
+        apply_shown(p, it->pb.pc, it->user_id);
+        break;
+    case ITEM_SNAPSHOT:
+    case ITEM_TRANSFER:
+        answer_request(p, it, p->seq + changes_before);
         break;
     }
 }
@@ -480,7 +609,8 @@ static void apply(struct presence *p, struct item *it, const struct map *rows)
  * broadcasts followed by its reply. A session open is answered with the online
  * list as of the end of the batch (built once for all of them): never older
  * than the event it answers; a broadcast of a later event of the batch may
- * follow a list that already shows it. */
+ * follow a list that already shows it. A standby only applies (and answers
+ * queries): its changes are dropped, the active publishes them. */
 static void run_batch(struct presence *p, struct item *b, size_t n)
 {
     struct map rows;
@@ -488,31 +618,40 @@ static void run_batch(struct presence *p, struct item *b, size_t n)
     pthread_mutex_lock(&p->mu);
     load_rows(p, b, n, &rows);
     for (size_t i = 0; i < n; i++) {
-        apply(p, &b[i], &rows);
         const struct roster_change *unused;
+        apply(p, &b[i], &rows, roster_changes(p->roster, &unused));
         b[i].changes_end = roster_changes(p->roster, &unused);
     }
     free_rows(&rows);
-    write_dirty(p);
+    presence_write_dirty(p);
+    int publishing = presence_publishing(p);
     const struct roster_change *c;
     size_t nchanges = roster_changes(p->roster, &c), next = 0;
     for (size_t i = 0; i < n; i++) {
-        for (; next < b[i].changes_end && next < nchanges; next++)
+        for (; publishing && next < b[i].changes_end && next < nchanges; next++)
             publish_change(p, &c[next]);
         if (!b[i].reply)
             continue;
-        if (b[i].kind == ITEM_OPEN) {
-            const struct buf *l = online_list(p);
-            reply_raw(p, b[i].reply, l->data, l->len);
-        } else if (b[i].kind == ITEM_QUERY) {
+        if (b[i].kind == ITEM_QUERY) {
             reply_raw(p, b[i].reply, b[i].answer, b[i].answer_len);
+        } else if (!publishing) {
+            continue; /* only the active answers the rest */
+        } else if (b[i].kind == ITEM_OPEN) {
+            reply_open(p, b[i].reply);
+        } else if (b[i].kind == ITEM_SNAPSHOT || b[i].kind == ITEM_TRANSFER) {
+            for (size_t k = 0; k < b[i].chunks.n; k++)
+                reply_raw(p, b[i].reply, b[i].chunks.bufs[k].data, b[i].chunks.bufs[k].len);
         } else { /* a close (or anything else) asked as a request: an empty list */
             reply_raw(p, b[i].reply, NULL, 0);
         }
     }
-    for (; next < nchanges; next++)
+    for (; publishing && next < nchanges; next++)
         publish_change(p, &c[next]);
     roster_changes_clear(p->roster);
+    if (p->drain_left > 0 && (p->drain_left -= (long)n) <= 0) {
+        p->drain_left = 0;
+        presence_poke(p); /* the queue may be empty now: the worker must look at the lease */
+    }
     pthread_mutex_unlock(&p->mu);
     for (size_t i = 0; i < n; i++)
         item_cleanup(&b[i]);
@@ -520,28 +659,71 @@ static void run_batch(struct presence *p, struct item *b, size_t n)
     metrics_add("chat_presence_batches_total", NULL, 1);
 }
 
+/* Waits for work: events, a poke, a stop, or (while the roster is not
+ * current) the next attempt at a transfer. Returns the number of events to
+ * take (0: none now), -1 to leave. */
+static long wait_work(struct presence *p, int synced, long long transfer_due)
+{
+    pthread_mutex_lock(&p->qmu);
+    for (;;) {
+        if (p->qstop && (p->qlen == 0 || !synced)) { /* unsynced: nobody to answer them */
+            p->qclosed = 1;
+            pthread_cond_broadcast(&p->qroom);
+            pthread_mutex_unlock(&p->qmu);
+            return -1;
+        }
+        if (p->poke || (!synced && presence_clock(CLOCK_MONOTONIC) >= transfer_due) || (synced && p->qlen))
+            break;
+        if (synced) {
+            pthread_cond_wait(&p->qwork, &p->qmu);
+        } else {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            long long ns = ts.tv_nsec + 50 * 1000000LL;
+            ts.tv_sec += (time_t)(ns / 1000000000);
+            ts.tv_nsec = (long)(ns % 1000000000);
+            pthread_cond_timedwait(&p->qwork, &p->qmu, &ts);
+        }
+    }
+    p->poke = 0;
+    long n = synced ? (long)(p->qlen < BATCH_MAX ? p->qlen : BATCH_MAX) : 0;
+    pthread_mutex_unlock(&p->qmu);
+    return n;
+}
+
 static void *worker_main(void *arg)
 {
     struct presence *p = arg;
     struct item *batch = xmalloc(BATCH_MAX * sizeof *batch);
     for (;;) {
-        pthread_mutex_lock(&p->qmu);
-        while (p->qlen == 0 && !p->qstop)
-            pthread_cond_wait(&p->qwork, &p->qmu);
-        if (p->qlen == 0) { /* stopping, and everything queued is answered */
-            p->qclosed = 1;
-            pthread_cond_broadcast(&p->qroom);
-            pthread_mutex_unlock(&p->qmu);
-            break;
+        replica_roles(p);
+        pthread_mutex_lock(&p->mu);
+        int synced = p->synced || p->role == ROLE_ACTIVE;
+        long long due = p->transfer_due;
+        int refresh = replica_sync_due(p, presence_clock(CLOCK_MONOTONIC));
+        pthread_mutex_unlock(&p->mu);
+        if (refresh && synced) { /* the events wait while the new state comes */
+            replica_sync(p);
+            continue;
         }
-        size_t n = p->qlen < BATCH_MAX ? p->qlen : BATCH_MAX;
-        for (size_t i = 0; i < n; i++)
-            batch[i] = p->queue[(p->qhead + i) % QUEUE_CAP];
-        p->qhead = (p->qhead + n) % QUEUE_CAP;
-        p->qlen -= n;
+        long n = wait_work(p, synced, due);
+        if (n < 0)
+            break;
+        if (!synced) {
+            replica_sync(p);
+            continue;
+        }
+        pthread_mutex_lock(&p->qmu);
+        if ((size_t)n > p->qlen)
+            n = (long)p->qlen;
+        for (long i = 0; i < n; i++)
+            batch[i] = p->queue[(p->qhead + (size_t)i) % QUEUE_CAP];
+        p->qhead = (p->qhead + (size_t)n) % QUEUE_CAP;
+        p->qlen -= (size_t)n;
         pthread_cond_broadcast(&p->qroom);
         pthread_mutex_unlock(&p->qmu);
-        run_batch(p, batch, n);
+        if (n > 0)
+            run_batch(p, batch, (size_t)n);
     }
     free(batch);
     return NULL;
@@ -549,94 +731,45 @@ static void *worker_main(void *arg)
 
 /* ---- timers ---- */
 
-static void sweep_row(void *ctx, const struct roster_row *row)
-{
-    struct presence *p = ctx;
-    if (roster_sweep_user(p->roster, row, clock_ms(CLOCK_REALTIME)))
-        log_info("user offline after resync user=%s", row->id);
-}
-
-/* End of the resync window: who the database still thinks is online but no
- * edge re-announced went away while presence was down. Needs the database;
- * until it is back, it waits. */
-static void resync_sweep(struct presence *p)
-{
-    if (!userdb_up(p->db) || roster_flush(p->roster, FLUSH_MAX, save_users, p) != 0)
-        return; /* the rows must reflect memory first */
-    if (userdb_online(p->db, sweep_row, p) != 0)
-        return;
-    p->sweep_pending = 0;
-    log_info("resync done users=%zu sessions=%zu edges=%zu", roster_nusers(p->roster),
-             roster_nsessions(p->roster), roster_nedges(p->roster));
-}
-
-static void send_resync_request(struct presence *p)
-{
-    Chat__V1__ResyncRequest rr = CHAT__V1__RESYNC_REQUEST__INIT;
-    rr.presence_boot_id = p->boot_id;
-    if (bus_publish(p->bus, SUBJ_PRESENCE_RESYNC, &rr.base) == 0)
-        log_info("resync requested boot_id=%s", p->boot_id);
-}
-
 void presence_tick(struct presence *p)
 {
     /* Dialling may block for seconds: only this thread does it, unlocked. */
     pthread_mutex_lock(&p->mu);
     int down = !userdb_up(p->db);
     pthread_mutex_unlock(&p->mu);
-    struct userdb_link *link = down ? userdb_dial(p->db, clock_ms(CLOCK_MONOTONIC)) : NULL;
+    struct userdb_link *link = down ? userdb_dial(p->db, presence_clock(CLOCK_MONOTONIC)) : NULL;
 
     pthread_mutex_lock(&p->mu);
     if (link)
         userdb_attach(p->db, link);
-    long long mono = clock_ms(CLOCK_MONOTONIC);
+    long long mono = presence_clock(CLOCK_MONOTONIC);
     int up = bus_connected(p->bus);
     /* The count also catches an outage shorter than a tick. */
-    uint64_t reconnects = p->reconnects;
-    if (natsConnection_GetStats(p->bus->nc, p->stats) == NATS_OK)
-        natsStatistics_GetCounts(p->stats, NULL, NULL, NULL, NULL, &reconnects);
+    uint64_t reconnects = presence_reconnects(p, p->stats);
     if (up && (!p->nats_up || reconnects != p->reconnects)) {
         p->reconnects = reconnects;
-        if (!p->resync_started) {
-            send_resync_request(p);
-            /* The window counts from the request: edges cannot answer before.
-             * It was opened at start (presence_start), so that events heard
-             * before this tick are quiet too. */
-            p->resync_started = 1;
-            p->resync_end = mono + p->cfg->resync_ms;
-        } else {
-            /* Presence was deaf, not the edges: give them a full timeout again.
-             * The NATS server may have restarted: let the edges reconnect too
-             * before asking, or they would miss the request. Closes heard
-             * meanwhile may be missing: a new window settles who is still there. */
-            roster_edge_touch_all(p->roster, mono);
-            p->resync_due = mono + RECONNECT_SETTLE_MS;
-            roster_resync_begin(p->roster);
-            p->resync_end = p->resync_due + p->cfg->resync_ms;
-        }
+        if (p->ever_up)
+            replica_reconnected(p, mono, reconnects);
+        p->ever_up = 1;
     }
     p->nats_up = up;
-    if (up && p->resync_due && mono >= p->resync_due) {
-        send_resync_request(p);
-        p->resync_due = 0;
-    }
-    if (roster_resyncing(p->roster) && p->resync_started && !p->resync_due && mono >= p->resync_end) {
-        roster_resync_end(p->roster, clock_ms(CLOCK_REALTIME));
-        commit(p);
-        p->sweep_pending = 1;
-    }
-    if (p->sweep_pending)
-        resync_sweep(p);
+    replica_timers(p, mono, up);
     if (up) {
-        size_t n = roster_edge_expire(p->roster, mono, p->cfg->edge_timeout_ms, clock_ms(CLOCK_REALTIME));
+        size_t n =
+            roster_edge_expire(p->roster, mono, p->cfg->edge_timeout_ms, presence_clock(CLOCK_REALTIME));
         if (n)
             log_info("edges silent for %ld ms dropped count=%zu", p->cfg->edge_timeout_ms, n);
     }
-    commit(p);
+    presence_commit(p);
     pthread_mutex_unlock(&p->mu);
 }
 
 /* ---- lifecycle ---- */
+
+static void on_lease_change(void *ctx)
+{
+    presence_poke(ctx);
+}
 
 struct presence *presence_create(const struct presence_config *cfg)
 {
@@ -654,21 +787,60 @@ struct presence *presence_create(const struct presence_config *cfg)
     p->queue = xmalloc(QUEUE_CAP * sizeof *p->queue);
     buf_init(&p->online);
     ids_random(p->boot_id, sizeof p->boot_id - 1);
+    p->role = ROLE_STANDBY;
+    p->drain_left = -1;
+    atomic_init(&p->retransfer_at, 0);
     return p;
+}
+
+/* The lease's timing from PRESENCE_FAILOVER_MS (F): standbys with a current
+ * roster try every F/20 (50-250 ms); the key lives F - that - F/10 after its
+ * last renewal, so that a standby takes it at most F after the active's last
+ * renewal, with F/10 left for the takeover itself. */
+static struct lease *make_lease(struct presence *p)
+{
+    long f = p->cfg->failover_ms;
+    long poll = f / 20 < 50 ? 50 : f / 20 > 250 ? 250 : f / 20;
+    struct lease_config lc = {
+        .bucket = "CHAT_PRESENCE_LEASE",
+        .key = "active",
+        .holder = p->boot_id,
+        .ttl_ms = f - poll - f / 10,
+        .poll_ms = poll,
+        .replicas = p->cfg->stream_replicas,
+        .file_storage = 1,
+    };
+    return lease_create(&lc, p->bus, on_lease_change, p);
+}
+
+static void describe_metrics(void)
+{
+    metrics_describe("chat_presence_active", "gauge", "1 while this replica is the active one, else 0.");
+    metrics_describe("chat_presence_epoch_changes_total", "counter",
+                     "Epochs this replica started (it became active).");
+    metrics_describe("chat_presence_takeovers_total", "counter",
+                     "Activations with a current roster, taken over from a previous active.");
+    metrics_describe("chat_presence_snapshots_total", "counter", "Online-list snapshots sent to edges.");
+    metrics_describe("chat_presence_transfers_total", "counter", "Whole states sent to other replicas.");
+    metrics_describe("chat_presence_transfers_received_total", "counter",
+                     "Whole states taken from the active replica.");
+    metrics_set("chat_presence_active", NULL, 0);
+    metrics_add("chat_presence_epoch_changes_total", NULL, 0);
+    metrics_add("chat_presence_takeovers_total", NULL, 0);
+    metrics_add("chat_presence_snapshots_total", NULL, 0);
 }
 
 int presence_start(struct presence *p, struct bus *bus)
 {
-    static const char *const subjects[NSUBS] = {SUBJ_PRESENCE_SESSION, SUBJ_PRESENCE_SET, SUBJ_PRESENCE_QUERY,
-                                                SUBJ_EDGE_HEARTBEAT};
-    static natsMsgHandler const handlers[NSUBS] = {on_session, on_set, on_query, on_heartbeat};
+    static const char *const subjects[NSUBS] = {SUBJ_PRESENCE_SESSION, SUBJ_PRESENCE_SET, SUBJ_EDGE_HEARTBEAT,
+                                                SUBJ_PRESENCE_STATUS, SUBJ_PRESENCE_RESYNC};
+    static natsMsgHandler const handlers[NSUBS] = {on_session, on_set, on_heartbeat, on_status, on_resync};
     p->bus = bus;
-    /* The resync window opens before the first event can arrive: until the
-     * edges have re-announced, a close may not be anyone's last. */
-    pthread_mutex_lock(&p->mu);
-    roster_resync_begin(p->roster);
-    pthread_mutex_unlock(&p->mu);
+    p->lease = make_lease(p);
+    describe_metrics();
     natsStatus st = natsStatistics_Create(&p->stats);
+    if (st == NATS_OK)
+        st = natsStatistics_Create(&p->role_stats);
     if (st != NATS_OK) {
         log_error("nats statistics: %s", natsStatus_GetText(st));
         return -1;
@@ -679,26 +851,23 @@ int presence_start(struct presence *p, struct bus *bus)
         return -1;
     }
     p->worker_running = 1;
-    for (int i = 0; i < NSUBS; i++) {
-        natsStatus s = natsConnection_Subscribe(&p->subs[i], bus->nc, subjects[i], handlers[i], p);
-        if (s == NATS_OK) /* a reconnect storm of resyncs must not be dropped as a slow consumer */
-            s = natsSubscription_SetPendingLimits(p->subs[i], 1000000, 256 * 1024 * 1024);
-        if (s != NATS_OK) {
-            log_error("nats subscribe failed subject=%s: %s", subjects[i], natsStatus_GetText(s));
+    /* Every input first, then the lease: whatever this replica becomes, it has
+     * heard everything since before it decided. */
+    for (int i = 0; i < NSUBS; i++)
+        if (presence_subscribe(p, &p->subs[i], subjects[i], NULL, handlers[i]) != 0)
             return -1;
-        }
-    }
-    return 0;
+    log_info("standby replica=%s: the lease decides (PRESENCE_FAILOVER_MS=%ld)", p->boot_id,
+             p->cfg->failover_ms);
+    return lease_start(p->lease);
 }
 
 void presence_stop(struct presence *p)
 {
-    for (int i = 0; i < NSUBS; i++) {
-        if (p->subs[i])
-            natsSubscription_Unsubscribe(p->subs[i]);
-        natsSubscription_Destroy(p->subs[i]);
-        p->subs[i] = NULL;
-    }
+    for (int i = 0; i < NSUBS; i++)
+        presence_unsubscribe(&p->subs[i]);
+    presence_unsubscribe(&p->query_sub);
+    presence_unsubscribe(&p->snapshot_sub);
+    presence_unsubscribe(&p->transfer_sub);
     /* The worker answers what is queued, then leaves; a callback still running
      * on a nats.c thread after that drops its event. */
     if (p->worker_running) {
@@ -709,8 +878,16 @@ void presence_stop(struct presence *p)
         pthread_join(p->worker, NULL);
         p->worker_running = 0;
     }
+    /* The last writes before the lease goes: the next active's come after. */
+    pthread_mutex_lock(&p->mu);
+    size_t left = p->role == ROLE_ACTIVE ? presence_flush(p) : 0;
+    pthread_mutex_unlock(&p->mu);
+    if (left)
+        log_warn("users not written at exit count=%zu", left);
+    lease_stop(p->lease, 1);
     natsStatistics_Destroy(p->stats);
-    p->stats = NULL;
+    natsStatistics_Destroy(p->role_stats);
+    p->stats = p->role_stats = NULL;
 }
 
 void presence_destroy(struct presence *p)
@@ -718,11 +895,9 @@ void presence_destroy(struct presence *p)
     if (!p)
         return;
     /* nats.c's threads and the worker are gone: nobody else holds the locks. */
-    size_t left = roster_flush(p->roster, FLUSH_MAX, save_users, p);
-    if (left)
-        log_warn("users not written at exit count=%zu", left);
-    for (size_t i = 0; i < p->qlen; i++) /* only when the worker never ran */
+    for (size_t i = 0; i < p->qlen; i++) /* only when the worker never ran, or left unsynced */
         item_cleanup(&p->queue[(p->qhead + i) % QUEUE_CAP]);
+    lease_destroy(p->lease);
     free(p->queue);
     buf_cleanup(&p->online);
     roster_changes_clear(p->roster);

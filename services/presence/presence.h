@@ -1,9 +1,12 @@
 /* presence: the service itself: NATS subjects in (chat.presence.session, .set,
- * .query, chat.edge.heartbeat), PresenceChange broadcasts and ResyncRequests
- * out, the roster in memory and the users table behind it. nats.c's threads
- * only decode and queue; one worker thread applies, writes and publishes in
- * batches. One lock covers the roster and the database connection: the worker
- * holds it for a batch, main for presence_tick(). */
+ * .query, .snapshot, chat.edge.heartbeat), PresenceChange broadcasts and
+ * ResyncRequests out, the roster in memory and the users table behind it.
+ * Several replicas run the same way: one is active (it holds a JetStream KV
+ * lease), the others are hot standbys that apply the same events to their own
+ * roster and take over within PRESENCE_FAILOVER_MS when it dies. nats.c's
+ * threads only decode and queue; one worker thread applies, writes and
+ * publishes in batches. One lock covers the roster and the database
+ * connection: the worker holds it for a batch, main for presence_tick(). */
 #ifndef PRESENCE_H
 #define PRESENCE_H
 
@@ -17,6 +20,9 @@ struct presence_config {
     long edge_timeout_ms; /* an edge silent this long loses its sessions */
     long resync_ms;       /* window after the ResyncRequest for edges to re-announce */
     long max_query;       /* most ids in one PresenceQuery */
+    long failover_ms;     /* a standby takes over within this after the active dies */
+    long list_in_reply;   /* 1: a session open's reply carries the online list (transitional) */
+    long stream_replicas; /* replicas of the lease bucket */
     const char *health_host;
     long health_port; /* GET /healthz and /metrics; 0: off */
 };
@@ -33,15 +39,16 @@ struct presence *presence_create(const struct presence_config *cfg);
 /* Starts the worker, then subscribes on bus (borrowed; connected or still
  * retrying). Returns 0, or -1 after logging (then presence_stop). */
 int presence_start(struct presence *p, struct bus *bus);
-/* Timers: PostgreSQL re-dial, ResyncRequest on every NATS (re)connection, the
- * end of the resync window, silent edges. */
+/* Timers: PostgreSQL re-dial, ResyncRequests, the end of a resync window,
+ * silent edges, a standby's settling of its dirty users. */
 void presence_tick(struct presence *p);
-/* Unsubscribes, lets the worker answer what is queued and joins it. Then close
+/* Unsubscribes, lets the worker answer what is queued and joins it, writes
+ * what is dirty (active), hands the lease over. Then close
  * the bus and wait for nats.c's threads
  * (nats_CloseAndWait) before presence_destroy. */
 void presence_stop(struct presence *p);
 /* For lib/admin.c (closure: the presence): 1 when NATS and PostgreSQL are
- * both reachable. Also refreshes the gauges of /metrics. */
+ * both reachable, active or standby. Also refreshes the gauges of /metrics. */
 int presence_healthy(void *closure);
 /* Writes what is still dirty when it can, closes PostgreSQL, frees. Accepts
  * NULL. */

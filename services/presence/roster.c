@@ -18,6 +18,8 @@ struct roster_edge {
     char *id;
     char *boot_id;
     long long last_heard_ms; /* monotonic */
+    size_t nsessions;
+    int mismatch; /* its last heartbeat counted other than nsessions */
     struct roster_session *sessions;
 };
 
@@ -35,6 +37,7 @@ struct roster {
     struct map edges;    /* id -> struct roster_edge */
     struct map sessions; /* session_key() -> struct roster_session */
     int resyncing;
+    int quiet; /* queue no change (a quiet end of a resync window) */
     struct roster_change *changes;
     size_t nchanges, changes_cap;
     struct roster_user **dirty; /* in marking order, each user once */
@@ -122,6 +125,8 @@ static void mark_dirty(struct roster *r, struct roster_user *u)
 
 static void queue_change(struct roster *r, struct roster_user *u, enum roster_status status)
 {
+    if (r->quiet)
+        return;
     if (r->nchanges == r->changes_cap) {
         r->changes_cap = r->changes_cap ? r->changes_cap * 2 : 16;
         r->changes = xrealloc(r->changes, r->changes_cap * sizeof *r->changes);
@@ -138,8 +143,28 @@ static struct roster_user *user_new(struct roster *r, const struct roster_row *r
     u->status = row->status;
     u->last_seen_ms = row->last_seen_ms;
     u->was_online = row->online;
+    u->shown = ROSTER_OFFLINE;
     map_put(&r->users, u->id, u);
     return u;
+}
+
+/* Nothing left to remember: no session, nothing to write, and the world
+ * was shown the user offline (a takeover has nothing to correct). */
+static int forgettable(const struct roster_user *u)
+{
+    return u->nsessions == 0 && !u->dirty && u->shown == ROSTER_OFFLINE;
+}
+
+static void user_forget(struct roster *r, struct roster_user *u)
+{
+    map_del(&r->users, u->id);
+    user_free(u);
+}
+
+/* What the world should see of u. */
+static enum roster_status public_status(const struct roster_user *u)
+{
+    return u->nsessions > 0 ? u->status : ROSTER_OFFLINE;
 }
 
 static void set_username(struct roster *r, struct roster_user *u, const char *username)
@@ -174,6 +199,7 @@ static void session_remove(struct roster *r, struct roster_session *s, long long
         s->edge->sessions = s->edge_next;
     if (s->edge_next)
         s->edge_next->edge_prev = s->edge_prev;
+    s->edge->nsessions--;
     free(s);
     r->online_gen++;
 
@@ -215,6 +241,7 @@ static struct roster_edge *edge_seen(struct roster *r, const char *edge_id, cons
         edge_drop_sessions(r, e, now_ms);
         free(e->boot_id);
         e->boot_id = xstrdup(boot_id);
+        e->mismatch = 0;
     }
     if (mono_ms > e->last_heard_ms)
         e->last_heard_ms = mono_ms;
@@ -261,6 +288,27 @@ void roster_edge_touch_all(struct roster *r, long long mono_ms)
     }
 }
 
+int roster_edge_count(struct roster *r, const char *edge_id, unsigned long open_sessions)
+{
+    struct roster_edge *e = map_get(&r->edges, edge_id);
+    if (!e)
+        return 0;
+    e->mismatch = e->nsessions != open_sessions;
+    return e->mismatch;
+}
+
+size_t roster_mismatched_edges(const struct roster *r, const char ***out)
+{
+    size_t n = 0, i;
+    *out = xmalloc((r->edges.count ? r->edges.count : 1) * sizeof **out);
+    for (struct map_entry *me = map_first(&r->edges, &i); me; me = map_next(&r->edges, me, &i)) {
+        const struct roster_edge *e = me->value;
+        if (e->mismatch)
+            (*out)[n++] = e->id;
+    }
+    return n;
+}
+
 /* ---- sessions ---- */
 
 static struct roster_session *session_find(const struct roster *r, const char *edge_id,
@@ -271,6 +319,31 @@ static struct roster_session *session_find(const struct roster *r, const char *e
     struct roster_session *s = map_get(&r->sessions, key);
     key_free(key, buf);
     return s;
+}
+
+/* Links a new session of u on e (the caller checked it is not known). */
+static void session_add(struct roster *r, struct roster_user *u, struct roster_edge *e,
+                        unsigned long long conn_id)
+{
+    struct roster_session *s = xcalloc(1, sizeof *s);
+    s->user = u;
+    s->edge = e;
+    s->conn_id = conn_id;
+    s->user_next = u->sessions;
+    if (u->sessions)
+        u->sessions->user_prev = s;
+    u->sessions = s;
+    s->edge_next = e->sessions;
+    if (e->sessions)
+        e->sessions->edge_prev = s;
+    e->sessions = s;
+    e->nsessions++;
+    char buf[128];
+    char *key = session_key(buf, sizeof buf, e->id, conn_id);
+    map_put(&r->sessions, key, s);
+    key_free(key, buf);
+    r->online_gen++;
+    u->nsessions++;
 }
 
 int roster_open(struct roster *r, const struct roster_event *ev, const struct roster_row *row)
@@ -292,26 +365,8 @@ int roster_open(struct roster *r, const struct roster_event *ev, const struct ro
         mark_dirty(r, u); /* at least users.online changes; a new user needs its row */
     }
     set_username(r, u, ev->username);
-
-    s = xcalloc(1, sizeof *s);
-    s->user = u;
-    s->edge = e;
-    s->conn_id = ev->conn_id;
-    s->user_next = u->sessions;
-    if (u->sessions)
-        u->sessions->user_prev = s;
-    u->sessions = s;
-    s->edge_next = e->sessions;
-    if (e->sessions)
-        e->sessions->edge_prev = s;
-    e->sessions = s;
-    char buf[128];
-    char *key = session_key(buf, sizeof buf, ev->edge_id, ev->conn_id);
-    map_put(&r->sessions, key, s);
-    key_free(key, buf);
-    r->online_gen++;
-
-    if (++u->nsessions > 1)
+    session_add(r, u, e, ev->conn_id);
+    if (u->nsessions > 1)
         return 0;
     mark_dirty(r, u); /* online = true */
     /* In the resync window, a re-announced session, or a user who was online
@@ -320,7 +375,10 @@ int roster_open(struct roster *r, const struct roster_event *ev, const struct ro
      * After the window, a first session is news even when re-announced: the
      * sweep (or nobody) told the world this user was offline. */
     int quiet = r->resyncing && (ev->resync || u->was_online);
-    if (!quiet) {
+    if (u->status_pending) { /* chosen before this session came back: nobody saw it */
+        u->status_pending = 0;
+        queue_change(r, u, u->status);
+    } else if (!quiet) {
         u->status = ROSTER_ONLINE;
         u->last_seen_ms = ev->now_ms; /* the time of this change */
         queue_change(r, u, ROSTER_ONLINE);
@@ -344,6 +402,16 @@ int roster_close(struct roster *r, const struct roster_event *ev)
 int roster_set_status(struct roster *r, const char *user_id, enum roster_status status, long long now_ms)
 {
     struct roster_user *u = map_get(&r->users, user_id);
+    if ((!u || u->nsessions == 0) && r->resyncing) {
+        if (!u) {
+            struct roster_row row = {user_id, "", status, now_ms, 0};
+            u = user_new(r, &row);
+        }
+        u->status = status;
+        u->last_seen_ms = now_ms;
+        u->status_pending = 1;
+        return 0;
+    }
     if (!u || u->nsessions == 0)
         return -1;
     u->status = status;
@@ -367,9 +435,20 @@ void roster_resync_begin(struct roster *r)
         ((struct roster_session *)m->value)->stale = 1;
 }
 
-void roster_resync_end(struct roster *r, long long now_ms)
+void roster_resync_begin_edges(struct roster *r, const char *const *edge_ids, size_t n)
+{
+    r->resyncing = 1;
+    for (size_t k = 0; k < n; k++) {
+        struct roster_edge *e = map_get(&r->edges, edge_ids[k]);
+        for (struct roster_session *s = e ? e->sessions : NULL; s; s = s->edge_next)
+            s->stale = 1;
+    }
+}
+
+void roster_resync_end(struct roster *r, long long now_ms, int quiet)
 {
     r->resyncing = 0;
+    r->quiet = quiet;
     size_t i;
     struct map_entry *m = map_first(&r->sessions, &i);
     while (m) {
@@ -379,8 +458,18 @@ void roster_resync_end(struct roster *r, long long now_ms)
             session_remove(r, s, now_ms); /* next is another entry: still valid */
         m = next;
     }
-    for (m = map_first(&r->users, &i); m; m = map_next(&r->users, m, &i)) {
+    m = map_first(&r->users, &i);
+    while (m) {
+        struct map_entry *next = map_next(&r->users, m, &i);
         struct roster_user *u = m->value;
+        m = next;
+        if (u->status_pending) { /* no session came back to take it */
+            u->status_pending = 0;
+            if (forgettable(u)) {
+                user_forget(r, u);
+                continue;
+            }
+        }
         if (!u->offline_pending)
             continue;
         u->offline_pending = 0;
@@ -390,6 +479,7 @@ void roster_resync_end(struct roster *r, long long now_ms)
             queue_change(r, u, ROSTER_OFFLINE);
         }
     }
+    r->quiet = 0;
 }
 
 int roster_resyncing(const struct roster *r)
@@ -397,16 +487,75 @@ int roster_resyncing(const struct roster *r)
     return r->resyncing;
 }
 
-int roster_sweep_user(struct roster *r, const struct roster_row *row, long long now_ms)
+int roster_sweep_user(struct roster *r, const struct roster_row *row, long long now_ms, int quiet)
 {
-    if (map_get(&r->users, row->id))
+    struct roster_user *u = map_get(&r->users, row->id);
+    if (u && (u->nsessions > 0 || u->dirty))
         return 0; /* connected, or already gone offline with its write pending */
-    struct roster_user *u = user_new(r, row);
+    if (!u)
+        u = user_new(r, row);
     u->last_seen_ms = now_ms;
     u->was_online = 0;
     mark_dirty(r, u);
-    queue_change(r, u, ROSTER_OFFLINE);
+    if (!quiet)
+        queue_change(r, u, ROSTER_OFFLINE);
     return 1;
+}
+
+/* ---- what the world was shown ---- */
+
+/* Where the roster agrees with what the world was shown, the shown lastSeen
+ * wins: it is the one the active wrote. */
+static void adopt_shown(struct roster *r, struct roster_user *u)
+{
+    if (public_status(u) == u->shown && u->shown_last_seen_ms > 0 &&
+        u->last_seen_ms != u->shown_last_seen_ms) {
+        u->last_seen_ms = u->shown_last_seen_ms;
+        r->online_gen++;
+    }
+}
+
+void roster_shown(struct roster *r, const char *user_id, const char *username, enum roster_status status,
+                  long long last_seen_ms)
+{
+    struct roster_user *u = map_get(&r->users, user_id);
+    if (!u && status == ROSTER_OFFLINE)
+        return;
+    if (!u) { /* a standby that has not heard the open (yet): remember what the world saw */
+        struct roster_row row = {user_id, username, status, last_seen_ms, 0};
+        u = user_new(r, &row);
+    }
+    u->shown = status;
+    u->shown_last_seen_ms = last_seen_ms;
+    adopt_shown(r, u);
+    if (forgettable(u))
+        user_forget(r, u);
+}
+
+size_t roster_reconcile(struct roster *r)
+{
+    size_t n = 0, i;
+    for (struct map_entry *e = map_first(&r->users, &i); e; e = map_next(&r->users, e, &i)) {
+        struct roster_user *u = e->value;
+        if (public_status(u) != u->shown) {
+            mark_dirty(r, u);
+            queue_change(r, u, public_status(u));
+            n++;
+        } else {
+            adopt_shown(r, u);
+        }
+    }
+    return n;
+}
+
+void roster_shown_all(struct roster *r)
+{
+    size_t i;
+    for (struct map_entry *e = map_first(&r->users, &i); e; e = map_next(&r->users, e, &i)) {
+        struct roster_user *u = e->value;
+        u->shown = public_status(u);
+        u->shown_last_seen_ms = u->last_seen_ms;
+    }
 }
 
 /* ---- output ---- */
@@ -426,6 +575,21 @@ void roster_changes_clear(struct roster *r)
     r->nchanges = 0;
 }
 
+/* The first done dirty users were written: they leave the list, and those
+ * with nothing left to remember are forgotten. */
+static void forget_written(struct roster *r, size_t done)
+{
+    for (size_t k = 0; k < done; k++) {
+        struct roster_user *u = r->dirty[k];
+        if (forgettable(u))
+            user_forget(r, u);
+    }
+    if (done) {
+        memmove(r->dirty, r->dirty + done, (r->ndirty - done) * sizeof *r->dirty);
+        r->ndirty -= done;
+    }
+}
+
 size_t roster_flush(struct roster *r, size_t max,
                     int (*save)(void *ctx, const struct roster_user *const *users, size_t n), void *ctx)
 {
@@ -439,18 +603,53 @@ size_t roster_flush(struct roster *r, size_t max,
             r->dirty[k]->dirty = 0;
         done += n;
     }
-    for (size_t k = 0; k < done; k++) {
-        struct roster_user *u = r->dirty[k];
-        if (u->nsessions == 0 && !u->dirty) {
-            map_del(&r->users, u->id);
-            user_free(u);
-        }
-    }
-    if (done) {
-        memmove(r->dirty, r->dirty + done, (r->ndirty - done) * sizeof *r->dirty);
-        r->ndirty -= done;
+    forget_written(r, done);
+    return r->ndirty;
+}
+
+size_t roster_settle(struct roster *r, size_t n, int forget)
+{
+    if (n > r->ndirty)
+        n = r->ndirty;
+    for (size_t k = 0; k < n; k++)
+        r->dirty[k]->dirty = 0;
+    if (forget) {
+        forget_written(r, n);
+    } else if (n) {
+        memmove(r->dirty, r->dirty + n, (r->ndirty - n) * sizeof *r->dirty);
+        r->ndirty -= n;
     }
     return r->ndirty;
+}
+
+size_t roster_forget_idle(struct roster *r)
+{
+    size_t n = 0, i;
+    struct map_entry *m = map_first(&r->users, &i);
+    while (m) {
+        struct map_entry *next = map_next(&r->users, m, &i);
+        struct roster_user *u = m->value;
+        if (forgettable(u)) {
+            user_forget(r, u); /* next is another entry: still valid */
+            n++;
+        }
+        m = next;
+    }
+    return n;
+}
+
+size_t roster_ndirty(const struct roster *r)
+{
+    return r->ndirty;
+}
+
+int roster_mark_dirty(struct roster *r, const char *user_id)
+{
+    struct roster_user *u = map_get(&r->users, user_id);
+    if (!u)
+        return -1;
+    mark_dirty(r, u);
+    return 0;
 }
 
 static void info_of(struct roster_info *out, const struct roster_user *u)
@@ -462,12 +661,18 @@ static void info_of(struct roster_info *out, const struct roster_user *u)
     out->known = 1;
 }
 
-void roster_query(const struct roster *r, const char *const *ids, size_t n, struct roster_info *out)
+void roster_query(const struct roster *r, const char *const *ids, size_t n, struct roster_info *out,
+                  int shown)
 {
     for (size_t i = 0; i < n; i++) {
         const struct roster_user *u = map_get(&r->users, ids[i]);
-        if (u) {
+        if (u && !u->status_pending) { /* a status waiting for its session says nothing yet */
             info_of(&out[i], u);
+            if (shown) {
+                out[i].status = u->shown;
+                if (u->shown_last_seen_ms > 0)
+                    out[i].last_seen_ms = u->shown_last_seen_ms;
+            }
         } else {
             out[i] = (struct roster_info){ids[i], "", ROSTER_OFFLINE, 0, 0};
         }
@@ -504,4 +709,51 @@ size_t roster_nsessions(const struct roster *r)
 size_t roster_nedges(const struct roster *r)
 {
     return r->edges.count;
+}
+
+/* ---- state transfer ---- */
+
+void roster_each_edge(const struct roster *r, void (*cb)(void *ctx, const char *edge_id, const char *boot_id),
+                      void *ctx)
+{
+    size_t i;
+    for (struct map_entry *e = map_first(&r->edges, &i); e; e = map_next(&r->edges, e, &i)) {
+        const struct roster_edge *edge = e->value;
+        cb(ctx, edge->id, edge->boot_id);
+    }
+}
+
+void roster_each_user(const struct roster *r, void (*cb)(void *ctx, const struct roster_user *u), void *ctx)
+{
+    size_t i;
+    for (struct map_entry *e = map_first(&r->users, &i); e; e = map_next(&r->users, e, &i))
+        cb(ctx, e->value);
+}
+
+void roster_user_sessions(const struct roster_user *u,
+                          void (*cb)(void *ctx, const char *edge_id, unsigned long long conn_id), void *ctx)
+{
+    for (const struct roster_session *s = u->sessions; s; s = s->user_next)
+        cb(ctx, s->edge->id, s->conn_id);
+}
+
+void roster_import_edge(struct roster *r, const char *edge_id, const char *boot_id, long long mono_ms)
+{
+    edge_seen(r, edge_id, boot_id, mono_ms, 0);
+}
+
+struct roster_user *roster_import_user(struct roster *r, const struct roster_row *row)
+{
+    struct roster_user *u = map_get(&r->users, row->id);
+    return u ? u : user_new(r, row);
+}
+
+int roster_import_session(struct roster *r, struct roster_user *u, const char *edge_id,
+                          unsigned long long conn_id)
+{
+    struct roster_edge *e = map_get(&r->edges, edge_id);
+    if (!e || session_find(r, edge_id, conn_id))
+        return -1;
+    session_add(r, u, e, conn_id);
+    return 0;
 }

@@ -1,8 +1,10 @@
 /* roster: presence's memory, and every rule that decides who is online. Users
  * with their sessions (edge_id, conn_id), edges with their boot id and last
- * sign of life, each user's chosen status, username and lastSeen. Pure: no
- * I/O, no clock, no locking; the caller passes the times, publishes the
- * changes the roster queues and writes the users it marks dirty. */
+ * sign of life, each user's chosen status, username and lastSeen, and what the
+ * world was last shown of each user (the last PresenceChange published, or
+ * heard from the active replica by a standby). Pure: no I/O, no clock, no
+ * locking; the caller passes the times, publishes the changes the roster
+ * queues and writes the users it marks dirty. */
 #ifndef ROSTER_H
 #define ROSTER_H
 
@@ -26,7 +28,10 @@ struct roster_user {
     size_t nsessions;          /* online while > 0 */
     int was_online;            /* users.online as loaded (resync window rule) */
     int offline_pending;       /* last session closed in the resync window */
+    int status_pending;        /* status chosen in the resync window before a session came back */
     int dirty;                 /* the row needs writing */
+    enum roster_status shown;  /* what the world was last shown (OFFLINE until a change) */
+    long long shown_last_seen_ms;
     struct roster_session *sessions;
 };
 
@@ -92,6 +97,15 @@ size_t roster_edge_expire(struct roster *r, long long mono_ms, long long timeout
 /* Counts every edge as heard from at mono_ms: presence itself was deaf (NATS
  * outage), which says nothing about the edges. */
 void roster_edge_touch_all(struct roster *r, long long mono_ms);
+/* An edge's heartbeat says it holds open_sessions sockets (call after
+ * roster_edge_seen of the same heartbeat). Returns 1 and remembers it when that
+ * is not the number of sessions the roster holds for the edge (an event was
+ * lost), else 0; unknown edge: 0. The events of one edge come in order with its
+ * heartbeats, so in-flight events never count as a disagreement. */
+int roster_edge_count(struct roster *r, const char *edge_id, unsigned long open_sessions);
+/* The edges whose last heartbeat disagreed: *out (malloc'd; free it) holds
+ * their ids, borrowed until the next roster call. Returns the count. */
+size_t roster_mismatched_edges(const struct roster *r, const char ***out);
 
 /* Session open. Counts as a sign of life of the edge (roster_edge_seen). A user
  * not in memory is created from row (the database's copy; NULL = a new user:
@@ -110,19 +124,47 @@ int roster_close(struct roster *r, const struct roster_event *ev);
 
 /* Sets the chosen status of a connected user at now_ms (its lastSeen) and
  * queues a change with it. Returns -1 (nothing done) when the user has no
- * session. */
+ * session, except in the resync window: an edge sends a status only for a
+ * socket it holds, whose session is not re-announced yet; the status is kept
+ * for it and published when that session comes back (or forgotten at the end
+ * of the window if none does). */
 int roster_set_status(struct roster *r, const char *user_id, enum roster_status status, long long now_ms);
 
 /* The resync window after a start: quiet opens (see roster_open). */
 void roster_resync_begin(struct roster *r);
+/* The same window for the sessions of n edges only (a new active replica
+ * re-learns the edges whose heartbeat disagreed with it). */
+void roster_resync_begin_edges(struct roster *r, const char *const *edge_ids, size_t n);
 /* Ends the window: sessions not re-announced are removed, and users left with
- * no session go offline (broadcast). */
-void roster_resync_end(struct roster *r, long long now_ms);
+ * no session go offline (broadcast, unless quiet: then the caller settles what
+ * the world sees with roster_reconcile). */
+void roster_resync_end(struct roster *r, long long now_ms, int quiet);
 int roster_resyncing(const struct roster *r);
 /* End of the window: a user the database says is online. If presence has no
  * record of them (nobody re-announced a session), they are added offline
- * (last_seen = now_ms, dirty) with an OFFLINE change and 1 is returned; else 0. */
-int roster_sweep_user(struct roster *r, const struct roster_row *row, long long now_ms);
+ * (last_seen = now_ms, dirty) with an OFFLINE change (none when quiet: the
+ * world was not shown them online) and 1 is returned; else 0. */
+int roster_sweep_user(struct roster *r, const struct roster_row *row, long long now_ms, int quiet);
+
+/* ---- what the world was shown (active and standby replicas) ---- */
+
+/* The world was shown this change of user_id: published by this replica, or
+ * heard on chat.presence.status from the active one. When it is what the
+ * roster says, the roster takes its lastSeen (the clock of the replica that
+ * published it, and the one its row holds). A user the roster does not hold
+ * is kept (no session, not dirty) while shown online or away, so that a
+ * takeover can tell the world otherwise. A user with no session, nothing to
+ * write and shown offline is forgotten. */
+void roster_shown(struct roster *r, const char *user_id, const char *username, enum roster_status status,
+                  long long last_seen_ms);
+/* Every user whose public status (the chosen one while connected, else
+ * OFFLINE) is not what the world was shown gets a change with it (marked
+ * dirty); where they agree the roster takes the shown lastSeen, as
+ * roster_shown does. Returns the number of changes queued. */
+size_t roster_reconcile(struct roster *r);
+/* Takes every user's public status as what the world was shown (after a
+ * resync window, or a state transfer, that rebuilt the roster from it). */
+void roster_shown_all(struct roster *r);
 
 /* The changes queued since the last roster_changes_clear(), oldest first. */
 size_t roster_changes(const struct roster *r, const struct roster_change **out);
@@ -135,11 +177,41 @@ void roster_changes_clear(struct roster *r);
  * of users still dirty. */
 size_t roster_flush(struct roster *r, size_t max,
                     int (*save)(void *ctx, const struct roster_user *const *users, size_t n), void *ctx);
+/* A standby's flush: the n oldest dirty users count as written (the active
+ * writes them) and, with forget, are forgotten like roster_flush does.
+ * Returns the number of users still dirty. */
+size_t roster_settle(struct roster *r, size_t n, int forget);
+/* Forgets every user with no session, nothing to write and shown offline.
+ * Returns how many. */
+size_t roster_forget_idle(struct roster *r);
+size_t roster_ndirty(const struct roster *r);
+/* Marks a known user's row for writing; -1 when unknown. */
+int roster_mark_dirty(struct roster *r, const char *user_id);
+
+/* ---- state transfer between replicas ---- */
+
+void roster_each_edge(const struct roster *r, void (*cb)(void *ctx, const char *edge_id, const char *boot_id),
+                      void *ctx);
+/* Every user the roster holds, connected or not. */
+void roster_each_user(const struct roster *r, void (*cb)(void *ctx, const struct roster_user *u), void *ctx);
+void roster_user_sessions(const struct roster_user *u,
+                          void (*cb)(void *ctx, const char *edge_id, unsigned long long conn_id), void *ctx);
+/* Building a roster from another replica's: edges first (heard at mono_ms),
+ * then users (from row: username, chosen status, last_seen, was_online; not
+ * dirty), each followed by its sessions (-1 when the edge is unknown or the
+ * session exists). Then roster_shown_all. */
+void roster_import_edge(struct roster *r, const char *edge_id, const char *boot_id, long long mono_ms);
+struct roster_user *roster_import_user(struct roster *r, const struct roster_row *row);
+int roster_import_session(struct roster *r, struct roster_user *u, const char *edge_id,
+                          unsigned long long conn_id);
 
 /* One answer per id in order (duplicates kept): a connected user has their chosen
  * status; a known user without session is OFFLINE with their last_seen; others
- * are OFFLINE, "", 0 and known = 0. out holds n entries. */
-void roster_query(const struct roster *r, const char *const *ids, size_t n, struct roster_info *out);
+ * are OFFLINE, "", 0 and known = 0. With shown (a standby), a known user is
+ * answered as the world was shown them instead: what the active published,
+ * whatever this roster may have missed. out holds n entries. */
+void roster_query(const struct roster *r, const char *const *ids, size_t n, struct roster_info *out,
+                  int shown);
 /* Every connected user whose chosen status is not OFFLINE (invisible users are
  * left out). *out is malloc'd (free it); returns the count. */
 size_t roster_online(const struct roster *r, struct roster_info **out);

@@ -377,9 +377,20 @@ export function startMessaging(opts = {}) {
   return startService("chat-messaging", MESSAGING_BIN, { ready: /\bready partitions=/, ...opts, env: { ...MESSAGING_LIMITS_OFF, ...opts.env } });
 }
 
-/** chat-presence; resolves once it is connected (its "resync" request went out) unless ready says otherwise. */
+/**
+ * chat-presence; resolves once it is active (its "resync" request went out) or a
+ * standby with the active's state ("standby synced"), unless ready says otherwise.
+ */
 export function startPresence(opts = {}) {
-  return startService("chat-presence", PRESENCE_BIN, { ready: /resync requested/, ...opts });
+  return startService("chat-presence", PRESENCE_BIN, { ready: /resync requested|standby synced/, ...opts });
+}
+
+/** A gauge or counter of a service's /metrics (startPresence's healthUrl), or null. */
+export async function metricOf(svc, name) {
+  const r = await httpRequest(`${svc.healthUrl}/metrics`, { ms: 2000, what: `${svc.name} /metrics` }).catch(() => null);
+  if (!r || r.status !== 200) return null;
+  const line = r.text.split("\n").find((l) => l.startsWith(name + " "));
+  return line === undefined ? null : Number(line.slice(name.length + 1));
 }
 
 /** Starts nats-server with JetStream on 127.0.0.1 (port and store dir reusable for a restart). */
@@ -408,6 +419,86 @@ export async function startNats({ port, dir } = {}) {
   };
   startedNats.add(nats);
   return nats;
+}
+
+async function httpOk(url) {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+    await res.text();
+    return res.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Starts a cluster of `nodes` nats-servers on 127.0.0.1: routes between free
+ * ports, JetStream on every node, each its own store dir, a monitoring port
+ * each. Resolves once every node answers /healthz 200 (JetStream in contact and
+ * current with its meta leader). Returns {nodes, url, urlFrom(i), healthy(),
+ * destroy()}: url lists every node comma-separated (a NATS_URL), urlFrom(i)
+ * the same from node i on (a process given it goes to node i first); each node
+ * is {index, port, url, dir, child, kill(signal = "SIGKILL"), restart()}, and
+ * restart() starts it again with its port and store, then waits for the
+ * cluster to be healthy. Services and edges take {url} as their nats option.
+ */
+export async function startNatsCluster({ nodes: count = 3, name = "chat-e2e" } = {}) {
+  const ports = [];
+  for (let i = 0; i < count; i++) ports.push({ port: await freePort(), cluster: await freePort(), monitor: await freePort() });
+  const nodes = ports.map((p, index) => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), `e2e-nats-n${index + 1}-`));
+    const routes = ports.filter((_, j) => j !== index).map((q) => `nats://127.0.0.1:${q.cluster}`).join(",");
+    const args = ["-a", "127.0.0.1", "-p", String(p.port), "-m", String(p.monitor), "-n", `n${index + 1}`, "-js", "-sd", dir,
+                  "--cluster_name", name, "--cluster", `nats://127.0.0.1:${p.cluster}`, "--routes", routes];
+    const node = {
+      index,
+      port: p.port,
+      monitor: p.monitor,
+      url: `nats://127.0.0.1:${p.port}`,
+      dir,
+      child: null,
+      spawn() {
+        node.child = new Child(`nats-server:n${index + 1}:${p.port}`, NATS_BIN, args, process.env, 15);
+      },
+      /** Kills the node (SIGKILL by default); its store stays for restart(). */
+      kill: (signal = "SIGKILL") => node.child.stop(signal),
+      async restart() {
+        node.spawn();
+        await cluster.healthy();
+      },
+    };
+    return node;
+  });
+  const cluster = {
+    nodes,
+    url: nodes.map((n) => n.url).join(","),
+    urlFrom: (i) => nodes.map((_, k) => nodes[(i + k) % count].url).join(","),
+    /** Resolves once every running node answers /healthz 200 (bounded: 30 s). */
+    async healthy(ms = 30000) {
+      const deadline = Date.now() + ms;
+      for (;;) {
+        const up = nodes.filter((n) => n.child && !n.child.exited);
+        const ok = await Promise.all(up.map((n) => httpOk(`http://127.0.0.1:${n.monitor}/healthz`)));
+        if (ok.every(Boolean)) return;
+        if (Date.now() > deadline) throw new Error(`the NATS cluster is not healthy after ${ms} ms\n${nodes.map((n) => n.child?.tail()).join("\n")}`);
+        await delay(50);
+      }
+    },
+    async destroy() {
+      startedNats.delete(cluster);
+      for (const n of nodes) if (n.child) await n.child.stop();
+      for (const n of nodes) rmSync(n.dir, { recursive: true, force: true });
+    },
+  };
+  startedNats.add(cluster);
+  for (const n of nodes) n.spawn();
+  try {
+    await cluster.healthy();
+  } catch (err) {
+    await cluster.destroy();
+    throw err;
+  }
+  return cluster;
 }
 
 // What a sanitizer build prints when it finds a bug or a leak (ASan, LSan, UBSan).

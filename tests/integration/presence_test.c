@@ -135,19 +135,21 @@ static int port_open(int port)
     return ok;
 }
 
-/* Starts nats-server on nats_port; its pid goes to WORKDIR/nats.pid so that
+/* Starts nats-server (JetStream: presence's lease) on nats_port; its pid goes to WORKDIR/nats.pid so that
  * run.sh can stop it if this program dies. Returns 0 once it accepts. */
 static int nats_start(void)
 {
-    char port[16], path[512];
+    char port[16], path[512], store[512];
     snprintf(port, sizeof port, "%d", nats_port);
+    snprintf(store, sizeof store, "%s/js", workdir); /* the lease's bucket survives a restart */
     nats_pid = fork();
     if (nats_pid == 0) {
         snprintf(path, sizeof path, "%s/nats.log", workdir);
         FILE *f = freopen(path, "a", stderr);
         f = freopen(path, "a", stdout);
         (void)f;
-        execlp("nats-server", "nats-server", "-a", "127.0.0.1", "-p", port, (char *)NULL);
+        execlp("nats-server", "nats-server", "-a", "127.0.0.1", "-p", port, "-js", "-sd", store,
+               (char *)NULL);
         _exit(127);
     }
     snprintf(path, sizeof path, "%s/nats.pid", workdir);
@@ -1062,6 +1064,52 @@ static void test_nats_outage(void)
     chat__v1__presence_list__free_unpacked(l, NULL);
 }
 
+/* PRESENCE_LIST_IN_REPLY=1 (the default) with more users online than fit in
+ * a NATS message: a session open is still answered, with an empty list, not
+ * left to time out. The edge that holds them goes silent after, and they go. */
+static void test_list_too_big(void)
+{
+    enum { FIRST = 100000, N = 20000 };
+    struct edge big = {"edge-big", "boot-big", 0};
+    for (int i = 0; i < N; i++) {
+        char user[37], name[32];
+        uid(user, FIRST + i);
+        snprintf(name, sizeof name, "crowd%d", i);
+        Chat__V1__SessionEvent se = CHAT__V1__SESSION_EVENT__INIT;
+        se.kind = CHAT__V1__SESSION_EVENT__KIND__KIND_OPEN;
+        se.edge_id = (char *)big.id;
+        se.boot_id = big.boot;
+        se.conn_id = (unsigned long long)i + 1;
+        se.user_id = user;
+        se.username = name;
+        uint8_t buf[512];
+        size_t len = chat__v1__session_event__pack(&se, buf);
+        natsConnection_Publish(nc, "chat.presence.session", buf, (int)len);
+    }
+    char user[37];
+    uid(user, FIRST + N);
+    Chat__V1__PresenceList *l = session(1, &big, N + 1, user, "one-more", 0, 1);
+    CHECK(l && l->n_users == 0, "list over the max payload: want an empty list (got %s)",
+          l ? "a list" : "nothing");
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    const char *ids[] = {user};
+    l = query(ids, 1);
+    CHECK(l && l->n_users == 1 && l->users[0]->status == CHAT__V1__STATUS__STATUS_ONLINE,
+          "list over the max payload: the user is not online");
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    /* edge-big sends no heartbeat: its sessions go after the edge timeout */
+    int gone = 0;
+    for (int i = 0; i < 100 && !gone; i++) {
+        l = query(ids, 1);
+        gone = l && l->n_users == 1 && l->users[0]->status == CHAT__V1__STATUS__STATUS_OFFLINE;
+        chat__v1__presence_list__free_unpacked(l, NULL);
+        if (!gone)
+            sleep_ms(100);
+    }
+    CHECK(gone, "the silent edge's %d users were not dropped", N + 1);
+    drain_changes();
+}
+
 static void test_shutdown(void)
 {
     kill(presence_pid, SIGTERM);
@@ -1114,6 +1162,7 @@ int main(int argc, char **argv)
         test_postgres_outage();
         test_outage_mid_burst();
         test_nats_outage();
+        test_list_too_big();
         test_shutdown();
     }
     stop_beating = 1;

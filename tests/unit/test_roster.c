@@ -25,14 +25,23 @@ enum op {
     OP_TOUCH,  /* t */
     OP_SET,    /* user, arg = status, t; ret */
     OP_RBEGIN,
-    OP_REND,
-    OP_SWEEP,  /* row, t; ret */
-    OP_FLUSH,  /* arg = how many save calls succeed before the store fails, max = users per call (0: 1);
-                  ret = still dirty; want = saved ids, calls separated by " | " */
-    OP_GEN,    /* ret = 1 when roster_online_gen() changed since the previous OP_GEN (or the start) */
-    OP_ONLINE, /* want = sorted online list */
-    OP_QUERY,  /* user = space separated ids; want = answers in order, "?" = unknown */
-    OP_COUNTS, /* want = "users=U sessions=S edges=E" */
+    OP_RBEGIN_EDGES, /* user = space separated edge ids */
+    OP_REND,         /* t, arg = quiet */
+    OP_SWEEP,        /* row, t, arg = quiet; ret */
+    OP_FLUSH,        /* arg = how many save calls succeed before the store fails, max = users per call (0: 1);
+                        ret = still dirty; want = saved ids, calls separated by " | " */
+    OP_GEN,          /* ret = 1 when roster_online_gen() changed since the previous OP_GEN (or the start) */
+    OP_ONLINE,       /* want = sorted online list */
+    OP_QUERY,        /* user = space separated ids, arg = as shown; want = answers in order, "?" = unknown */
+    OP_COUNTS,       /* want = "users=U sessions=S edges=E" */
+    OP_HBCOUNT,      /* edge boot t, arg = open_sessions of the heartbeat; ret = disagrees */
+    OP_MISMATCHED,   /* want = sorted ids of the edges that disagree */
+    OP_SHOWN,        /* user name, arg = status, t = its lastSeen */
+    OP_SHOWN_ALL,
+    OP_RECONCILE, /* ret = changes; want = the changes, sorted */
+    OP_SETTLE,    /* arg = users taken as written, resync = keep them; ret = still dirty */
+    OP_FORGET,    /* ret = users forgotten */
+    OP_MARK,      /* user; ret */
 };
 
 struct step {
@@ -79,6 +88,28 @@ static void put_info(struct buf *b, const char *id, const char *name, enum roste
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Appends the n strings sorted, space separated; frees them. */
+static void put_sorted(struct buf *out, char **lines, size_t n)
+{
+    qsort(lines, n, sizeof *lines, cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            buf_putc(out, ' ');
+        buf_puts(out, lines[i]);
+        free(lines[i]);
+    }
+}
+
+/* Splits a space separated list in place; returns the count (at most max). */
+static size_t split(char *copy, const char **out, size_t max)
+{
+    char *save_ptr = NULL;
+    size_t n = 0;
+    for (char *tok = strtok_r(copy, " ", &save_ptr); tok && n < max; tok = strtok_r(NULL, " ", &save_ptr))
+        out[n++] = tok;
+    return n;
 }
 
 /* Records what roster_flush saved; fails after `left` saves. */
@@ -130,11 +161,64 @@ static void run_step(struct roster *r, const struct step *s, struct buf *out, in
     case OP_RBEGIN:
         roster_resync_begin(r);
         break;
+    case OP_RBEGIN_EDGES: {
+        char *copy = xstrdup(s->user);
+        const char *ids[16];
+        roster_resync_begin_edges(r, ids, split(copy, ids, 16));
+        free(copy);
+        break;
+    }
     case OP_REND:
-        roster_resync_end(r, s->t);
+        roster_resync_end(r, s->t, (int)s->arg);
         break;
     case OP_SWEEP:
-        *ret = roster_sweep_user(r, s->row, s->t);
+        *ret = roster_sweep_user(r, s->row, s->t, (int)s->arg);
+        break;
+    case OP_HBCOUNT:
+        roster_edge_seen(r, s->edge, s->boot, s->t, s->t);
+        *ret = roster_edge_count(r, s->edge, (unsigned long)s->arg);
+        break;
+    case OP_MISMATCHED: {
+        const char **ids;
+        size_t n = roster_mismatched_edges(r, &ids);
+        char **lines = xcalloc(n ? n : 1, sizeof *lines);
+        for (size_t i = 0; i < n; i++)
+            lines[i] = xstrdup(ids[i]);
+        put_sorted(out, lines, n);
+        free(lines);
+        free(ids);
+        return;
+    }
+    case OP_SHOWN:
+        roster_shown(r, s->user, s->name ? s->name : "", (enum roster_status)s->arg, s->t);
+        break;
+    case OP_SHOWN_ALL:
+        roster_shown_all(r);
+        break;
+    case OP_RECONCILE: {
+        *ret = (int)roster_reconcile(r);
+        const struct roster_change *c;
+        size_t n = roster_changes(r, &c);
+        char **lines = xcalloc(n ? n : 1, sizeof *lines);
+        for (size_t i = 0; i < n; i++) {
+            struct buf one;
+            buf_init(&one);
+            put_info(&one, c[i].user_id, c[i].username, c[i].status, c[i].last_seen_ms);
+            lines[i] = buf_steal(&one, NULL);
+        }
+        put_sorted(out, lines, n);
+        free(lines);
+        roster_changes_clear(r);
+        return;
+    }
+    case OP_SETTLE:
+        *ret = (int)roster_settle(r, (size_t)s->arg, s->resync ? 0 : 1);
+        break;
+    case OP_MARK:
+        *ret = roster_mark_dirty(r, s->user);
+        break;
+    case OP_FORGET:
+        *ret = (int)roster_forget_idle(r);
         break;
     case OP_FLUSH: {
         struct saver sv = {{0}, s->arg};
@@ -154,25 +238,17 @@ static void run_step(struct roster *r, const struct step *s, struct buf *out, in
             put_info(&one, infos[i].user_id, infos[i].username, infos[i].status, infos[i].last_seen_ms);
             lines[i] = buf_steal(&one, NULL);
         }
-        qsort(lines, n, sizeof *lines, cmp_str);
-        for (size_t i = 0; i < n; i++) {
-            if (i)
-                buf_putc(out, ' ');
-            buf_puts(out, lines[i]);
-            free(lines[i]);
-        }
+        put_sorted(out, lines, n);
         free(lines);
         free(infos);
         return;
     }
     case OP_QUERY: {
-        char *copy = xstrdup(s->user), *save_ptr = NULL;
+        char *copy = xstrdup(s->user);
         const char *ids[16];
-        size_t n = 0;
-        for (char *tok = strtok_r(copy, " ", &save_ptr); tok && n < 16; tok = strtok_r(NULL, " ", &save_ptr))
-            ids[n++] = tok;
+        size_t n = split(copy, ids, 16);
         struct roster_info infos[16];
-        roster_query(r, ids, n, infos);
+        roster_query(r, ids, n, infos, (int)s->arg);
         for (size_t i = 0; i < n; i++) {
             put_info(out, infos[i].user_id, infos[i].username, infos[i].status, infos[i].last_seen_ms);
             if (!infos[i].known)
@@ -319,6 +395,20 @@ static const struct roster_case cases[] = {
          {OPEN("C", "c1", 1, "u9", "zed", 1000), .resync = 1, .ret = 1, .want = "u9/zed:online@1000"},
          {OPEN("A", "a1", 1, "u1", "alice", 1000), .resync = 1, .ret = 0, .want = ""},
          {.op = OP_END}}},
+    {"resync window: a status chosen before its session came back is kept and published with it",
+     (const struct step[]){
+         {.op = OP_RBEGIN},
+         {SET("u1", ROSTER_AWAY, 10), .ret = 0, .want = ""}, /* the edge holds the socket: kept */
+         {QUERY("u1"), .want = "u1/:offline@0?"},            /* says nothing yet */
+         {OPEN("A", "a1", 1, "u1", "alice", 20), .resync = 1, .row = ROW("u1", "alice", ROSTER_ONLINE, 5, 1),
+          .ret = 1, .want = "u1/alice:away@10"},
+         {.op = OP_ONLINE, .want = "u1/alice:away@10"},
+         {SET("u2", ROSTER_AWAY, 30), .ret = 0, .want = ""}, /* its session never comes back */
+         {.op = OP_COUNTS, .want = "users=2 sessions=1 edges=1"},
+         {.op = OP_REND, .t = 40, .want = ""},
+         {.op = OP_COUNTS, .want = "users=1 sessions=1 edges=1"},
+         {SET("u2", ROSTER_AWAY, 50), .ret = -1, .want = ""}, /* after the window: no session, nothing */
+         {.op = OP_END}}},
     {"invisible users: set status, online list, query",
      (const struct step[]){
          {SET("u1", ROSTER_AWAY, 1), .ret = -1, .want = ""}, /* no session: ignored */
@@ -418,6 +508,130 @@ static const struct roster_case cases[] = {
                            {.op = OP_GEN, .ret = 1},
                            {.op = OP_ONLINE, .want = ""},
                            {.op = OP_END}}},
+    {"heartbeat counts: an edge whose count disagrees is remembered until one agrees",
+     (const struct step[]){{OPEN("A", "a1", 1, "u1", "alice", 0), .ret = 1, .want = "u1/alice:online@0"},
+                           {OPEN("A", "a1", 2, "u2", "bob", 0), .ret = 1, .want = "u2/bob:online@0"},
+                           {OPEN("A", "a1", 3, "u2", "bob", 0), .ret = 0, .want = ""},
+                           {.op = OP_HBCOUNT, .edge = "A", .boot = "a1", .t = 10, .arg = 3, .ret = 0},
+                           {.op = OP_HBCOUNT, .edge = "A", .boot = "a1", .t = 20, .arg = 4, .ret = 1},
+                           {OPEN("B", "b1", 1, "u3", "carol", 30), .ret = 1, .want = "u3/carol:online@30"},
+                           {.op = OP_HBCOUNT, .edge = "B", .boot = "b1", .t = 40, .arg = 0, .ret = 1},
+                           {.op = OP_MISMATCHED, .want = "A B"},
+                           {CLOSE("A", "a1", 3, 50), .ret = 0, .want = ""},
+                           {.op = OP_HBCOUNT, .edge = "A", .boot = "a1", .t = 60, .arg = 2, .ret = 0},
+                           {.op = OP_MISMATCHED, .want = "B"},
+                           /* a restart drops the sessions: the new life starts from 0 and agrees */
+                           {.op = OP_HBCOUNT,
+                            .edge = "B",
+                            .boot = "b2",
+                            .t = 70,
+                            .arg = 0,
+                            .ret = 0,
+                            .want = "u3/carol:offline@70"},
+                           {.op = OP_MISMATCHED, .want = ""},
+                           {.op = OP_HBCOUNT, .edge = "Z", .boot = "z1", .t = 80, .arg = 0, .ret = 0},
+                           {.op = OP_END}}},
+    {"takeover: the world is told only what it was not shown, with the shown lastSeen kept",
+     (const struct step[]){
+         {OPEN("A", "a1", 1, "u1", "alice", 10), .ret = 1, .want = "u1/alice:online@10"},
+         {.op = OP_SHOWN, .user = "u1", .name = "alice", .arg = ROSTER_ONLINE, .t = 8}, /* the active's clock
+                                                                                         */
+         {OPEN("A", "a1", 2, "u2", "bob", 20), .ret = 1, .want = "u2/bob:online@20"},   /* never published */
+         {.op = OP_SHOWN, .user = "u3", .name = "carol", .arg = ROSTER_ONLINE, .t = 5}, /* open never heard */
+         {.op = OP_SHOWN, .user = "u9", .name = "zed", .arg = ROSTER_OFFLINE, .t = 6},  /* nothing to keep */
+         {OPEN("A", "a1", 4, "u4", "dan", 30), .ret = 1, .want = "u4/dan:online@30"},
+         {.op = OP_SHOWN, .user = "u4", .name = "dan", .arg = ROSTER_ONLINE, .t = 29},
+         {SET("u4", ROSTER_AWAY, 40), .ret = 0, .want = "u4/dan:away@40"}, /* not published */
+         {OPEN("A", "a1", 5, "u5", "erin", 50), .ret = 1, .want = "u5/erin:online@50"},
+         {.op = OP_SHOWN, .user = "u5", .name = "erin", .arg = ROSTER_ONLINE, .t = 49},
+         {CLOSE("A", "a1", 5, 60), .ret = 1, .want = "u5/erin:offline@60"}, /* not published */
+         {.op = OP_COUNTS, .want = "users=5 sessions=3 edges=1"},
+         {.op = OP_RECONCILE,
+          .ret = 4,
+          .want = "u2/bob:online@20 u3/carol:offline@5 u4/dan:away@40 u5/erin:offline@60"},
+         {QUERY("u1"), .want = "u1/alice:online@8"},
+         {.op = OP_FLUSH, .arg = 9, .max = 100, .want = "u1+ u2+ u4+ u5- u3-"},
+         {.op = OP_SHOWN, .user = "u2", .name = "bob", .arg = ROSTER_ONLINE, .t = 20},
+         {.op = OP_SHOWN, .user = "u3", .name = "carol", .arg = ROSTER_OFFLINE, .t = 5},
+         {.op = OP_SHOWN, .user = "u4", .name = "dan", .arg = ROSTER_AWAY, .t = 40},
+         {.op = OP_SHOWN, .user = "u5", .name = "erin", .arg = ROSTER_OFFLINE, .t = 60},
+         {.op = OP_COUNTS, .want = "users=3 sessions=3 edges=1"}, /* carol and erin forgotten */
+         {.op = OP_RECONCILE, .ret = 0, .want = ""},
+         {.op = OP_END}}},
+    {"shown: a user with no session is kept while the world sees them, and while unwritten",
+     (const struct step[]){
+         {.op = OP_SHOWN, .user = "u9", .name = "zed", .arg = ROSTER_AWAY, .t = 1},
+         {.op = OP_COUNTS, .want = "users=1 sessions=0 edges=0"},
+         {.op = OP_ONLINE, .want = ""}, /* no session: not listed */
+         {.op = OP_SHOWN, .user = "u9", .name = "zed", .arg = ROSTER_OFFLINE, .t = 2},
+         {.op = OP_COUNTS, .want = "users=0 sessions=0 edges=0"},
+         {OPEN("A", "a1", 1, "u1", "alice", 10), .ret = 1, .want = "u1/alice:online@10"},
+         {.op = OP_SHOWN, .user = "u1", .name = "alice", .arg = ROSTER_ONLINE, .t = 10},
+         {CLOSE("A", "a1", 1, 20), .ret = 1, .want = "u1/alice:offline@20"},
+         {.op = OP_FLUSH, .arg = 9, .want = "u1-"},
+         {.op = OP_COUNTS, .want = "users=1 sessions=0 edges=1"}, /* written, still shown online */
+         {.op = OP_SHOWN, .user = "u1", .name = "alice", .arg = ROSTER_OFFLINE, .t = 20},
+         {.op = OP_COUNTS, .want = "users=0 sessions=0 edges=1"},
+         {OPEN("A", "a1", 2, "u2", "bob", 30), .ret = 1, .want = "u2/bob:online@30"},
+         {CLOSE("A", "a1", 2, 40), .ret = 1, .want = "u2/bob:offline@40"},
+         {.op = OP_SHOWN, .user = "u2", .name = "bob", .arg = ROSTER_OFFLINE, .t = 40},
+         {.op = OP_COUNTS, .want = "users=1 sessions=0 edges=1"}, /* not written yet */
+         {.op = OP_FLUSH, .arg = 9, .want = "u2-"},
+         {.op = OP_COUNTS, .want = "users=0 sessions=0 edges=1"},
+         {.op = OP_END}}},
+    {"settle: a standby lets the oldest marks go, in marking order",
+     (const struct step[]){{OPEN("A", "a1", 1, "u1", "alice", 0), .ret = 1, .want = "u1/alice:online@0"},
+                           {OPEN("A", "a1", 2, "u2", "bob", 0), .ret = 1, .want = "u2/bob:online@0"},
+                           {OPEN("A", "a1", 3, "u3", "carol", 0), .ret = 1, .want = "u3/carol:online@0"},
+                           {CLOSE("A", "a1", 1, 10), .ret = 1, .want = "u1/alice:offline@10"},
+                           {.op = OP_SETTLE, .arg = 2, .ret = 1},
+                           {.op = OP_COUNTS, .want = "users=2 sessions=2 edges=1"}, /* alice forgotten */
+                           {.op = OP_MARK, .user = "u2", .ret = 0},
+                           {.op = OP_MARK, .user = "u1", .ret = -1},
+                           {.op = OP_SETTLE, .arg = 99, .ret = 0},
+                           {.op = OP_FLUSH, .arg = 9, .want = ""},
+                           /* a takeover keeps the users it settles, until it has checked their rows */
+                           {CLOSE("A", "a1", 2, 20), .ret = 1, .want = "u2/bob:offline@20"},
+                           {.op = OP_SETTLE, .arg = 99, .resync = 1, .ret = 0},
+                           {.op = OP_COUNTS, .want = "users=2 sessions=1 edges=1"},
+                           {.op = OP_FORGET, .ret = 1},
+                           {.op = OP_COUNTS, .want = "users=1 sessions=1 edges=1"},
+                           {.op = OP_END}}},
+    {"shown: where the roster agrees with the world, it takes the shown lastSeen",
+     (const struct step[]){
+         {OPEN("A", "a1", 1, "u1", "alice", 10), .ret = 1, .want = "u1/alice:online@10"},
+         {.op = OP_SHOWN, .user = "u1", .name = "alice", .arg = ROSTER_ONLINE, .t = 8},
+         {QUERY("u1"), .want = "u1/alice:online@8"},
+         {.op = OP_SHOWN, .user = "u1", .name = "alice", .arg = ROSTER_AWAY, .t = 12}, /* set not heard yet */
+         {QUERY("u1"), .want = "u1/alice:online@8"},
+         {QUERY("u1"), .arg = 1, .want = "u1/alice:away@12"}, /* a standby answers what the world saw */
+         {QUERY("u9"), .arg = 1, .want = "u9/:offline@0?"},
+         {SET("u1", ROSTER_AWAY, 13), .ret = 0, .want = "u1/alice:away@13"},
+         {.op = OP_RECONCILE, .ret = 0, .want = ""},
+         {QUERY("u1"), .want = "u1/alice:away@12"},
+         {.op = OP_FLUSH, .arg = 9, .want = "u1+"}, /* not marked again for the lastSeen taken */
+         {.op = OP_END}}},
+    {"a resync window for some edges: their sessions re-learnt, a quiet end, then reconcile",
+     (const struct step[]){
+         {OPEN("A", "a1", 1, "u1", "alice", 0), .ret = 1, .want = "u1/alice:online@0"},
+         {OPEN("B", "b1", 1, "u2", "bob", 0), .ret = 1, .want = "u2/bob:online@0"},
+         {OPEN("B", "b1", 2, "u3", "carol", 0), .ret = 1, .want = "u3/carol:online@0"},
+         {.op = OP_SHOWN_ALL},
+         {.op = OP_RBEGIN_EDGES, .user = "B Z"},
+         {OPEN("B", "b1", 1, "u2", "bob", 10), .resync = 1, .ret = 0, .want = ""},
+         {OPEN("B", "b1", 3, "u4", "dan", 20), .resync = 1, .ret = 1, .want = ""}, /* lost open, quiet */
+         {CLOSE("A", "a1", 1, 30), .ret = 1, .want = ""},                          /* decided at the end */
+         {.op = OP_REND, .t = 40, .arg = 1, .want = ""},
+         {.op = OP_COUNTS, .want = "users=4 sessions=2 edges=2"},
+         {.op = OP_RECONCILE, .ret = 3, .want = "u1/alice:offline@30 u3/carol:offline@40 u4/dan:online@20"},
+         /* a quiet sweep writes the row without telling anyone */
+         {.op = OP_SWEEP,
+          .row = ROW("u8", "hal", ROSTER_ONLINE, 1, 1),
+          .t = 50,
+          .arg = 1,
+          .ret = 1,
+          .want = ""},
+         {.op = OP_END}}},
 };
 
 static void test_case(void **state)

@@ -5,7 +5,7 @@
  * JetStream stream CHAT_EVENTS from that time (an ordered consumer) before
  * going live; otherwise it subscribes to the live subjects (wildcards
  * allowed, e.g. 'chat.>'). Output: {"subject":..., "type":..., "data":{...}}.
- * NATS_URL says where NATS is. */
+ * NATS_URL says where NATS is: one URL, or a cluster's comma-separated. */
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -43,6 +43,7 @@ static const ProtobufCMessageDescriptor *type_of(const char *subject)
         {"chat.presence.query", &chat__v1__presence_query__descriptor},
         {"chat.presence.status", &chat__v1__presence_change__descriptor},
         {"chat.presence.resync", &chat__v1__resync_request__descriptor},
+        {"chat.presence.transfer", &chat__v1__presence_state_request__descriptor},
         {"chat.event.message.created", &chat__v1__message__descriptor},
         {"chat.event.message.read", &chat__v1__read_receipt__descriptor},
     };

@@ -362,6 +362,7 @@ int chat_recovery_start(struct chat *c)
     kc.History = 1;
     kc.TTL = (int64_t)(c->cfg->recovery_window_ms + MARGIN_MS) * 1000000LL;
     kc.StorageType = js_FileStorage;
+    kc.Replicas = (int)streams_replicas();
     jsErrCode jerr = 0;
     natsStatus s = js_CreateKeyValue(&kv, c->js_short, &kc);
     if (s != NATS_OK)
