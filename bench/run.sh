@@ -258,6 +258,30 @@ if [ "$MODE" = full ] && [ "${BENCH_LARGE:-1}" != 0 ] && [[ " $BENCH_SIDES " == 
     run_large fanout --n "$BENCH_LARGE_N" --users 100 --rounds "$BENCH_ROUNDS"
     run_large connect --n "$BENCH_LARGE_CONNECT_N"
 fi
+# ---- connection state recovery on and off (labels rec-on-N, rec-off-N): the
+# messages scenario against the first edge (recovery on, the default) and a
+# second one with EDGE_RECOVERY_WINDOW_MS=0, alternated BENCH_RECOVERY_PAIRS
+# times on the same stack, so that the machine's noise falls on both alike.
+RECOVERY=0
+if [ "$MODE" = full ] && [ "${BENCH_RECOVERY_PAIRS:-3}" != 0 ] && [[ " $BENCH_SCENARIOS " == *" messages "* ]] &&
+    [[ " $BENCH_SIDES " == *" c "* ]]; then
+    RECOVERY=1
+    OFF_PORT=$(free_port)
+    EDGE_HOST=127.0.0.1 EDGE_PORT=$OFF_PORT EDGE_RECOVERY_WINDOW_MS=0 "$BIN_DIR/chat-edge" >"$WORK/edge-off.log" 2>&1 &
+    OFF_PID=$!
+    pids+=("$OFF_PID")
+    wait_for "chat-edge (recovery off)" 300 healthy "$OFF_PORT"
+    margs=(--n "$BENCH_MESSAGES_N" --seconds "$BENCH_SECONDS" --rate "$BENCH_MESSAGES_RATE" --window "$BENCH_MESSAGES_WINDOW")
+    for i in $(seq 1 "${BENCH_RECOVERY_PAIRS:-3}"); do
+        for mode in on off; do
+            if [ $mode = on ]; then url=$C_URL pid=$EDGE_PID; else url=http://127.0.0.1:$OFF_PORT pid=$OFF_PID; fi
+            echo "\$ chatload messages --url $url --secret \$JWT_SECRET ${margs[*]} --label rec-$mode-$i"
+            "$CHATLOAD" messages --url "$url" --secret "$JWT_SECRET" "${margs[@]}" \
+                --pid "edge=$pid,nats=$NATS_PID,messaging=$MSG_PID,postgres=$PM_PID" --label "rec-$mode-$i" \
+                --tsv "$TSV" || echo "bench: chatload messages (recovery $mode) exited $?"
+        done
+    done
+fi
 [ -n "${BENCH_TSV_COPY:-}" ] && cp "$TSV" "$BENCH_TSV_COPY"
 
 # value of figure $3 for side $1, scenario $2 ("" when absent)
@@ -362,6 +386,21 @@ if [ "$LARGE" = 1 ]; then
     large connect connect_seconds "s until all were connected (each broadcast to all)"
     large connect connects_per_s "per second"
     large connect closed_by_server "sockets"
+fi
+if [ "$RECOVERY" = 1 ]; then
+    echo
+    echo "== connection state recovery: the messages scenario with it on and off, alternated (persisted/s)"
+    on=() off=()
+    for i in $(seq 1 "${BENCH_RECOVERY_PAIRS:-3}"); do
+        on+=("$(val "rec-on-$i" messages persisted_per_s)")
+        off+=("$(val "rec-off-$i" messages persisted_per_s)")
+    done
+    med() { printf '%s\n' "$@" | grep . | sort -g | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print ""}'; }
+    mon=$(med "${on[@]}") moff=$(med "${off[@]}")
+    printf '%-12s %s\n' "on:" "${on[*]}   (median ${mon:--})"
+    printf '%-12s %s\n' "off:" "${off[*]}   (median ${moff:--})"
+    awk -v a="$mon" -v b="$moff" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "on/off: -";
+        else printf "on/off: %.2f of the persisted messages/s with recovery off (the aim: at least 0.85)\n", a / b }'
 fi
 echo "(rss_per_conn_kib and cpu_*: ours is chat-edge, node the Node process; the other processes of our"
 echo " stack are in the per-scenario blocks above as .nats, .presence, .messaging, .postgres;"
