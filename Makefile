@@ -77,7 +77,7 @@ UNIT_TESTS := $(BUILD)/tests/test_eio $(BUILD)/tests/test_sio $(BUILD)/tests/tes
               $(BUILD)/tests/test_chat_wire $(BUILD)/tests/test_session $(BUILD)/tests/test_histq \
               $(BUILD)/tests/test_quota $(BUILD)/tests/test_seen $(BUILD)/tests/test_recovery
 
-.PHONY: all test test-unit test-e2e test-browser test-sanitize test-run test-deploy deps run format clean clean-state
+.PHONY: all test test-unit test-e2e test-browser test-sanitize test-run test-deploy chaos deps run format clean clean-state
 all: $(BINS)
 
 $(GEN_C) $(GEN_H) &: proto/chat.proto
@@ -253,6 +253,14 @@ test-e2e: $(BINS)
 	cd tests/e2e && CHAT_EDGE_BIN=$(abspath $(BUILD)/bin/chat-edge) \
 	  LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 npm test
+
+# The chaos test alone, longer than in make test's e2e run: three rounds of
+# killing a NATS node, the active presence, a messaging replica and an edge
+# while clients chat (tests/e2e/chaos.test.mjs; CHAOS_ROUNDS to change).
+chaos: deps-test $(BINS)
+	cd tests/e2e && CHAT_EDGE_BIN=$(abspath $(BUILD)/bin/chat-edge) CHAOS_ROUNDS=$${CHAOS_ROUNDS:-3} \
+	  LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 node --test --test-reporter=tap chaos.test.mjs
 
 # The demo page in headless Chromium (Debian's) against the real stack.
 test-browser: $(BINS)
