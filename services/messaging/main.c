@@ -1,7 +1,6 @@
 /* chat-messaging: stores messages and read receipts (see messaging.h). Reads
  * its configuration, connects NATS, runs the workers until SIGTERM/SIGINT,
  * then stops them and flushes NATS. */
-#include <signal.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -10,12 +9,10 @@
 #include "config.h"
 #include "log.h"
 #include "messaging.h"
+#include "stop.h"
 #include "streams.h"
 
-#define V(name, kind, def, field, min, max, help)                                                            \
-    {                                                                                                        \
-        name, kind, def, 0, offsetof(struct messaging_config, field), min, max, help                         \
-    }
+#define V(...) CONFIG_VAR(struct messaging_config, __VA_ARGS__)
 
 #define STR_(x) #x
 #define STR(x) STR_(x)
@@ -55,27 +52,18 @@ static const struct config_var vars[] = {
     V("HEALTH_PORT", CONFIG_INT, "9101", health_port, 0, 65535, "port of GET /healthz and /metrics; 0: off"),
 };
 
-static volatile sig_atomic_t stopping;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stopping = 1;
-}
 
 int main(void)
 {
     static struct messaging_config cfg;
     struct bus bus = {0};
     log_init("messaging", "info");
-    config_load(&cfg, vars, sizeof vars / sizeof vars[0]);
+    config_load(&cfg, vars, CONFIG_COUNT(vars));
     if (log_init("messaging", cfg.log_level) != 0)
         log_warn("unknown LOG_LEVEL=%s; using info", cfg.log_level);
-    config_log(&cfg, vars, sizeof vars / sizeof vars[0]);
+    config_log(&cfg, vars, CONFIG_COUNT(vars));
     streams_set_replicas(cfg.stream_replicas);
-    signal(SIGTERM, on_signal);
-    signal(SIGINT, on_signal);
-    signal(SIGPIPE, SIG_IGN);
+    stop_install(NULL, NULL);
 
     if (bus_open(&bus, cfg.nats_url, "chat-messaging", 1) != 0)
         return 1;
@@ -87,7 +75,7 @@ int main(void)
     }
     /* Polled: a signal may land on a nats.c thread, which would not wake
      * pause() here. */
-    while (!stopping) {
+    while (!stop_requested()) {
         struct timespec ts = {0, 100 * 1000000L};
         nanosleep(&ts, NULL);
     }

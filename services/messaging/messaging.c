@@ -167,18 +167,11 @@ static void message_from_row(Chat__V1__Message *msg, struct store_row *r)
  * for all of a batch. */
 static void publish_record(struct worker *w, const char *subject, const char *msg_id, const ProtobufCMessage *p)
 {
-    size_t n = protobuf_c_message_get_packed_size(p);
-    uint8_t *buf = xmalloc(n);
-    protobuf_c_message_pack(p, buf);
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    po.MsgId = msg_id;
-    natsStatus s = js_PublishAsync(w->js, subject, buf, (int)n, &po);
+    natsStatus s = bus_js_publish(w->js, subject, msg_id, 0, p);
     if (s != NATS_OK) {
         log_warn("record publish failed subject=%s: %s", subject, natsStatus_GetText(s));
         atomic_fetch_add(&w->records_failed, 1);
     }
-    free(buf);
 }
 
 /* JetStream refused a record (the closure: its worker). */
