@@ -11,8 +11,11 @@
  *   scenarios: idle connect relay messages fanout (chatload --help) */
 #define _GNU_SOURCE /* memmem */
 #include <errno.h>
+#include <arpa/inet.h>
 #include <jansson.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +33,7 @@ static const char *const scenario_names[] = {"idle", "connect", "relay", "messag
 static struct {
     enum scenario sc;
     const char *url, *secret, *label, *tsv;
+    const char *nats_monitor; /* host:port of nats-server's monitoring (-m): NATS figures */
     char host[256];
     int port;
     long n, users, window, connect_window, rounds, src_addrs;
@@ -490,14 +494,27 @@ static void setup_pairs(void)
         conns[i].peer = (uint32_t)(i ^ 1) < (uint32_t)opt.n ? (uint32_t)(i ^ 1) : (uint32_t)i;
 }
 
+/* Gives lists still on their way up to max_s to come (a swamped client reads
+ * them late; only one that never comes is "without list"). */
+static void await_lists(double max_s)
+{
+    int64_t end = after_s(max_s);
+    while (!interrupted && lc_counts.no_list && now_ns() < end)
+        lc_service();
+}
+
 static void fig_connected(double secs)
 {
+    await_lists(30);
     fig("connected", (double)count_ready(), "sockets");
     fig("connect_failed", (double)lc_counts.failed, "sockets");
     fig("connect_seconds", secs, "s (first start to last ready)");
     fig("closed_by_server", (double)lc_counts.closed, "sockets closed by the server after they were ready");
     fig("connected_without_list", (double)lc_counts.no_list,
-        "sockets whose CONNECT reply came without presence:update");
+        "sockets that never got their presence:update list (within the run)");
+    fig("list_late", (double)lc_counts.list_late,
+        "sockets whose list came over 1 s after the CONNECT reply (it came)");
+    fig("list_late_max_ms", (double)lc_counts.list_late_max_ns / 1e6, "ms from a CONNECT reply to its latest list");
 }
 
 /* ---------- scenarios ---------- */
@@ -579,6 +596,97 @@ static void sc_relay(void)
     fig_cpu("open", &a, &b);
 }
 
+/* ---------- nats-server's monitoring: what a persisted message costs NATS ---------- */
+
+/* GET path on opt.nats_monitor; the JSON body, or NULL. */
+static json_t *monitor_get(const char *path)
+{
+    char host[64] = "127.0.0.1";
+    int port = 0;
+    const char *colon = strrchr(opt.nats_monitor, ':');
+    if (!colon || (size_t)(colon - opt.nats_monitor) >= sizeof host)
+        return NULL;
+    memcpy(host, opt.nats_monitor, (size_t)(colon - opt.nats_monitor));
+    host[colon - opt.nats_monitor] = '\0';
+    port = atoi(colon + 1);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        return NULL;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return NULL;
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, host);
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    if (!buf || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || write(fd, req, (size_t)n) != n) {
+        free(buf);
+        close(fd);
+        return NULL;
+    }
+    for (;;) {
+        if (len + 4096 > cap) {
+            char *p = realloc(buf, cap *= 2);
+            if (!p)
+                break;
+            buf = p;
+        }
+        ssize_t r = read(fd, buf + len, cap - len - 1);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    close(fd);
+    buf[len] = '\0';
+    char *body = strstr(buf, "\r\n\r\n");
+    /* nats-server writes uint64 maxima that overflow a json_int_t: read numbers as doubles. */
+    json_t *j = body ? json_loads(body + 4, JSON_DECODE_INT_AS_REAL, NULL) : NULL;
+    free(buf);
+    return j;
+}
+
+struct nats_counts {
+    double in_msgs, out_msgs, stores;
+    int ok;
+};
+
+/* The server's message counters and its JetStream stores (the sum of every
+ * stream's last sequence: each store takes one). */
+static void nats_counts(struct nats_counts *c)
+{
+    memset(c, 0, sizeof *c);
+    if (!opt.nats_monitor)
+        return;
+    json_t *v = monitor_get("/varz");
+    json_t *j = monitor_get("/jsz?accounts=true&streams=true");
+    if (v && j) {
+        c->in_msgs = json_number_value(json_object_get(v, "in_msgs"));
+        c->out_msgs = json_number_value(json_object_get(v, "out_msgs"));
+        size_t i, k;
+        json_t *acc, *stream;
+        json_array_foreach(json_object_get(j, "account_details"), i, acc)
+            json_array_foreach(json_object_get(acc, "stream_detail"), k, stream)
+                c->stores += json_number_value(json_object_get(json_object_get(stream, "state"), "last_seq"));
+        c->ok = 1;
+    }
+    json_decref(v);
+    json_decref(j);
+}
+
+static void fig_nats(const struct nats_counts *a, const struct nats_counts *b, double messages)
+{
+    if (!a->ok || !b->ok || messages <= 0)
+        return;
+    fig("nats_msgs_in_per_message", (b->in_msgs - a->in_msgs) / messages,
+        "NATS messages the server received per persisted message (all clients: edge, services)");
+    fig("nats_msgs_out_per_message", (b->out_msgs - a->out_msgs) / messages,
+        "NATS messages the server sent per persisted message");
+    fig("jetstream_stores_per_message", (b->stores - a->stores) / messages,
+        "JetStream stores per persisted message (every stream's sequence advanced)");
+}
+
 static void sc_messages(void)
 {
     struct snap a, b;
@@ -587,9 +695,14 @@ static void sc_messages(void)
     fig_connected(secs);
     settle(0.3, opt.settle_max);
     st.mode = M_MESSAGES;
+    struct nats_counts na, nb;
+    nats_counts(&na);
+    uint64_t done0 = st.done;
     snap_take(&a);
     double mps = closed_loop(&st.done);
     snap_take(&b);
+    nats_counts(&nb);
+    fig_nats(&na, &nb, (double)(st.done - done0));
     fig("persisted_per_s", mps,
         opt.ack ? "messages/s acked ok (closed loop)" : "messages/s confirmed by message:sent (closed loop)");
     fig_per_core("persisted_per_core_s", mps, &a, &b);
@@ -691,6 +804,8 @@ static void usage(FILE *f)
         "  --ack               messages: ask for acks and count {ok:true} acks instead of message:sent\n"
         "  --label L           a name for this side in the output (default: the URL)\n"
         "  --tsv FILE          also append 'label scenario figure value unit' lines to FILE\n"
+        "  --nats-monitor H:P  messages: nats-server's monitoring port (-m): NATS messages and JetStream\n"
+        "                      stores per persisted message, from /varz and /jsz deltas\n"
         "The secret may come from JWT_SECRET instead of --secret.\n");
 }
 
@@ -797,6 +912,8 @@ static int parse_args(int argc, char **argv)
             opt.label = v;
         else if (strcmp(a, "--tsv") == 0)
             opt.tsv = v;
+        else if (strcmp(a, "--nats-monitor") == 0)
+            opt.nats_monitor = v;
         else
             return -1;
     }

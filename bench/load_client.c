@@ -86,6 +86,19 @@ static int event_name(const char *a, size_t len, const char **name, size_t *name
     return 1;
 }
 
+/* The presence:update list came: c is ready, or, ready already without it
+ * (promote_joined), it is no longer missing its list. */
+static void got_list(struct lc_conn *c, int64_t now)
+{
+    if (c->list_wait) {
+        c->list_wait = 0;
+        lc_counts.no_list--;
+        lc_counts.list_late++;
+        if (now - c->t_sio > lc_counts.list_late_max_ns)
+            lc_counts.list_late_max_ns = now - c->t_sio;
+    }
+}
+
 static void become_ready(struct lc_conn *c, int64_t now)
 {
     if (c->state != LC_JOINING)
@@ -159,6 +172,10 @@ static void on_message(struct lc_conn *c, int64_t now, const char *p, size_t len
             become_ready(c, now);
             return;
         }
+        if (c->list_wait && is_name(name, name_len, "presence:update")) {
+            got_list(c, now);
+            return;
+        }
         if (c->state == LC_READY && app->on_event)
             app->on_event(c, now, name, name_len, rest, rest_len);
         return;
@@ -211,8 +228,10 @@ static void on_part(struct lc_conn *c, int64_t now, const char *in, size_t len, 
     if (c->skipping) {
         lc_counts.frames_in++;
         lc_counts.last_rx = now;
-        if (c->skipping == 2 && c->sio_ok)
+        if (c->skipping == 2 && c->sio_ok) {
+            got_list(c, now);
             become_ready(c, now);
+        }
     } else {
         on_message(c, now, c->rx, c->rx_len);
     }
@@ -402,6 +421,7 @@ static void promote_joined(int64_t now)
         struct lc_conn *c = &all[i];
         if (c->state == LC_JOINING && c->sio_ok && now - c->t_sio > grace) {
             become_ready(c, c->t_sio);
+            c->list_wait = 1; /* counted until its list comes, if it does */
             lc_counts.no_list++;
         }
     }

@@ -3,8 +3,9 @@
  * thread. Each connection: WebSocket upgrade on /socket.io/, the open packet,
  * CONNECT with {"token"}, the CONNECT reply, then the first event
  * (presence:update) marks it ready; a CONNECT reply with no presence:update
- * within LC_JOIN_GRACE_MS (a server whose presence lookup timed out) marks it
- * ready too, as of the reply, and is counted in no_list. Server pings are answered; everything
+ * within LC_JOIN_GRACE_MS (a server whose presence lookup timed out, or a
+ * client too swamped to read it) marks it ready too, as of the reply, and is
+ * counted in no_list until its list comes (then in list_late). Server pings are answered; everything
  * else is handed to the application's callbacks. Frames are written one per
  * WRITEABLE callback (docs/architecture.md §Libraries), built when they are written. */
 #ifndef LOAD_CLIENT_H
@@ -32,6 +33,7 @@ struct lc_conn {
     uint8_t sio_ok;                  /* the CONNECT reply came */
     uint8_t skipping;                /* dropping the rest of a large message nobody needs */
     uint8_t closing;                 /* close at the next WRITEABLE */
+    uint8_t list_wait;               /* ready without its presence:update list, which may still come */
     uint16_t pongs;                  /* pongs to write */
     uint32_t emits;                  /* application frames to write */
     uint32_t inflight;               /* closed-loop frames awaiting their answer */
@@ -62,7 +64,9 @@ struct lc_app {
 struct lc_counts {
     size_t connecting; /* started, not yet ready or failed */
     size_t ready, failed, closed;
-    size_t no_list;   /* became ready without the presence:update list */
+    size_t no_list;   /* ready without the presence:update list, which never came (so far) */
+    size_t list_late; /* ready without it, which came later */
+    int64_t list_late_max_ns; /* the longest from a CONNECT reply to its late list */
     size_t frames_in; /* every Engine.IO message received */
     int64_t last_rx;  /* time of the last message received */
     size_t pings;

@@ -129,7 +129,8 @@ PG_SETTINGS=$("$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -A
 
 # ---- NATS and our three services
 NATS_PORT=$(free_port)
-nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$WORK/js" >"$WORK/nats.log" 2>&1 &
+NATS_MON=$(free_port) # its monitoring: chatload messages reads /varz and /jsz
+nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON" -sd "$WORK/js" >"$WORK/nats.log" 2>&1 &
 NATS_PID=$!
 pids+=("$NATS_PID")
 wait_for "nats-server" 100 tcp_open "$NATS_PORT"
@@ -215,6 +216,7 @@ run_one() { # side scenario
     esac
     [ "$sc" = idle ] && [ -n "$BENCH_IDLE_USERS" ] && args+=(--users "$BENCH_IDLE_USERS")
     [ "$sc" = fanout ] && [ -n "$BENCH_FANOUT_USERS" ] && args+=(--users "$BENCH_FANOUT_USERS")
+    [ "$sc" = messages ] && [ "$side" = c ] && args+=(--nats-monitor "127.0.0.1:$NATS_MON")
     echo "\$ chatload $sc --url $url --secret \$JWT_SECRET ${args[*]} --pid $pidarg --label $side"
     "$CHATLOAD" "$sc" --url "$url" --secret "$JWT_SECRET" "${args[@]}" --pid "$pidarg" \
         --label "$side" --tsv "$TSV" || echo "bench: chatload $sc against $side exited $?"
@@ -343,6 +345,8 @@ for sc in $BENCH_SCENARIOS; do
         summary connect connects_per_core_s higher
         summary connect connect_p50_ms lower
         summary connect connect_p99_ms lower
+        summary connect connected_without_list lower
+        summary connect list_late lower
         ;;
     relay)
         summary relay events_per_s higher
@@ -361,6 +365,9 @@ for sc in $BENCH_SCENARIOS; do
         summary messages latency_p99_ms lower
         summary messages latency_p999_ms lower
         summary messages lost lower
+        summary messages nats_msgs_in_per_message lower
+        summary messages nats_msgs_out_per_message lower
+        summary messages jetstream_stores_per_message lower
         ;;
     fanout)
         summary fanout sockets higher
