@@ -723,6 +723,20 @@ static void sc_messages(void)
     fig_cpu("open", &a, &b);
 }
 
+/* Nanoseconds pid has run on a CPU (/proc/<pid>/schedstat: exact, where
+ * /proc/<pid>/stat counts 10 ms ticks), or -1. */
+static double run_ns(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/schedstat", (int)pid);
+    FILE *f = fopen(path, "r");
+    unsigned long long ns = 0;
+    int ok = f && fscanf(f, "%llu", &ns) == 1;
+    if (f)
+        fclose(f);
+    return ok ? (double)ns : -1;
+}
+
 static void sc_fanout(void)
 {
     double secs = connect_all(opt.n, NULL);
@@ -741,12 +755,14 @@ static void sc_fanout(void)
     struct load_samples last, first;
     load_samples_init(&last, (size_t)opt.rounds);
     load_samples_init(&first, (size_t)opt.rounds);
-    uint64_t min_got = UINT64_MAX;
+    uint64_t min_got = UINT64_MAX, frames = 0;
+    double main_cpu_s = 0; /* the main --pid process (the edge) during the rounds */
     for (long r = 0; r < opt.rounds && !interrupted; r++) {
         st.fan_status = r % 2 ? "online" : "away";
         st.fan_got = 0;
         st.fan_t0 = 0;
         st.lat.n = 0;
+        double ra = opt.npids ? run_ns(opt.pids[0]) : -1;
         changer->emits = 1;
         lc_want_write(changer);
         int64_t end = after_s(10);
@@ -755,6 +771,10 @@ static void sc_fanout(void)
             if (st.fan_got && now_ns() - st.fan_last > 2000000000LL)
                 break; /* nothing new for 2 s: some sockets will not get it */
         }
+        double rb = opt.npids ? run_ns(opt.pids[0]) : -1;
+        if (ra >= 0 && rb >= 0)
+            main_cpu_s += (rb - ra) / 1e9;
+        frames += st.fan_got;
         if (st.fan_got) {
             load_samples_add(&last, st.fan_last - st.fan_t0);
             load_samples_add(&first, st.fan_first - st.fan_t0);
@@ -770,6 +790,9 @@ static void sc_fanout(void)
     fig("last_ms_median", ms(load_samples_pct(&last, 50)), "ms until the last socket had it (median round)");
     fig("last_ms_max", ms(load_samples_pct(&last, 100)), "ms (worst round)");
     fig("first_ms_median", ms(load_samples_pct(&first, 50)), "ms until the first socket had it");
+    if (opt.npids && frames)
+        fig("main_us_per_frame", main_cpu_s * 1e6 / (double)frames,
+            "µs of the main --pid process's CPU per user:status delivered, over the rounds");
     load_samples_cleanup(&last);
     load_samples_cleanup(&first);
 }

@@ -374,6 +374,7 @@ for sc in $BENCH_SCENARIOS; do
         summary fanout received_min higher
         summary fanout last_ms_median lower
         summary fanout last_ms_max lower
+        summary fanout main_us_per_frame lower
         ;;
     esac
     summary "$sc" client_cpu_pct lower
@@ -389,6 +390,7 @@ if [ "$LARGE" = 1 ]; then
     large fanout received_min "sockets that got the change"
     large fanout last_ms_median "ms until the last socket had it"
     large fanout first_ms_median "ms until the first"
+    large fanout main_us_per_frame "µs of edge CPU per frame delivered"
     large connect connected "distinct users"
     large connect connect_seconds "s until all were connected (each broadcast to all)"
     large connect connects_per_s "per second"

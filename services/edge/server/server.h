@@ -52,7 +52,9 @@ struct server {
     volatile int stopping; /* no new sessions; WebSockets close with 1001 */
     struct map tcp_peers;  /* peer address -> open TCP connections (max_tcp_per_ip) */
     char *tcp_pending;     /* the address accepted last, until its connection exists */
-    uint64_t refused_tcp;  /* connections refused at accept (per-address limit) */
+    uint64_t refused_tcp;  /* connections refused at accept (per-address or open-files limit) */
+    long tcp_open;         /* connections open (accepted, not yet destroyed) */
+    long max_open;         /* the open-files limit less a reserve (0: none) */
     uint64_t forwarded;    /* client addresses taken from a trusted proxy's X-Forwarded-For */
 };
 
