@@ -259,6 +259,22 @@ describe("recovery after the first edge is gone", () => {
   });
 });
 
+describe("a half-open connection: the old socket's edge has not noticed the drop", () => {
+  for (const [where, other] of [["the same edge", false], ["another edge", true]]) {
+    test(`the client comes back to ${where}: its old socket is closed, the session recovered`, async () => {
+      const ada = makeUser("ada");
+      const old = await openSioSession(edge1, { token: ada.token });
+      const reply = JSON.parse(old.client.frames.find((f) => f.text?.startsWith("40")).text.slice(2));
+      // The old connection stays open (never closed by the client): its edge still holds the socket.
+      const again = await openSioSession(other ? edge2 : edge1, { token: ada.token, pid: reply.pid });
+      assert.equal(again.sid, reply.sid, "recovered: the old socket id");
+      const closed = await withTimeout(old.client.closed, 5000, "the old connection closed by its edge");
+      assert.ok(closed.code === 1000 || closed.code === 1001 || closed.code === 1005 || closed.code === 1006, `closed (${closed.code})`);
+      again.client.close();
+    });
+  }
+});
+
 describe("what is not recovered gets a new session, with no error", () => {
   test("past EDGE_RECOVERY_WINDOW_MS: a new session (new id, presence:update), the missed messages only in history", async () => {
     const short = await startEdge({ nats, name: "rec-window", env: { EDGE_RECOVERY_WINDOW_MS: "300" } });

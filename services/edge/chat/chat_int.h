@@ -200,6 +200,11 @@ void chat_recovery_opened(struct chat_sock *cs);
 /* Loop: a worker's outcome (RELAY_RECOVERY) / another edge's release request. */
 void chat_on_recovery(struct chat *c, const char *key, const uint8_t *data, size_t len);
 void chat_on_release(struct chat *c, const uint8_t *data, size_t len);
+/* Loop: the same from a worker of this edge (its own subscription would not
+ * hear a request on its no_echo connection). */
+void chat_on_release_here(struct chat *c, const uint8_t *data, size_t len);
+/* Shutdown: a RELAY_RELEASE_HERE the loop will not answer. */
+void chat_release_here_drop(const uint8_t *data, size_t len);
 /* Loop, every heartbeat: this edge process is alive (for recoveries after a
  * kill). */
 void chat_recovery_alive(struct chat *c);

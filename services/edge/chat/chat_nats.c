@@ -328,6 +328,9 @@ void chat_drain(void *ctx)
         case RELAY_RELEASE:
             chat_on_release(c, it->data, it->len);
             break;
+        case RELAY_RELEASE_HERE:
+            chat_on_release_here(c, it->data, it->len);
+            break;
         }
         free(it);
         it = next;
@@ -460,6 +463,14 @@ void chat_destroy(struct chat *c)
     map_cleanup(&c->reqs);
     chat_pairs_cleanup(c);
     chat_records_destroy(c);
+    /* What the loop will never take: a worker's release request still owns
+     * half of its state. */
+    for (struct relay_item *it = relay_take(c->relay), *next; it; it = next) {
+        next = it->next;
+        if (it->kind == RELAY_RELEASE_HERE)
+            chat_release_here_drop(it->data, it->len);
+        free(it);
+    }
     relay_destroy(c->relay);
     free(c);
 }

@@ -150,6 +150,17 @@ static void *records_main(void *arg)
         } else if (c->records_resubscribe) {
             c->records_resubscribe = 0;
             ensured = 0; /* a nats-server that restarted without its store has no streams */
+            long long last = stream_last(c);
+            if (last >= 0 && (uint64_t)last < c->records_pushed) {
+                /* A new stream (a nats-server that lost its store): its
+                 * sequences start again, and so does this edge's position. */
+                char key[32];
+                snprintf(key, sizeof key, "reset:%lld", last);
+                log_warn("CHAT_EVENTS ends at %lld, before this edge's position %" PRIu64 ": a new stream, followed from there",
+                         last, c->records_pushed);
+                c->records_pushed = (uint64_t)last;
+                relay_push_wait(c->relay, RELAY_RECORDS, key, "", 0);
+            }
             if (subscribe_records(c, c->records_pushed + 1) == 0)
                 log_info("records consumer subscribed again after sequence %" PRIu64, c->records_pushed);
             else
@@ -355,6 +366,10 @@ void chat_on_record(struct chat *c, const char *key, const uint8_t *data, size_t
 
 void chat_on_records_start(struct chat *c, const char *key)
 {
+    if (strncmp(key, "reset:", 6) == 0) { /* a new stream: its sequences start again */
+        c->position = strtoull(key + 6, NULL, 10);
+        return;
+    }
     uint64_t last = strtoull(key, NULL, 10);
     if (last > c->position)
         c->position = last;

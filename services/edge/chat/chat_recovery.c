@@ -138,6 +138,104 @@ static char *kv_get(struct chat *c, const char *key)
     return v;
 }
 
+/* A release this edge's loop answers for one of its workers. Two owners: the
+ * worker (which may give up waiting) and the loop; the last frees it. */
+struct release_here {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs;
+    int done;
+    long long at; /* when the loop closed the socket; 0: it holds no such socket */
+    char user[IDS_UUID_LEN + 1];
+    char sid[RECOVERY_SID_LEN + 1];
+};
+
+static void release_here_unref(struct release_here *r)
+{
+    pthread_mutex_lock(&r->mu);
+    int last = --r->refs == 0;
+    pthread_mutex_unlock(&r->mu);
+    if (last) {
+        pthread_mutex_destroy(&r->mu);
+        pthread_cond_destroy(&r->cv);
+        free(r);
+    }
+}
+
+/* The socket closes here: when (Unix ms), 0 when this edge does not hold it,
+ * -1 when the loop did not answer in time. */
+static long long release_here(struct chat *c, const struct recovery_pid *p)
+{
+    struct release_here *r = xcalloc(1, sizeof *r);
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    r->refs = 2;
+    memcpy(r->user, p->user_id, sizeof r->user);
+    memcpy(r->sid, p->sid, sizeof r->sid);
+    if (relay_push_wait(c->relay, RELAY_RELEASE_HERE, "", &r, sizeof r) != 0) {
+        r->refs = 1;
+        release_here_unref(r);
+        return -1;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += RELEASE_WAIT_MS / 1000;
+    until.tv_nsec += (RELEASE_WAIT_MS % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&r->mu);
+    while (!r->done && pthread_cond_timedwait(&r->cv, &r->mu, &until) == 0)
+        ;
+    long long at = r->done ? r->at : -1;
+    pthread_mutex_unlock(&r->mu);
+    release_here_unref(r);
+    return at;
+}
+
+/* Closes a socket of this edge that a client came back for; when, or 0. */
+static long long release_socket(struct chat *c, const char *user, const char *sid)
+{
+    struct chat_user *u = map_get(&c->users, user);
+    for (struct chat_sock *cs = u ? u->socks : NULL; cs; cs = cs->next) {
+        if (strcmp(cs->k->id, sid) == 0 && cs->k->state == SOCK_OPEN) {
+            log_info("released user=%s socket=%s: its client came back on another connection", user, sid);
+            sock_close_session(cs->k);
+            return now_ms();
+        }
+    }
+    return 0;
+}
+
+static void release_here_answer(struct release_here *r, long long at)
+{
+    pthread_mutex_lock(&r->mu);
+    r->at = at;
+    r->done = 1;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    release_here_unref(r);
+}
+
+void chat_on_release_here(struct chat *c, const uint8_t *data, size_t len)
+{
+    struct release_here *r;
+    if (len != sizeof r)
+        return;
+    memcpy(&r, data, sizeof r);
+    release_here_answer(r, release_socket(c, r->user, r->sid));
+}
+
+void chat_release_here_drop(const uint8_t *data, size_t len)
+{
+    struct release_here *r;
+    if (len != sizeof r)
+        return;
+    memcpy(&r, data, sizeof r);
+    release_here_answer(r, -1);
+}
+
 /* When the socket closed (Unix ms), or -1 when that cannot be known (then it
  * is not recovered). */
 static long long closed_at(struct chat *c, const struct job *j)
@@ -158,6 +256,17 @@ static long long closed_at(struct chat *c, const struct job *j)
     free(v);
     /* Not closed as far as the bucket knows: its edge may hold it still (a
      * half-open connection), or have died. */
+    if (strcmp(boot, c->cfg->boot_id) == 0) { /* this very edge */
+        long long here = release_here(c, &j->pid);
+        if (here > 0)
+            return here;
+        if (here < 0)
+            return -1;
+        v = kv_get(c, key); /* not held here (any more): it closed meanwhile, or never */
+        long long at = v && strncmp(v, "live ", 5) != 0 ? atoll(v) : -1;
+        free(v);
+        return at > 0 ? at : -1;
+    }
     char subj[96], req[IDS_UUID_LEN + RECOVERY_SID_LEN + 2];
     snprintf(subj, sizeof subj, SUBJ_RECOVERY_RELEASE_FMT, boot);
     snprintf(req, sizeof req, "%s %s", j->pid.user_id, j->pid.sid);
@@ -585,15 +694,10 @@ void chat_on_release(struct chat *c, const uint8_t *data, size_t len)
     char ok[32];
     if (sp) {
         *sp = '\0';
-        struct chat_user *u = map_get(&c->users, req);
-        for (struct chat_sock *cs = u ? u->socks : NULL; cs; cs = cs->next) {
-            if (strcmp(cs->k->id, sp + 1) == 0 && cs->k->state == SOCK_OPEN) {
-                log_info("released user=%s socket=%s: its client came back on another connection", req, sp + 1);
-                snprintf(ok, sizeof ok, "ok %lld", now_ms());
-                answer = ok;
-                sock_close_session(cs->k);
-                break;
-            }
+        long long at = release_socket(c, req, sp + 1);
+        if (at > 0) {
+            snprintf(ok, sizeof ok, "ok %lld", at);
+            answer = ok;
         }
     }
     natsConnection_PublishString(c->bus->nc, reply, answer);

@@ -17,6 +17,7 @@ enum relay_kind {
     RELAY_RECORDS,  /* the records consumer starts after stream sequence <key> */
     RELAY_RECOVERY, /* the outcome of socket <key>'s recovery (chat_recovery.c) */
     RELAY_RELEASE,  /* another edge asks for a socket (chat_recovery.c) */
+    RELAY_RELEASE_HERE, /* a recovery worker asks this edge for a socket: data a pointer */
 };
 
 struct relay_item {
