@@ -8,8 +8,8 @@
  * listening). Pub: edges. Sub: each edge, while it holds a socket of that user
  * (one subscription per user per edge). Format with the user id. */
 #define SUBJ_USER_FMT "chat.user.%s"
-/* CommandResult. Pub: messaging (and the edge itself, for a command JetStream
- * refused). Sub: that edge. */
+/* CommandResult. Pub: messaging. Sub: that edge (which also answers a
+ * command JetStream refused itself, through its relay, not this subject). */
 #define SUBJ_EDGE_FMT "chat.edge.%s"
 /* SendMessage. Pub: edge (JetStream CHAT_CMD), to the sender's partition
  * (ids_partition of the sender id over CHAT_PARTITIONS). Sub: messaging, one

@@ -266,7 +266,7 @@ static void send_presence(struct chat_sock *cs)
     chat__v1__presence_list__free_unpacked(list, NULL);
 }
 
-/* docs/protocol.md §3.6: the reply (a recovered socket keeps its id and
+/* docs/protocol.md §3.8: the reply (a recovered socket keeps its id and
  * pid), the users online, what a recovery found, then the records that came
  * for it while it waited, in order. */
 void chat_open(struct chat_sock *cs)

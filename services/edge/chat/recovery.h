@@ -1,5 +1,5 @@
 /* recovery: the pieces of Socket.IO's connection state recovery that a client
- * hands back (docs/protocol.md §3.6). A CONNECT reply carries a pid: this
+ * hands back (docs/protocol.md §3.8). A CONNECT reply carries a pid: this
  * edge's signed statement "socket <sid> of user <user>, opened on the edge
  * process <boot>, whose deliveries start after stream sequence <start>". A
  * client that lost its connection sends the pid back in its next CONNECT

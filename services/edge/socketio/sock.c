@@ -156,7 +156,7 @@ void sock_accept_pid(struct sock *k, const char *id, const char *pid)
     wheel_cancel(c->s->engine->wheel, &c->t_connect);
     if (id)
         snprintf(k->id, sizeof k->id, "%s", id);
-    /* docs/protocol.md §3.2: the socket id, and the pid of a session that can
+    /* docs/protocol.md §3.3: the socket id, and the pid of a session that can
      * be recovered. */
     json_t *reply = json_pack("{s:s}", "sid", k->id);
     if (pid)
