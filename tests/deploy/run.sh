@@ -416,6 +416,14 @@ if [ ${#cluster_files[@]} -gt 0 ]; then
 
     in_cluster "${nodes[@]}"
     pass "the 3 NATS nodes are one cluster: each routes to the 2 others and has JetStream meta leader $meta"
+    # Each service lists the nodes in its own order: each node has clients.
+    conns=""
+    for n in "${nodes[@]}"; do
+        c=$(nats_get "$n" /varz | json '(j) => j.connections') || fail "no /varz from $n"
+        [ "$c" -gt 0 ] || fail "NATS node $n has no client: the services' NATS_URL orders do not spread them"
+        conns="$conns${conns:+, }$n $c"
+    done
+    pass "the services spread over the nodes by their NATS_URL orders (client connections: $conns)"
     streams_ok 60 "" "${nodes[@]}" || fail "the streams do not have 3 replicas with a leader on every node within 60 s"
     pass "every node holds a copy of the 3 streams, each with 3 replicas ($streams)"
     one_active 30 || fail "presence replicas: chat_presence_active $(echo $actives), want one 1 and one 0 within 30 s"
