@@ -75,7 +75,7 @@ teardown() {
     # Processes still running from this folder (containerd, its shims): by PID.
     local p
     for p in /proc/[0-9]*; do
-        if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$dir/"; then
+        if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF -- "$dir/"; then
             kill -KILL "${p#/proc/}" 2>/dev/null || true
         fi
     done
