@@ -2,7 +2,10 @@
 # The deployment test (`make test-deploy`, part of `make test`): builds the
 # image of ./Dockerfile and runs compose.yaml for real, as a deployer would,
 # on a Docker engine of its own, then drives the stack through its load
-# balancer with the stock socket.io-client (tests/deploy/client.mjs).
+# balancer with the stock socket.io-client (tests/deploy/client.mjs). Then
+# the cluster profile (compose.cluster.yaml on top of compose.yaml): three NATS
+# nodes in one cluster, streams with three copies, two presence replicas, and
+# one NATS node killed while the client checks run through the balancer.
 #
 # No registry is reachable here, so the images compose.yaml and the Dockerfile
 # pin are stand-ins with the same names (tests/deploy/standins/): the Debian
@@ -27,6 +30,9 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 LOGS=$ROOT/build/deploy
 PROJECT=chatdeploytest
 SUBNETS=10.213.0.0/16 # compose networks of this engine only; nothing routes to them
+# The cluster profile's file, on top of compose.yaml, when there is one.
+cluster_files=()
+[ -f compose.cluster.yaml ] && cluster_files=(-f compose.cluster.yaml)
 
 passed=0
 started=$(date +%s)
@@ -57,7 +63,8 @@ teardown() {
     [ -f "$dir/dockerd.pid" ] && pid=$(cat "$dir/dockerd.pid")
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
         export DOCKER_HOST=unix://$dir/docker.sock
-        timeout 90 docker-compose -p "$PROJECT" -f compose.yaml down -v --timeout 10 >>"$dir/teardown.log" 2>&1 || true
+        timeout 90 docker-compose -p "$PROJECT" -f compose.yaml "${cluster_files[@]}" down -v --timeout 10 \
+            >>"$dir/teardown.log" 2>&1 || true
         # The engine is ours alone: whatever compose did not take down goes too.
         docker ps -aq | xargs -r timeout 60 docker rm -f -v >>"$dir/teardown.log" 2>&1 || true
         docker network ls -q --filter type=custom | xargs -r timeout 30 docker network rm >>"$dir/teardown.log" 2>&1 || true
@@ -68,7 +75,7 @@ teardown() {
     # Processes still running from this folder (containerd, its shims): by PID.
     local p
     for p in /proc/[0-9]*; do
-        if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$dir/"; then
+        if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF -- "$dir/"; then
             kill -KILL "${p#/proc/}" 2>/dev/null || true
         fi
     done
@@ -93,7 +100,7 @@ on_exit() {
         cp "$tmp"/*.log "$LOGS/" 2>/dev/null || true
         if [ -S "$tmp/docker.sock" ]; then
             DOCKER_HOST=unix://$tmp/docker.sock timeout 30 docker-compose -p "$PROJECT" -f compose.yaml \
-                logs --no-color >"$LOGS/compose.log" 2>&1 || true
+                "${cluster_files[@]}" logs --no-color >"$LOGS/compose.log" 2>&1 || true
             tail -n 60 "$LOGS/compose.log" >&2 || true
         fi
         say "logs kept in build/deploy/" >&2
@@ -182,6 +189,7 @@ standin() {
 images=$({
     sed -n 's/^FROM[[:space:]]\{1,\}\([^[:space:]]*\).*/\1/p' Dockerfile
     sed -n 's/^[[:space:]]*image:[[:space:]]*\([^[:space:]#]*\).*/\1/p' compose.yaml
+    [ ${#cluster_files[@]} -eq 0 ] || sed -n 's/^[[:space:]]*image:[[:space:]]*\([^[:space:]#]*\).*/\1/p' compose.cluster.yaml
 } | sort -u)
 for img in $images; do
     case "$img" in
@@ -255,6 +263,87 @@ http_in() {
 }
 containers() { docker ps -q --filter "label=com.docker.compose.project=$PROJECT" --filter "label=com.docker.compose.service=$1"; }
 
+# ---- the cluster profile's probes: NATS monitoring read inside the nodes'
+# containers (the nats image has wget), its JSON read with node.
+
+# GET $2 on the monitoring port of the NATS node of service $1.
+nats_get() { docker exec "$(containers "$1")" wget -q -T 5 -O - "http://127.0.0.1:8222$2"; }
+# Prints what the JavaScript function $1 returns for the JSON read from stdin.
+json() {
+    node -e 'let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => console.log(eval(process.argv[1])(JSON.parse(s))));' "$1"
+}
+# "ROUTES SIZE LEADER" as NATS node $1 sees them: the servers it has routes to,
+# the size of the JetStream cluster and its meta leader.
+node_view() {
+    local r m
+    r=$(nats_get "$1" /routez | json '(j) => new Set((j.routes ?? []).map((r) => r.remote_id)).size') || return 1
+    m=$(nats_get "$1" /jsz | json '(j) => `${j.meta_cluster?.cluster_size ?? 0} ${j.meta_cluster?.leader || "-"}`') || return 1
+    echo "$r $m"
+}
+# Waits (bounded: 60 s) until every NATS node of $@ has routes to the two
+# others and sees a JetStream cluster of 3 with the same meta leader ($meta).
+in_cluster() {
+    local deadline=$(($(date +%s) + 60)) views n v
+    while :; do
+        views=$(for n in "$@"; do v=$(node_view "$n") || v="? ? ?"; echo "$n $v"; done)
+        if echo "$views" | awk '$2 != 2 || $3 != 3 || $4 == "-" {bad = 1} !($4 in l) {l[$4]; k++} END {exit bad || k != 1}'; then
+            meta=$(echo "$views" | awk 'NR == 1 {print $4}')
+            return 0
+        fi
+        [ "$(date +%s)" -lt "$deadline" ] || { echo "$views" >&2; fail "the NATS nodes are not one cluster within 60 s (node routes size leader above)"; }
+        sleep 1
+    done
+}
+STREAMS="CHAT_CMD CHAT_EVENTS KV_CHAT_PRESENCE_LEASE"
+# On NATS node $1: "ok NAME=LEADER ..." when each of $STREAMS is there with 3
+# replicas (its configuration, and two peers besides this node) and a leader
+# other than $2; else the first thing that is not so.
+streams_on() {
+    nats_get "$1" '/jsz?streams=1&config=1' | json "(j) => {
+        const all = (j.account_details ?? []).flatMap((a) => a.stream_detail ?? []);
+        const out = [];
+        for (const name of '$STREAMS'.split(' ')) {
+            const s = all.find((x) => x.name === name);
+            if (!s) return 'no ' + name;
+            const peers = (s.cluster?.replicas ?? []).length;
+            if (s.config?.num_replicas !== 3 || peers !== 2) return name + ': ' + s.config?.num_replicas + ' replicas, ' + peers + ' peers';
+            if (!s.cluster.leader || s.cluster.leader === '${2:-}') return name + ': no leader';
+            out.push(name + '=' + s.cluster.leader);
+        }
+        return 'ok ' + out.join(' ');
+    }"
+}
+# Waits (bounded: $1 s) until every NATS node of $3.. says "ok" for the streams
+# with no leader named $2 ($2 empty: any); $streams is the first node's answer.
+streams_ok() {
+    local deadline=$(($(date +%s) + $1)) dead=$2 n v bad
+    shift 2
+    while :; do
+        bad=""
+        for n in "$@"; do
+            v=$(streams_on "$n" "$dead") || v="unreadable"
+            case "$v" in
+            ok\ *) if [ "$n" = "$1" ]; then streams=${v#ok }; fi ;;
+            *) bad="$bad $n: $v;" ;;
+            esac
+        done
+        [ -z "$bad" ] && return 0
+        [ "$(date +%s)" -lt "$deadline" ] || { echo "$bad" >&2; return 1; }
+        sleep 1
+    done
+}
+# Waits (bounded: $1 s) until exactly one of the two presence replicas says
+# chat_presence_active 1 ($actives: their values).
+one_active() {
+    local deadline=$(($(date +%s) + $1)) c
+    while :; do
+        actives=$(for c in $(containers presence); do http_in "$c" /metrics 9100 | sed -n 's/^chat_presence_active //p'; done)
+        [ "$(echo "$actives" | grep -c .)" -eq 2 ] && [ "$(echo "$actives" | awk '{s += $1} END {print s + 0}')" -eq 1 ] && return 0
+        [ "$(date +%s)" -lt "$deadline" ] || return 1
+        sleep 1
+    done
+}
+
 t0=$(date +%s)
 dc 900 up --build -d || { tail -n 40 "$tmp/compose.log" >&2; fail "docker-compose up --build -d"; }
 note_bridges
@@ -308,17 +397,70 @@ while :; do
 done
 pass "the 3 messaging replicas share the 8 partitions ($(echo $owned))"
 
-# The cluster profile, when compose.yaml has one: every service of it healthy
-# and the client checks through the balancer again.
+# ---- the cluster profile (compose.cluster.yaml on top of compose.yaml), when
+# there is one: what it claims, the client checks through the balancer, and
+# again with one NATS node killed (the leader of CHAT_CMD), then back.
 profile=()
-if docker-compose -f compose.yaml config --profiles 2>/dev/null | grep -qx cluster; then
-    profile=(--profile cluster)
+if [ ${#cluster_files[@]} -gt 0 ]; then
+    profile=("${cluster_files[@]}")
+    nodes=(nats nats-2 nats-3)
+    t0=$(date +%s)
     dc 600 "${profile[@]}" up -d --scale edge=2 --scale messaging=3 || { tail -n 40 "$tmp/compose.log" >&2; fail "up with the cluster profile"; }
     note_bridges
     wait_healthy
+    for n in "${nodes[@]}"; do replicas "$n" 1; done
+    replicas presence 2
+    replicas edge 2
+    replicas messaging 3
+    pass "the cluster profile with --scale edge=2 --scale messaging=3: $(count) containers healthy, 3 NATS nodes, 2 presence, 2 edges, 3 messaging ($(($(date +%s) - t0)) s)"
+
+    in_cluster "${nodes[@]}"
+    pass "the 3 NATS nodes are one cluster: each routes to the 2 others and has JetStream meta leader $meta"
+    # Each service lists the nodes in its own order: each node has clients.
+    conns=""
+    for n in "${nodes[@]}"; do
+        c=$(nats_get "$n" /varz | json '(j) => j.connections') || fail "no /varz from $n"
+        [ "$c" -gt 0 ] || fail "NATS node $n has no client: the services' NATS_URL orders do not spread them"
+        conns="$conns${conns:+, }$n $c"
+    done
+    pass "the services spread over the nodes by their NATS_URL orders (client connections: $conns)"
+    streams_ok 60 "" "${nodes[@]}" || fail "the streams do not have 3 replicas with a leader on every node within 60 s"
+    pass "every node holds a copy of the 3 streams, each with 3 replicas ($streams)"
+    one_active 30 || fail "presence replicas: chat_presence_active $(echo $actives), want one 1 and one 0 within 30 s"
+    pass "2 presence replicas, exactly one active (chat_presence_active $(echo $actives))"
+
     client ready "$url" || fail "the balancer does not answer (cluster profile)"
     client chat "$url" "$CHAT_JWT_SECRET_FILE" polling,default,websocket 4 || fail "client checks, cluster profile"
-    pass "the cluster profile: every service healthy, the client checks pass"
+    pass "the cluster profile: the client checks pass through the balancer"
+
+    # One fault: the node leading CHAT_CMD killed; the others elect new leaders.
+    victim=$(streams_on nats "" | sed -n 's/.*CHAT_CMD=\([^ ]*\).*/\1/p')
+    [ -n "$victim" ] && [ -n "$(containers "$victim")" ] || fail "no NATS node leads CHAT_CMD"
+    live=()
+    for n in "${nodes[@]}"; do [ "$n" = "$victim" ] || live+=("$n"); done
+    vc=$(containers "$victim")
+    t0=$(date +%s)
+    docker kill "$vc" >/dev/null || fail "docker kill $victim"
+    streams_ok 60 "$victim" "${live[@]}" || fail "no new leaders on ${live[*]} within 60 s of killing $victim"
+    elected=$(($(date +%s) - t0))
+    one_active 30 || fail "presence with $victim down: chat_presence_active $(echo $actives), want one 1 and one 0 within 30 s"
+    client ready "$url" || fail "the balancer does not answer with $victim down"
+    # A client check that fails while the cluster settles is run again, within a bound.
+    attempt=1
+    deadline=$(($(date +%s) + 90))
+    until client chat "$url" "$CHAT_JWT_SECRET_FILE" polling,default,websocket 2; do
+        [ "$(date +%s)" -lt "$deadline" ] || fail "client checks with NATS node $victim down (attempt $attempt)"
+        attempt=$((attempt + 1))
+        sleep 2
+    done
+    [ "$(docker inspect -f '{{.State.Running}}' "$vc")" = false ] || fail "$victim was restarted before the checks ended"
+    pass "NATS node $victim (CHAT_CMD's leader) killed: new leaders after ${elected} s ($streams), one presence active, the client checks pass through the balancer (attempt $attempt, $(($(date +%s) - t0)) s after the kill)"
+    t0=$(date +%s)
+    docker start "$vc" >/dev/null || fail "docker start $victim"
+    wait_healthy
+    in_cluster "${nodes[@]}"
+    streams_ok 60 "" "${nodes[@]}" || fail "the streams after $victim came back"
+    pass "$victim started again: healthy, back in the cluster with its copies of the streams ($(($(date +%s) - t0)) s)"
 fi
 
 # ---- data survives down and up; dev login only when asked for
