@@ -83,6 +83,7 @@ static void presence_start(void)
         setenv("PRESENCE_EDGE_TIMEOUT_MS", "1500", 1);
         setenv("PRESENCE_RESYNC_MS", "1000", 1);
         setenv("PRESENCE_MAX_QUERY", "5", 1);
+        setenv("PRESENCE_GRACE_MS", "0", 1); /* offline as the last session closes */
         setenv("LOG_LEVEL", "debug", 1);
         execl(presence_bin, presence_bin, (char *)NULL);
         _exit(127);
