@@ -260,8 +260,11 @@ static void on_session(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
         log_debug("session event dropped: %s", se ? "invalid fields" : "not a SessionEvent");
         chat__v1__session_event__free_unpacked(se, NULL);
     } else {
-        if (se->kind == CHAT__V1__SESSION_EVENT__KIND__KIND_CLOSE)
+        if (se->kind == CHAT__V1__SESSION_EVENT__KIND__KIND_CLOSE) {
             it.kind = ITEM_CLOSE;
+            if (ids_uuid_norm(it.user_id, se->user_id, strlen(se->user_id)) != 0)
+                it.user_id[0] = '\0'; /* only for the log: a close names its session */
+        }
         it.reply = reply_of(msg);
         enqueue(p, &it);
     }
@@ -577,8 +580,8 @@ static void apply(struct presence *p, struct item *it, const struct map *rows, s
                       ev.conn_id, first, ev.resync);
         } else {
             int r = roster_close(p->roster, &ev);
-            log_debug("session close edge=%s conn=%llu result=%d%s", ev.edge_id, ev.conn_id, r,
-                      r == 1 && p->cfg->grace_ms > 0 ? " grace" : "");
+            log_debug("session close user=%s edge=%s conn=%llu result=%d%s", it->user_id, ev.edge_id,
+                      ev.conn_id, r, r == 1 && p->cfg->grace_ms > 0 ? " grace" : "");
         }
         break;
     }
