@@ -286,7 +286,8 @@ static void run_step(struct roster **rp, const struct step *s, struct buf *out, 
         roster_each_user(r, graced_user, &g);
         if (g.n != roster_ngrace(r))
             buf_puts(out, "(roster_ngrace disagrees) ");
-        put_sorted(out, g.lines, g.n);
+        if (g.n) /* qsort takes no NULL, even for 0 */
+            put_sorted(out, g.lines, g.n);
         free(g.lines);
         return;
     }
