@@ -234,17 +234,20 @@ struct edge {
     const char *id;
     char boot[32];
     int beating;
+    unsigned open_sessions; /* what its heartbeats say: counted by the grace scenarios only (0 before) */
 };
 
-static struct edge edges[] = {{"edge-1", "boot-1a", 1}, {"edge-2", "boot-2a", 1}, {"edge-3", "boot-3a", 1}};
+static struct edge edges[] = {
+    {"edge-1", "boot-1a", 1, 0}, {"edge-2", "boot-2a", 1, 0}, {"edge-3", "boot-3a", 1, 0}};
 static pthread_mutex_t edges_mu = PTHREAD_MUTEX_INITIALIZER;
 static volatile int stop_beating;
 
-static void send_heartbeat(const char *id, const char *boot)
+static void send_heartbeat(const char *id, const char *boot, unsigned open_sessions)
 {
     Chat__V1__EdgeHeartbeat hb = CHAT__V1__EDGE_HEARTBEAT__INIT;
     hb.edge_id = (char *)id;
     hb.boot_id = (char *)boot;
+    hb.open_sessions = open_sessions;
     hb.interval_ms = 300;
     uint8_t buf[256];
     size_t n = chat__v1__edge_heartbeat__pack(&hb, buf);
@@ -258,7 +261,7 @@ static void *beat(void *arg)
         pthread_mutex_lock(&edges_mu);
         for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++)
             if (edges[i].beating)
-                send_heartbeat(edges[i].id, edges[i].boot);
+                send_heartbeat(edges[i].id, edges[i].boot, edges[i].open_sessions);
         pthread_mutex_unlock(&edges_mu);
         sleep_ms(300);
     }
@@ -961,7 +964,7 @@ static void test_boot_change(void)
     snprintf(e->boot, sizeof e->boot, "boot-3b");
     pthread_mutex_unlock(&edges_mu);
     long long t0 = now_ms(CLOCK_MONOTONIC);
-    send_heartbeat(e->id, "boot-3b");
+    send_heartbeat(e->id, "boot-3b", 0);
     int got = expect_change(u5, 1000, &c);
     CHECK(got && c.status == CHAT__V1__STATUS__STATUS_OFFLINE && c.at - t0 < 500,
           "new boot id: erin not dropped at once");
@@ -983,7 +986,7 @@ static void test_bad_input(void)
     /* well-formed protobuf, bad fields */
     Chat__V1__PresenceList *l = session(1, &edges[0], 50, "not-a-uuid", "x", 0, 0);
     chat__v1__presence_list__free_unpacked(l, NULL);
-    struct edge noid = {"", "b", 1};
+    struct edge noid = {"", "b", 1, 0};
     session(1, &noid, 51, u6, "x", 0, 0);
     CHECK(count_changes(u6, 300) == 0, "a session event without edge id was applied");
     const char *ids[] = {u1};
@@ -1121,7 +1124,7 @@ static void test_nats_outage(void)
 static void test_list_too_big(void)
 {
     enum { FIRST = 100000, N = 20000 };
-    struct edge big = {"edge-big", "boot-big", 0};
+    struct edge big = {"edge-big", "boot-big", 0, 0};
     for (int i = 0; i < N; i++) {
         char user[37], name[32];
         uid(user, FIRST + i);
@@ -1204,12 +1207,26 @@ static int query_one(const char *user, long long *last_seen)
     return st;
 }
 
+/* The grace scenarios' sessions of e, as its heartbeats count them: a new
+ * active re-learns an edge whose count disagrees with its roster, and these
+ * fake edges do not re-announce. Counted once presence has the event (after
+ * its reply; or under the edges' lock with a publish on the connection the
+ * heartbeats take), so that a heartbeat never counts an event not sent yet;
+ * one that counts an event sent just before is right at presence too. */
+static void count_session(struct edge *e, int delta)
+{
+    pthread_mutex_lock(&edges_mu);
+    e->open_sessions += (unsigned)delta;
+    pthread_mutex_unlock(&edges_mu);
+}
+
 /* Opens a session of a new user (conn = its number) and takes its online;
  * returns that online's lastSeen, or -1. */
 static long long grace_user(int n, char *user, const char *name, struct edge *e)
 {
     uid(user, n);
     chat__v1__presence_list__free_unpacked(session(1, e, (unsigned long long)n, user, name, 0, 1), NULL);
+    count_session(e, 1);
     struct change c;
     int got = expect_change(user, 2000, &c) && c.status == CHAT__V1__STATUS__STATUS_ONLINE;
     CHECK(got, "grace: %s did not come online", name);
@@ -1223,6 +1240,7 @@ static void grace_close(int n, const char *user, struct edge *e, long long *befo
     *before = now_ms(CLOCK_REALTIME);
     Chat__V1__PresenceList *l = session(0, e, (unsigned long long)n, user, "", 0, 1);
     *after = now_ms(CLOCK_REALTIME);
+    count_session(e, -1);
     CHECK(l != NULL, "grace: the close of %s was not answered", user);
     chat__v1__presence_list__free_unpacked(l, NULL);
 }
@@ -1256,9 +1274,11 @@ static void expect_grace_offline(const char *what, const char *user, const char 
 /* A user who comes back within the grace period: nothing is broadcast, not at
  * the close, not at the return, not when the grace would have ended; queries
  * and the row say online all along, with the lastSeen of the online. */
+static char came_back[2][37]; /* the users of grace_within and grace_takeover_back */
+
 static void grace_within(void)
 {
-    char user[37], row[256], want[256];
+    char *user = came_back[0], row[256], want[256];
     long long online_at = grace_user(9001, user, "gracie", &edges[0]), before, after, ls = -1;
     long long closed = now_ms(CLOCK_MONOTONIC);
     grace_close(9001, user, &edges[0], &before, &after);
@@ -1270,6 +1290,7 @@ static void grace_within(void)
     CHECK(strcmp(row, want) == 0, "within the grace: row '%s', want '%s'", row, want);
     sleep_ms(GRACE_MS / 2); /* the user's connection is down this long */
     Chat__V1__PresenceList *l = session(1, &edges[1], 9002, user, "gracie", 0, 1);
+    count_session(&edges[1], 1);
     const Chat__V1__PresenceInfo *me = find(l, user);
     CHECK(me && me->status == CHAT__V1__STATUS__STATUS_ONLINE && me->last_seen_ms == online_at,
           "back within the grace: the reply's list does not show the user as before");
@@ -1317,14 +1338,25 @@ static void grace_takeover(int active)
  * comes back before anyone is active again: nothing is broadcast about them. */
 static void grace_takeover_back(int active)
 {
-    char user[37], row[256], want[256];
+    char *user = came_back[1], row[256], want[256];
     long long online_at = grace_user(9005, user, "back", &edges[0]), before, after, ls = -1;
     long long closed = now_ms(CLOCK_MONOTONIC);
     grace_close(9005, user, &edges[0], &before, &after);
     sleep_ms(300);
     rep_kill(active);
     sleep_ms(500); /* the client reconnects while no replica is active */
-    session(1, &edges[2], 9006, user, "back", 0, 0);
+    Chat__V1__SessionEvent se = CHAT__V1__SESSION_EVENT__INIT;
+    se.kind = CHAT__V1__SESSION_EVENT__KIND__KIND_OPEN;
+    se.edge_id = (char *)edges[2].id;
+    se.conn_id = 9006;
+    se.user_id = user;
+    se.username = "back";
+    uint8_t buf[512];
+    pthread_mutex_lock(&edges_mu); /* the open and the count, in that order, before any heartbeat */
+    se.boot_id = edges[2].boot;
+    natsConnection_Publish(nc, "chat.presence.session", buf, (int)chat__v1__session_event__pack(&se, buf));
+    edges[2].open_sessions++;
+    pthread_mutex_unlock(&edges_mu);
     long long wait = closed + GRACE_MS + 1500 - now_ms(CLOCK_MONOTONIC);
     CHECK(count_changes(user, wait > 0 ? wait : 0) == 0, "back during the takeover: a change was broadcast");
     CHECK(log_wait(rep_log[!active], rep_from[!active], "took over", 100),
@@ -1363,6 +1395,13 @@ static void test_grace(void)
     CHECK(rep_start(0, "standby synced"), "grace: replica a, restarted, did not sync");
     grace_takeover_back(1); /* a active */
     grace_transfer(0);      /* b active */
+    /* The users who came back: never a change since, online to the end. */
+    for (int k = 0; k < 2; k++) {
+        long long ls;
+        CHECK(count_changes(came_back[k], 1000) == 0, "grace: %s, back, got a change later", came_back[k]);
+        CHECK(query_one(came_back[k], &ls) == CHAT__V1__STATUS__STATUS_ONLINE,
+              "grace: %s, back, not online at the end", came_back[k]);
+    }
     kill(rep_pid[1], SIGTERM);
     int st = child_wait(&rep_pid[1], 10000);
     CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "grace: SIGTERM, want exit 0 (status %d)", st);
