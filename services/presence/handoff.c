@@ -163,6 +163,7 @@ static void export_user(void *ctx, const struct roster_user *u)
     pu->status = (Chat__V1__Status)u->status;
     pu->last_seen_ms = u->last_seen_ms;
     pu->was_online = u->was_online ? 1 : 0;
+    pu->grace_since_ms = u->in_grace ? u->grace_since_ms : 0;
     x->first_session[x->nusers++] = x->nsessions;
     roster_user_sessions(u, export_session, x);
 }
@@ -277,7 +278,9 @@ static void import_user(struct handoff_import *im, const Chat__V1__PresenceUser 
         if (s->edge < im->nedges)
             roster_import_session(im->r, u, im->edge_ids[s->edge], s->conn_id);
     }
-    if (u->nsessions == 0) /* an offline user the active may not have written yet */
+    if (u->nsessions == 0 && pu->grace_since_ms > 0) /* the same deadline as on the active */
+        roster_import_grace(im->r, u, pu->grace_since_ms);
+    else if (u->nsessions == 0) /* an offline user the active may not have written yet */
         roster_mark_dirty(im->r, u->id);
 }
 

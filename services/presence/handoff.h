@@ -48,10 +48,11 @@ void handoff_import_destroy(struct handoff_import *im);
  * more are due, and -1 when the transfer cannot go on: not a PresenceState, a
  * chunk out of order or of another epoch, or not_ready (*not_ready set). */
 int handoff_import_add(struct handoff_import *im, const void *data, size_t len, int *not_ready);
-/* After the last chunk: the roster built (the caller owns it; every user's
- * shown status is its public one, users with no session are dirty so that
- * they are settled or written like any other), and the epoch and seq it is
- * as of. */
+/* After the last chunk: the roster built (the caller owns it and sets its
+ * grace period; every user's shown status is its public one, users with no
+ * session and no grace period are dirty so that they are settled or written
+ * like any other, users in the grace period keep the time their last session
+ * closed), and the epoch and seq it is as of. */
 struct roster *handoff_import_take(struct handoff_import *im, char *epoch, size_t epoch_size, uint64_t *seq);
 
 #endif

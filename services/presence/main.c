@@ -24,6 +24,8 @@ static const struct config_var vars[] = {
      "libpq conninfo or URI; empty: the PG* variables"},
     {"PRESENCE_EDGE_TIMEOUT_MS", CONFIG_INT, "15000", 0, offsetof(struct presence_config, edge_timeout_ms),
      500, 3600000, "an edge whose heartbeats stop this long loses its sessions"},
+    {"PRESENCE_GRACE_MS", CONFIG_INT, "5000", 0, offsetof(struct presence_config, grace_ms), 0, 600000,
+     "a user whose last session closed goes offline this long after, unless one opens meanwhile; 0: at once"},
     {"PRESENCE_RESYNC_MS", CONFIG_INT, "3000", 0, offsetof(struct presence_config, resync_ms), 0, 600000,
      "after start, how long edges have to re-announce their sessions"},
     {"PRESENCE_MAX_QUERY", CONFIG_INT, "500", 0, offsetof(struct presence_config, max_query), 1, 100000,

@@ -260,8 +260,11 @@ static void on_session(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
         log_debug("session event dropped: %s", se ? "invalid fields" : "not a SessionEvent");
         chat__v1__session_event__free_unpacked(se, NULL);
     } else {
-        if (se->kind == CHAT__V1__SESSION_EVENT__KIND__KIND_CLOSE)
+        if (se->kind == CHAT__V1__SESSION_EVENT__KIND__KIND_CLOSE) {
             it.kind = ITEM_CLOSE;
+            if (ids_uuid_norm(it.user_id, se->user_id, strlen(se->user_id)) != 0)
+                it.user_id[0] = '\0'; /* only for the log: a close names its session */
+        }
         it.reply = reply_of(msg);
         enqueue(p, &it);
     }
@@ -577,7 +580,8 @@ static void apply(struct presence *p, struct item *it, const struct map *rows, s
                       ev.conn_id, first, ev.resync);
         } else {
             int r = roster_close(p->roster, &ev);
-            log_debug("session close edge=%s conn=%llu result=%d", ev.edge_id, ev.conn_id, r);
+            log_debug("session close user=%s edge=%s conn=%llu result=%d%s", it->user_id, ev.edge_id,
+                      ev.conn_id, r, r == 1 && p->cfg->grace_ms > 0 ? " grace" : "");
         }
         break;
     }
@@ -759,6 +763,11 @@ void presence_tick(struct presence *p)
             roster_edge_expire(p->roster, mono, p->cfg->edge_timeout_ms, presence_clock(CLOCK_REALTIME));
         if (n)
             log_info("edges silent for %ld ms dropped count=%zu", p->cfg->edge_timeout_ms, n);
+        /* Only while NATS is up: an offline that cannot be published now must
+         * not count as shown. A resync window defers it too (roster.h). */
+        n = roster_grace_expire(p->roster, presence_clock(CLOCK_REALTIME));
+        if (n)
+            log_debug("grace period over: offline count=%zu", n);
     }
     presence_commit(p);
     pthread_mutex_unlock(&p->mu);
@@ -780,6 +789,7 @@ struct presence *presence_create(const struct presence_config *cfg)
     p->cfg = cfg;
     p->db = db;
     p->roster = roster_create();
+    roster_set_grace(p->roster, cfg->grace_ms);
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->qmu, NULL);
     pthread_cond_init(&p->qwork, NULL);

@@ -18,6 +18,7 @@ struct presence_config {
     const char *database_url; /* libpq conninfo or URI; "" = the PG* variables */
     const char *log_level;
     long edge_timeout_ms; /* an edge silent this long loses its sessions */
+    long grace_ms;        /* a user whose last session closed goes offline this long after; 0: at once */
     long resync_ms;       /* window after the ResyncRequest for edges to re-announce */
     long max_query;       /* most ids in one PresenceQuery */
     long failover_ms;     /* a standby takes over within this after the active dies */
@@ -40,7 +41,8 @@ struct presence *presence_create(const struct presence_config *cfg);
  * retrying). Returns 0, or -1 after logging (then presence_stop). */
 int presence_start(struct presence *p, struct bus *bus);
 /* Timers: PostgreSQL re-dial, ResyncRequests, the end of a resync window,
- * silent edges, a standby's settling of its dirty users. */
+ * silent edges, the end of grace periods, a standby's settling of its dirty
+ * users. */
 void presence_tick(struct presence *p);
 /* Unsubscribes, lets the worker answer what is queued and joins it, writes
  * what is dirty (active), hands the lease over. Then close

@@ -44,7 +44,7 @@ struct item {
         Chat__V1__PresenceChange *pc; /* ITEM_SHOWN */
     } pb;                             /* owned; freed with the item */
     char *reply;                      /* reply subject, owned, or NULL */
-    char user_id[IDS_UUID_LEN + 1];   /* normalised (open, set, shown) */
+    char user_id[IDS_UUID_LEN + 1];   /* normalised (open, set, shown; a close for its log line) */
     long long mono_ms, now_ms;        /* when it was heard */
     size_t changes_end;               /* the worker: roster changes queued up to this event */
     uint8_t *answer;                  /* the worker: a query's packed PresenceList (malloc'd) */

@@ -257,6 +257,7 @@ int replica_sync(struct presence *p)
     if (rc == 1 && p->role == ROLE_STANDBY && (!p->synced || p->refresh)) {
         struct roster *old = p->roster;
         p->roster = handoff_import_take(im, p->heard_epoch, sizeof p->heard_epoch, &p->heard_seq);
+        roster_set_grace(p->roster, p->cfg->grace_ms);
         roster_destroy(old);
         p->online_valid = 0;
         p->settle_mark = 0;
@@ -357,8 +358,8 @@ static void check_row(void *ctx, const struct roster_row *row)
     if (!u) {
         if (roster_sweep_user(c->p->roster, row, c->now_ms, 1))
             c->fixed++; /* online in the database only: written offline, nobody told */
-    } else if (u->nsessions == 0 || u->status != row->status || strcmp(u->username, row->username) != 0 ||
-               u->last_seen_ms != row->last_seen_ms) {
+    } else if ((u->nsessions == 0 && !u->in_grace) || u->status != row->status ||
+               strcmp(u->username, row->username) != 0 || u->last_seen_ms != row->last_seen_ms) {
         roster_mark_dirty(c->p->roster, u->id); /* the old active's last write did not happen */
         c->fixed++;
     }
@@ -367,7 +368,7 @@ static void check_row(void *ctx, const struct roster_row *row)
 static void check_user(void *ctx, const struct roster_user *u)
 {
     struct pg_check *c = ctx;
-    if (u->nsessions > 0 && !u->dirty && !map_get(&c->online, u->id)) {
+    if ((u->nsessions > 0 || u->in_grace) && !u->dirty && !map_get(&c->online, u->id)) {
         roster_mark_dirty(c->p->roster, u->id);
         c->fixed++;
     }

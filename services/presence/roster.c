@@ -36,6 +36,8 @@ struct roster {
     struct map users;    /* id -> struct roster_user */
     struct map edges;    /* id -> struct roster_edge */
     struct map sessions; /* session_key() -> struct roster_session */
+    struct map grace;    /* id -> struct roster_user in the grace period */
+    long long grace_ms;
     int resyncing;
     int quiet; /* queue no change (a quiet end of a resync window) */
     struct roster_change *changes;
@@ -70,7 +72,13 @@ struct roster *roster_create(void)
     map_init(&r->users);
     map_init(&r->edges);
     map_init(&r->sessions);
+    map_init(&r->grace);
     return r;
+}
+
+void roster_set_grace(struct roster *r, long long grace_ms)
+{
+    r->grace_ms = grace_ms > 0 ? grace_ms : 0;
 }
 
 static void user_free(struct roster_user *u)
@@ -97,6 +105,7 @@ void roster_destroy(struct roster *r)
         user_free(e->value);
     roster_changes_clear(r);
     map_cleanup(&r->sessions);
+    map_cleanup(&r->grace);
     map_cleanup(&r->edges);
     map_cleanup(&r->users);
     free(r->changes);
@@ -148,15 +157,32 @@ static struct roster_user *user_new(struct roster *r, const struct roster_row *r
     return u;
 }
 
-/* Nothing left to remember: no session, nothing to write, and the world
- * was shown the user offline (a takeover has nothing to correct). */
+/* Nothing left to remember: no session, no grace period running, nothing to
+ * write, and the world was shown the user offline (a takeover has nothing to
+ * correct). */
 static int forgettable(const struct roster_user *u)
 {
-    return u->nsessions == 0 && !u->dirty && u->shown == ROSTER_OFFLINE;
+    return u->nsessions == 0 && !u->in_grace && !u->dirty && u->shown == ROSTER_OFFLINE;
+}
+
+/* Connected, as far as the world and the row are concerned. */
+static int present(const struct roster_user *u)
+{
+    return u->nsessions > 0 || u->in_grace;
+}
+
+static void grace_leave(struct roster *r, struct roster_user *u)
+{
+    if (!u->in_grace)
+        return;
+    u->in_grace = 0;
+    u->grace_since_ms = 0;
+    map_del(&r->grace, u->id);
 }
 
 static void user_forget(struct roster *r, struct roster_user *u)
 {
+    grace_leave(r, u);
     map_del(&r->users, u->id);
     user_free(u);
 }
@@ -164,7 +190,26 @@ static void user_forget(struct roster *r, struct roster_user *u)
 /* What the world should see of u. */
 static enum roster_status public_status(const struct roster_user *u)
 {
-    return u->nsessions > 0 ? u->status : ROSTER_OFFLINE;
+    return present(u) ? u->status : ROSTER_OFFLINE;
+}
+
+/* u's last session closed at since_ms: nothing is said or written yet. */
+static void grace_enter(struct roster *r, struct roster_user *u, long long since_ms)
+{
+    u->in_grace = 1;
+    u->grace_since_ms = since_ms;
+    map_put(&r->grace, u->id, u);
+}
+
+/* The grace period of u is over: offline as of its last close. The caller
+ * queues the change, or not. */
+static void grace_end(struct roster *r, struct roster_user *u)
+{
+    u->last_seen_ms = u->grace_since_ms;
+    u->was_online = 0; /* offline now: a later open is news again */
+    grace_leave(r, u);
+    r->online_gen++;
+    mark_dirty(r, u);
 }
 
 static void set_username(struct roster *r, struct roster_user *u, const char *username)
@@ -204,7 +249,12 @@ static void session_remove(struct roster *r, struct roster_session *s, long long
     r->online_gen++;
 
     assert(u->nsessions > 0);
-    if (--u->nsessions == 0 && r->resyncing) {
+    if (--u->nsessions == 0 && r->grace_ms > 0) {
+        /* The user may be back within the grace period (a client that
+         * recovered its connection, on any edge): the world keeps what it
+         * was shown until roster_grace_expire decides, after any window. */
+        grace_enter(r, u, now_ms);
+    } else if (u->nsessions == 0 && r->resyncing) {
         /* In the resync window the user's other sessions may not be
          * re-announced yet: decide at the end of the window. */
         u->last_seen_ms = now_ms;
@@ -368,7 +418,12 @@ int roster_open(struct roster *r, const struct roster_event *ev, const struct ro
     session_add(r, u, e, ev->conn_id);
     if (u->nsessions > 1)
         return 0;
-    mark_dirty(r, u); /* online = true */
+    /* Back within the grace period: the world never saw the user leave, and
+     * the row still says online. */
+    int returned = u->in_grace;
+    grace_leave(r, u);
+    if (!returned || u->status_pending)
+        mark_dirty(r, u); /* online = true */
     /* In the resync window, a re-announced session, or a user who was online
      * before presence restarted and whose other sessions are not re-announced
      * yet: the rest of the world still sees them as they were, so say nothing.
@@ -378,6 +433,8 @@ int roster_open(struct roster *r, const struct roster_event *ev, const struct ro
     if (u->status_pending) { /* chosen before this session came back: nobody saw it */
         u->status_pending = 0;
         queue_change(r, u, u->status);
+    } else if (returned) {
+        /* the status it had, and its lastSeen, go on */
     } else if (!quiet) {
         u->status = ROSTER_ONLINE;
         u->last_seen_ms = ev->now_ms; /* the time of this change */
@@ -465,6 +522,11 @@ void roster_resync_end(struct roster *r, long long now_ms, int quiet)
         m = next;
         if (u->status_pending) { /* no session came back to take it */
             u->status_pending = 0;
+            if (u->in_grace) { /* chosen on a session of a user the world still sees: shown now */
+                r->online_gen++;
+                mark_dirty(r, u);
+                queue_change(r, u, u->status);
+            }
             if (forgettable(u)) {
                 user_forget(r, u);
                 continue;
@@ -490,8 +552,8 @@ int roster_resyncing(const struct roster *r)
 int roster_sweep_user(struct roster *r, const struct roster_row *row, long long now_ms, int quiet)
 {
     struct roster_user *u = map_get(&r->users, row->id);
-    if (u && (u->nsessions > 0 || u->dirty))
-        return 0; /* connected, or already gone offline with its write pending */
+    if (u && (present(u) || u->dirty))
+        return 0; /* connected (or in the grace period), or already gone offline with its write pending */
     if (!u)
         u = user_new(r, row);
     u->last_seen_ms = now_ms;
@@ -500,6 +562,48 @@ int roster_sweep_user(struct roster *r, const struct roster_row *row, long long 
     if (!quiet)
         queue_change(r, u, ROSTER_OFFLINE);
     return 1;
+}
+
+/* ---- the grace period ---- */
+
+static int cmp_grace(const void *a, const void *b)
+{
+    const struct roster_user *x = *(struct roster_user *const *)a, *y = *(struct roster_user *const *)b;
+    if (x->grace_since_ms != y->grace_since_ms)
+        return x->grace_since_ms < y->grace_since_ms ? -1 : 1;
+    return strcmp(x->id, y->id);
+}
+
+size_t roster_grace_expire(struct roster *r, long long now_ms)
+{
+    if (r->resyncing || r->grace.count == 0)
+        return 0;
+    /* Collect first: the map must not change while it is iterated. */
+    struct roster_user **due = NULL;
+    size_t n = 0, cap = 0, i;
+    for (struct map_entry *me = map_first(&r->grace, &i); me; me = map_next(&r->grace, me, &i)) {
+        struct roster_user *u = me->value;
+        if (now_ms - u->grace_since_ms < r->grace_ms)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            due = xrealloc(due, cap * sizeof *due);
+        }
+        due[n++] = u;
+    }
+    if (n > 1)
+        qsort(due, n, sizeof *due, cmp_grace);
+    for (size_t k = 0; k < n; k++) {
+        grace_end(r, due[k]);
+        queue_change(r, due[k], ROSTER_OFFLINE);
+    }
+    free(due);
+    return n;
+}
+
+size_t roster_ngrace(const struct roster *r)
+{
+    return r->grace.count;
 }
 
 /* ---- what the world was shown ---- */
@@ -527,6 +631,8 @@ void roster_shown(struct roster *r, const char *user_id, const char *username, e
     }
     u->shown = status;
     u->shown_last_seen_ms = last_seen_ms;
+    if (status == ROSTER_OFFLINE && u->in_grace)
+        grace_end(r, u); /* the active's grace ended before this roster's */
     adopt_shown(r, u);
     if (forgettable(u))
         user_forget(r, u);
@@ -656,7 +762,7 @@ static void info_of(struct roster_info *out, const struct roster_user *u)
 {
     out->user_id = u->id;
     out->username = u->username;
-    out->status = u->nsessions > 0 ? u->status : ROSTER_OFFLINE;
+    out->status = public_status(u);
     out->last_seen_ms = u->last_seen_ms;
     out->known = 1;
 }
@@ -685,7 +791,7 @@ size_t roster_online(const struct roster *r, struct roster_info **out)
     *out = xmalloc((r->users.count ? r->users.count : 1) * sizeof **out);
     for (struct map_entry *e = map_first(&r->users, &i); e; e = map_next(&r->users, e, &i)) {
         const struct roster_user *u = e->value;
-        if (u->nsessions > 0 && u->status != ROSTER_OFFLINE)
+        if (present(u) && u->status != ROSTER_OFFLINE)
             info_of(&(*out)[n++], u);
     }
     return n;
@@ -754,6 +860,15 @@ int roster_import_session(struct roster *r, struct roster_user *u, const char *e
     struct roster_edge *e = map_get(&r->edges, edge_id);
     if (!e || session_find(r, edge_id, conn_id))
         return -1;
+    grace_leave(r, u);
     session_add(r, u, e, conn_id);
+    return 0;
+}
+
+int roster_import_grace(struct roster *r, struct roster_user *u, long long since_ms)
+{
+    if (u->nsessions > 0)
+        return -1;
+    grace_enter(r, u, since_ms);
     return 0;
 }

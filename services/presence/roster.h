@@ -4,7 +4,16 @@
  * world was last shown of each user (the last PresenceChange published, or
  * heard from the active replica by a standby). Pure: no I/O, no clock, no
  * locking; the caller passes the times, publishes the changes the roster
- * queues and writes the users it marks dirty. */
+ * queues and writes the users it marks dirty.
+ *
+ * The grace period (roster_set_grace): a user whose last session closes does
+ * not go offline at once. For grace_ms the roster keeps the user as the world
+ * was shown them (status, lastSeen, the row online) and queues nothing; a
+ * session of theirs that opens meanwhile takes over silently (a client that
+ * recovered its connection on another edge), and otherwise roster_grace_expire
+ * sets them offline with last_seen = the time the last session closed. The
+ * deadline is on the wall clock (now_ms), the clock the replicas share, so
+ * that a replica given the state goes on with the same one. */
 #ifndef ROSTER_H
 #define ROSTER_H
 
@@ -27,9 +36,11 @@ struct roster_user {
                                   close when offline); 0 = never */
     size_t nsessions;          /* online while > 0 */
     int was_online;            /* users.online as loaded (resync window rule) */
-    int offline_pending;       /* last session closed in the resync window */
+    int offline_pending;       /* last session closed in the resync window (no grace period) */
     int status_pending;        /* status chosen in the resync window before a session came back */
     int dirty;                 /* the row needs writing */
+    int in_grace;              /* no session, in the grace period: shown and written as connected */
+    long long grace_since_ms;  /* in_grace: Unix ms its last session closed (its lastSeen when offline) */
     enum roster_status shown;  /* what the world was last shown (OFFLINE until a change) */
     long long shown_last_seen_ms;
     struct roster_session *sessions;
@@ -60,6 +71,9 @@ struct roster;
 struct roster *roster_create(void);
 /* Accepts NULL. */
 void roster_destroy(struct roster *r);
+/* The grace period in ms (PRESENCE_GRACE_MS); 0, the default: a user goes
+ * offline as their last session closes. */
+void roster_set_grace(struct roster *r, long long grace_ms);
 
 /* NULL when unknown. */
 struct roster_user *roster_user_get(const struct roster *r, const char *id);
@@ -113,13 +127,18 @@ size_t roster_mismatched_edges(const struct roster *r, const char ***out);
  * chosen status ONLINE, unless it is quiet: the resync window is open and
  * resync is set or the row said online. A change sets last_seen = now_ms (the
  * time the user came online); a quiet open keeps the row's, or takes now_ms
- * when there is none. A known session is left as it is
+ * when there is none. A first session of a user in the grace period ends it
+ * and changes nothing else: no change queued, the status and last_seen the
+ * user had go on. A known session is left as it is
  * (idempotent); a known session of another user is moved. An empty username
  * keeps the previous one. Returns 1 for a user's first session, else 0. */
 int roster_open(struct roster *r, const struct roster_event *ev, const struct roster_row *row);
 /* Session close; also a sign of life of the edge. Unknown sessions are ignored
- * (returns -1). The last session of a user sets last_seen = now_ms and queues an
- * OFFLINE change (returns 1); otherwise returns 0. */
+ * (returns -1). The last session of a user (returns 1) sets last_seen = now_ms
+ * and queues an OFFLINE change, or, with a grace period, starts it at now_ms
+ * (nothing queued); otherwise returns 0. Every other way a user loses their
+ * last session (an edge restarted or silent, a resync window's end) does the
+ * same. */
 int roster_close(struct roster *r, const struct roster_event *ev);
 
 /* Sets the chosen status of a connected user at now_ms (its lastSeen) and
@@ -141,10 +160,21 @@ void roster_resync_begin_edges(struct roster *r, const char *const *edge_ids, si
 void roster_resync_end(struct roster *r, long long now_ms, int quiet);
 int roster_resyncing(const struct roster *r);
 /* End of the window: a user the database says is online. If presence has no
- * record of them (nobody re-announced a session), they are added offline
+ * record of them (nobody re-announced a session; a user in the grace period
+ * counts as a record), they are added offline
  * (last_seen = now_ms, dirty) with an OFFLINE change (none when quiet: the
  * world was not shown them online) and 1 is returned; else 0. */
 int roster_sweep_user(struct roster *r, const struct roster_row *row, long long now_ms, int quiet);
+
+/* Ends the grace period of the users whose last session closed grace_ms or
+ * more before now_ms: each goes offline (last_seen = that close, dirty) with
+ * an OFFLINE change, the users whose grace started first first. Nothing
+ * while a resync window is open: a session it re-learns may still come back
+ * (they go at its end or after). Returns how many went offline. Costs the
+ * number of users in the grace period, not of the roster. */
+size_t roster_grace_expire(struct roster *r, long long now_ms);
+/* Users in the grace period now. */
+size_t roster_ngrace(const struct roster *r);
 
 /* ---- what the world was shown (active and standby replicas) ---- */
 
@@ -153,14 +183,16 @@ int roster_sweep_user(struct roster *r, const struct roster_row *row, long long 
  * roster says, the roster takes its lastSeen (the clock of the replica that
  * published it, and the one its row holds). A user the roster does not hold
  * is kept (no session, not dirty) while shown online or away, so that a
- * takeover can tell the world otherwise. A user with no session, nothing to
- * write and shown offline is forgotten. */
+ * takeover can tell the world otherwise. The world told that a user in the
+ * grace period is offline (the active's grace ended first) ends it here too,
+ * with no change queued. A user with no session, nothing to write and shown
+ * offline is forgotten. */
 void roster_shown(struct roster *r, const char *user_id, const char *username, enum roster_status status,
                   long long last_seen_ms);
-/* Every user whose public status (the chosen one while connected, else
- * OFFLINE) is not what the world was shown gets a change with it (marked
- * dirty); where they agree the roster takes the shown lastSeen, as
- * roster_shown does. Returns the number of changes queued. */
+/* Every user whose public status (the chosen one while connected or in the
+ * grace period, else OFFLINE) is not what the world was shown gets a change
+ * with it (marked dirty); where they agree the roster takes the shown
+ * lastSeen, as roster_shown does. Returns the number of changes queued. */
 size_t roster_reconcile(struct roster *r);
 /* Takes every user's public status as what the world was shown (after a
  * resync window, or a state transfer, that rebuilt the roster from it). */
@@ -199,21 +231,25 @@ void roster_user_sessions(const struct roster_user *u,
 /* Building a roster from another replica's: edges first (heard at mono_ms),
  * then users (from row: username, chosen status, last_seen, was_online; not
  * dirty), each followed by its sessions (-1 when the edge is unknown or the
- * session exists). Then roster_shown_all. */
+ * session exists) or, for a user in the grace period, the time its last
+ * session closed (-1 when it has a session). Then roster_shown_all. */
 void roster_import_edge(struct roster *r, const char *edge_id, const char *boot_id, long long mono_ms);
 struct roster_user *roster_import_user(struct roster *r, const struct roster_row *row);
 int roster_import_session(struct roster *r, struct roster_user *u, const char *edge_id,
                           unsigned long long conn_id);
+int roster_import_grace(struct roster *r, struct roster_user *u, long long since_ms);
 
-/* One answer per id in order (duplicates kept): a connected user has their chosen
- * status; a known user without session is OFFLINE with their last_seen; others
- * are OFFLINE, "", 0 and known = 0. With shown (a standby), a known user is
- * answered as the world was shown them instead: what the active published,
- * whatever this roster may have missed. out holds n entries. */
+/* One answer per id in order (duplicates kept): a connected user, or one in the
+ * grace period, has their chosen status; a known user without session is
+ * OFFLINE with their last_seen; others are OFFLINE, "", 0 and known = 0. With
+ * shown (a standby), a known user is answered as the world was shown them
+ * instead: what the active published, whatever this roster may have missed.
+ * out holds n entries. */
 void roster_query(const struct roster *r, const char *const *ids, size_t n, struct roster_info *out,
                   int shown);
-/* Every connected user whose chosen status is not OFFLINE (invisible users are
- * left out). *out is malloc'd (free it); returns the count. */
+/* Every connected user (or in the grace period) whose chosen status is not
+ * OFFLINE (invisible users are left out). *out is malloc'd (free it); returns
+ * the count. */
 size_t roster_online(const struct roster *r, struct roster_info **out);
 
 /* A number that changes whenever roster_online()'s answer may have changed (a

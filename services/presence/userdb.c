@@ -194,7 +194,7 @@ int userdb_save(void *ctx, const struct roster_user *const *users, size_t n)
         db_array_add(&ids, u->id);
         db_array_add(&names, u->username);
         db_array_add(&statuses, status_text(u->status));
-        db_array_add(&online, u->nsessions > 0 ? "t" : "f");
+        db_array_add(&online, u->nsessions > 0 || u->in_grace ? "t" : "f"); /* the grace: not offline yet */
         db_array_add(&seen, ms);
     }
     const char *params[5];

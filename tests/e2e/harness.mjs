@@ -380,9 +380,12 @@ export function startMessaging(opts = {}) {
 /**
  * chat-presence; resolves once it is active (its "resync" request went out) or a
  * standby with the active's state ("standby synced"), unless ready says otherwise.
+ * PRESENCE_GRACE_MS is 0 unless opts.env sets it: the tests see a user go
+ * offline the moment their last session closes, as before the grace period;
+ * the tests of the grace set it.
  */
 export function startPresence(opts = {}) {
-  return startService("chat-presence", PRESENCE_BIN, { ready: /resync requested|standby synced/, ...opts });
+  return startService("chat-presence", PRESENCE_BIN, { ready: /resync requested|standby synced/, ...opts, env: { PRESENCE_GRACE_MS: "0", ...opts.env } });
 }
 
 /** A gauge or counter of a service's /metrics (startPresence's healthUrl), or null. */

@@ -3,10 +3,16 @@
 // presence:update list that is a socket's first event; user:status on a user's
 // first session anywhere and on the last close (users.last_seen); several tabs
 // on two edges; presence:update (chosen status) and presence:request; invalid
-// input; per client transport (TRANSPORTS). WebSocket clients only: an edge
-// killed with SIGKILL (heartbeat timeout), an edge restarted under the same
-// EDGE_ID (new boot id; its own nats-server and presence with a long timeout),
-// and the presence service killed with SIGKILL and restarted (resync).
+// input; per client transport (TRANSPORTS). The presence here runs with
+// PRESENCE_GRACE_MS=0 (harness): offline the moment the last session closes.
+// The grace period, per client transport too, on a stack of its own (its own
+// nats-server, database, presence with PRESENCE_GRACE_MS 3000 and two edges):
+// a connection that drops and comes back by itself (socket.io-client's
+// reconnection) within the grace, and one held off past it. WebSocket
+// clients only: an edge killed with SIGKILL (heartbeat timeout), an edge
+// restarted under the same EDGE_ID (new boot id; its own nats-server and
+// presence with a long timeout), and the presence service killed with SIGKILL
+// and restarted (resync).
 //
 // "Nothing was broadcast" is proven with a marker: a fresh user connects on the
 // edge whose NATS connection carried the event under test (after that edge has
@@ -14,6 +20,7 @@
 // observer receives must be the marker's online. user:status events about
 // users of other tests are skipped (they are legitimately broadcast to all).
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { before, after, afterEach, describe } from "node:test";
 import { io } from "socket.io-client";
@@ -262,6 +269,82 @@ function entryOf(list, user, { absent = false } = {}) {
   }
   assert.equal(found.length, 1, `${user.username} listed ${found.length} times in ${JSON.stringify(list)}`);
   return found[0];
+}
+
+// ---------------------------------------------------------------- the grace period's stack
+
+const GRACE_MS = 3000; // PRESENCE_GRACE_MS of the grace stack
+const RECONNECT_MS = 1000; // the reconnecting clients' reconnectionDelay: a drop of about a second
+let graceStack; // a promise: started once, by the first test that needs it
+
+/** Its own nats-server, database (presence_grace) and presence with PRESENCE_GRACE_MS, and two edges. */
+function grace() {
+  graceStack ??= (async () => {
+    const n = await startNats();
+    pg.psql("CREATE DATABASE presence_grace");
+    const svc = await startPresence({
+      nats: n,
+      pg: { url: pg.url.replace(/\/postgres$/, "/presence_grace") },
+      name: "grace",
+      env: { ...PRESENCE_ENV, PRESENCE_GRACE_MS: String(GRACE_MS) },
+    });
+    const [e1, e2] = await Promise.all([
+      startEdge({ nats: n, name: "grace-edge-1", env: EDGE_ENV }),
+      startEdge({ nats: n, name: "grace-edge-2", env: EDGE_ENV }),
+    ]);
+    return { presence: svc, edge1: e1, edge2: e2 };
+  })();
+  return graceStack;
+}
+
+/** dbUser() of the grace stack's database. */
+function graceDbUser(id) {
+  const rows = execFileSync(
+    "psql",
+    ["-h", "127.0.0.1", "-p", String(pg.port), "-U", "postgres", "-d", "presence_grace", "-tA", "-v", "ON_ERROR_STOP=1", "-c",
+      `SELECT username, status, online, to_char(last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') FROM users WHERE id = '${id}'`],
+    { encoding: "utf8", timeout: 30000 },
+  ).split("\n").filter((l) => l !== "");
+  if (rows.length === 0) return null;
+  const [username, status, online, lastSeen] = rows[0].split("|");
+  return { username, status, online: online === "t", lastSeen: lastSeen || null };
+}
+
+/**
+ * user on edge with socket.io-client's own reconnection on (RECONNECT_MS
+ * between attempts, not randomised); transport "default": once upgraded to
+ * WebSocket. Returns {user, edge, socket, connects: [{id, recovered, at}], until(cond, what, ms)}.
+ */
+async function reconnecting(user, edge, transport) {
+  const socket = io(edge.url, {
+    ...clientOptions({ token: user.token }, { transport }),
+    reconnection: true,
+    reconnectionDelay: RECONNECT_MS,
+    reconnectionDelayMax: RECONNECT_MS,
+    randomizationFactor: 0,
+  });
+  allSockets.add(socket);
+  testSockets.add(socket);
+  const c = { user, edge, socket, connects: [], waiters: [] };
+  const wake = () => {
+    for (const w of c.waiters.splice(0)) w();
+  };
+  socket.on("connect", () => {
+    c.connects.push({ id: socket.id, recovered: socket.recovered, at: Date.now() });
+    wake();
+  });
+  socket.on("disconnect", wake);
+  socket.io.on("upgrade", wake);
+  c.until = (cond, what, ms = 5000) =>
+    withTimeout(new Promise((resolve) => { const check = () => (cond() ? resolve() : c.waiters.push(check)); check(); }), ms, what);
+  await c.until(() => c.connects.length === 1, `${user.username} connecting to ${edge.name}`);
+  if (transport === "default") await c.until(() => transportOf(socket) === "websocket", `${user.username}'s upgrade`);
+  return c;
+}
+
+/** Waits for presence's log line of the close of user's last session that starts the grace period. */
+function graceStarted(svc, user, what) {
+  return svc.child.waitForLine(new RegExp(`session close user=${user.id} .*result=1 grace`), 5000, what);
 }
 
 // ---------------------------------------------------------------- per client transport
@@ -551,6 +634,58 @@ for (const transport of TRANSPORTS) describe(`transport: ${transport}`, () => {
       await marker(edge1, [o, a], [A], "nothing for refused presence:update events");
       assertLike(await request(o, [A.id]), [info(A, "online")]);
       assert.equal(dbUser(A.id).status, "online");
+    });
+  });
+
+  describe(`the grace period (PRESENCE_GRACE_MS ${GRACE_MS}; a stack of its own)`, () => {
+    test("a connection that drops and comes back by itself within the grace: nothing about the user on another edge, presence:request says online throughout, the row stays online", async () => {
+      const g = await grace();
+      const U = makeUser("ursula");
+      const o = await conn(makeUser("olga"), g.edge2);
+      const u = await reconnecting(U, g.edge1, transport);
+      const on = await expectStatus([o], info(U, "online"), [U], "ursula's online");
+      const row = { username: "ursula", status: "online", online: true, lastSeen: on.lastSeen };
+      assert.deepEqual(graceDbUser(U.id), row);
+      const t0 = Date.now();
+      u.socket.io.engine.close(); // the network drops; the client reconnects by itself, RECONNECT_MS later
+      await graceStarted(g.presence, U, "presence starting ursula's grace period");
+      assertLike(await request(o, [U.id]), [info(U, "online", on.lastSeen)], "while she is away");
+      assert.deepEqual(graceDbUser(U.id), row, "the row while she is away");
+      assert.equal(u.connects.length, 1, "asked while her connection was down");
+      await u.until(() => u.connects.length === 2, "ursula's reconnection");
+      assert.ok(u.connects[1].at - t0 < GRACE_MS, `back ${u.connects[1].at - t0} ms after the drop`);
+      assertLike(await request(o, [U.id]), [info(U, "online", on.lastSeen)], "once she is back");
+      // A deliberate window: past the time her grace period would have ended.
+      await delay(Math.max(0, t0 + GRACE_MS + 500 - Date.now()));
+      await marker(g.edge1, [o], [U], "no offline and no online for ursula through the drop and the grace");
+      assertLike(await request(o, [U.id]), [info(U, "online", on.lastSeen)], "after the grace");
+      assert.deepEqual(graceDbUser(U.id), row, "the row after the grace");
+    });
+
+    test("a connection held off past the grace: user:status offline {lastSeen: the drop} after PRESENCE_GRACE_MS, then online when it comes back, as without the grace", async () => {
+      const g = await grace();
+      const U = makeUser("ursula");
+      const o = await conn(makeUser("olga"), g.edge2);
+      const u = await reconnecting(U, g.edge1, transport);
+      const on = await expectStatus([o], info(U, "online"), [U], "ursula's online");
+      u.socket.io.reconnection(false); // held off
+      const t0 = Date.now();
+      u.socket.io.engine.close();
+      await graceStarted(g.presence, U, "presence starting ursula's grace period");
+      assertLike(await request(o, [U.id]), [info(U, "online", on.lastSeen)], "during the grace");
+      const lastSeen = await expectOffline([o], U, [U], "ursula's offline after the grace", GRACE_MS + 3000);
+      const elapsed = Date.now() - t0;
+      assert.ok(elapsed >= GRACE_MS - 50, `offline ${elapsed} ms after the drop, before PRESENCE_GRACE_MS ${GRACE_MS}`);
+      const ms = Date.parse(lastSeen);
+      assert.ok(ms >= t0 - 5 && ms <= t0 + 500, `lastSeen ${lastSeen}: the drop (${new Date(t0).toISOString()}), not the end of the grace`);
+      assert.deepEqual(graceDbUser(U.id), { username: "ursula", status: "online", online: false, lastSeen });
+      assertLike(await request(o, [U.id]), [info(U, "offline", lastSeen)]);
+      u.socket.io.reconnection(true); // resumed
+      u.socket.connect();
+      await u.until(() => u.connects.length === 2, "ursula's reconnection");
+      const back = await expectStatus([o], info(U, "online"), [U], "ursula online again");
+      assert.ok(Date.parse(back.lastSeen) >= ms, `back at ${back.lastSeen}, after leaving at ${lastSeen}`);
+      assert.equal(graceDbUser(U.id).online, true);
     });
   });
 });

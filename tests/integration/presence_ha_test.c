@@ -283,6 +283,7 @@ static void replica_start(int k, int node)
         setenv("CHAT_STREAM_REPLICAS", "3", 1);
         setenv("PRESENCE_EDGE_TIMEOUT_MS", "5000", 1);
         setenv("PRESENCE_RESYNC_MS", "1000", 1);
+        setenv("PRESENCE_GRACE_MS", "0", 1); /* the model: offline as the last session closes */
         setenv("PRESENCE_LIST_IN_REPLY", "0", 1);
         setenv("HEALTH_HOST", "127.0.0.1", 1);
         setenv("HEALTH_PORT", hp, 1);

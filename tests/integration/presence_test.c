@@ -4,7 +4,10 @@
  * This program plays the edges: it sends SessionEvents, heartbeats, SetStatus
  * and queries as nats.c + protobuf-c messages, listens to chat.presence.status
  * and chat.presence.resync, reads rows back with psql, kills and restarts the
- * service, and takes NATS and PostgreSQL away. Every wait is bounded. Prints
+ * service, and takes NATS and PostgreSQL away. The service runs with
+ * PRESENCE_GRACE_MS=0 (offline as the last session closes) but for the last
+ * scenarios: two replicas with a grace period, one killed while a user is in
+ * it, or given it by a state transfer. Every wait is bounded. Prints
  * "presence: N passed, M failed"; exits 1 on any failure.
  * usage: presence_test PRESENCE_BIN WORKDIR (logs and nats.pid go there) */
 #include <errno.h>
@@ -28,6 +31,7 @@
 #define EDGE_TIMEOUT_MS 1500
 #define RESYNC_MS 1000
 #define MAX_QUERY 5
+#define GRACE_MS 4000 /* PRESENCE_GRACE_MS of the grace scenarios */
 
 static int passed, failed;
 
@@ -71,22 +75,69 @@ static void uid(char *out, int n)
 
 /* ---- the service process ---- */
 
-static void presence_start(void)
+/* Starts chat-presence, its log appended to WORKDIR/log; grace: its
+ * PRESENCE_GRACE_MS, failover: its PRESENCE_FAILOVER_MS (NULL: the default). */
+static pid_t presence_spawn(const char *log, const char *grace, const char *failover)
 {
-    presence_pid = fork();
-    if (presence_pid == 0) {
+    pid_t pid = fork();
+    if (pid == 0) {
         char path[512];
-        snprintf(path, sizeof path, "%s/presence.log", workdir);
+        snprintf(path, sizeof path, "%s/%s", workdir, log);
         FILE *f = freopen(path, "a", stderr);
         (void)f;
         setenv("NATS_URL", nats_url, 1);
         setenv("PRESENCE_EDGE_TIMEOUT_MS", "1500", 1);
         setenv("PRESENCE_RESYNC_MS", "1000", 1);
         setenv("PRESENCE_MAX_QUERY", "5", 1);
+        setenv("PRESENCE_GRACE_MS", grace, 1);
+        if (failover)
+            setenv("PRESENCE_FAILOVER_MS", failover, 1);
         setenv("LOG_LEVEL", "debug", 1);
         execl(presence_bin, presence_bin, (char *)NULL);
         _exit(127);
     }
+    return pid;
+}
+
+static void presence_start(void)
+{
+    presence_pid = presence_spawn("presence.log", "0", NULL);
+}
+
+/* The size of WORKDIR/log (0 when missing): where a new life's lines start. */
+static long log_size(const char *log)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", workdir, log);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fclose(f);
+    return n;
+}
+
+/* Waits up to timeout_ms for a line of WORKDIR/log after offset from that
+ * holds needle: 1, else 0. */
+static int log_wait(const char *log, long from, const char *needle, long timeout_ms)
+{
+    char path[512], line[4096];
+    snprintf(path, sizeof path, "%s/%s", workdir, log);
+    long long end = now_ms(CLOCK_MONOTONIC) + timeout_ms;
+    do {
+        FILE *f = fopen(path, "r");
+        int found = 0;
+        if (f && fseek(f, from, SEEK_SET) == 0)
+            while (!found && fgets(line, sizeof line, f))
+                found = strstr(line, needle) != NULL;
+        if (f)
+            fclose(f);
+        if (found)
+            return 1;
+        sleep_ms(20);
+    } while (now_ms(CLOCK_MONOTONIC) < end);
+    return 0;
 }
 
 /* Waits up to ms for *pid to exit; returns its wait status, -1 on timeout. */
@@ -183,17 +234,20 @@ struct edge {
     const char *id;
     char boot[32];
     int beating;
+    unsigned open_sessions; /* what its heartbeats say: counted by the grace scenarios only (0 before) */
 };
 
-static struct edge edges[] = {{"edge-1", "boot-1a", 1}, {"edge-2", "boot-2a", 1}, {"edge-3", "boot-3a", 1}};
+static struct edge edges[] = {
+    {"edge-1", "boot-1a", 1, 0}, {"edge-2", "boot-2a", 1, 0}, {"edge-3", "boot-3a", 1, 0}};
 static pthread_mutex_t edges_mu = PTHREAD_MUTEX_INITIALIZER;
 static volatile int stop_beating;
 
-static void send_heartbeat(const char *id, const char *boot)
+static void send_heartbeat(const char *id, const char *boot, unsigned open_sessions)
 {
     Chat__V1__EdgeHeartbeat hb = CHAT__V1__EDGE_HEARTBEAT__INIT;
     hb.edge_id = (char *)id;
     hb.boot_id = (char *)boot;
+    hb.open_sessions = open_sessions;
     hb.interval_ms = 300;
     uint8_t buf[256];
     size_t n = chat__v1__edge_heartbeat__pack(&hb, buf);
@@ -207,7 +261,7 @@ static void *beat(void *arg)
         pthread_mutex_lock(&edges_mu);
         for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++)
             if (edges[i].beating)
-                send_heartbeat(edges[i].id, edges[i].boot);
+                send_heartbeat(edges[i].id, edges[i].boot, edges[i].open_sessions);
         pthread_mutex_unlock(&edges_mu);
         sleep_ms(300);
     }
@@ -910,7 +964,7 @@ static void test_boot_change(void)
     snprintf(e->boot, sizeof e->boot, "boot-3b");
     pthread_mutex_unlock(&edges_mu);
     long long t0 = now_ms(CLOCK_MONOTONIC);
-    send_heartbeat(e->id, "boot-3b");
+    send_heartbeat(e->id, "boot-3b", 0);
     int got = expect_change(u5, 1000, &c);
     CHECK(got && c.status == CHAT__V1__STATUS__STATUS_OFFLINE && c.at - t0 < 500,
           "new boot id: erin not dropped at once");
@@ -932,7 +986,7 @@ static void test_bad_input(void)
     /* well-formed protobuf, bad fields */
     Chat__V1__PresenceList *l = session(1, &edges[0], 50, "not-a-uuid", "x", 0, 0);
     chat__v1__presence_list__free_unpacked(l, NULL);
-    struct edge noid = {"", "b", 1};
+    struct edge noid = {"", "b", 1, 0};
     session(1, &noid, 51, u6, "x", 0, 0);
     CHECK(count_changes(u6, 300) == 0, "a session event without edge id was applied");
     const char *ids[] = {u1};
@@ -1070,7 +1124,7 @@ static void test_nats_outage(void)
 static void test_list_too_big(void)
 {
     enum { FIRST = 100000, N = 20000 };
-    struct edge big = {"edge-big", "boot-big", 0};
+    struct edge big = {"edge-big", "boot-big", 0, 0};
     for (int i = 0; i < N; i++) {
         char user[37], name[32];
         uid(user, FIRST + i);
@@ -1115,6 +1169,242 @@ static void test_shutdown(void)
     kill(presence_pid, SIGTERM);
     int st = presence_wait(10000);
     CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: want exit 0 (status %d)", st);
+}
+
+/* ---- the grace period: replicas a and b with PRESENCE_GRACE_MS ---- */
+
+static pid_t rep_pid[2] = {-1, -1};
+static const char *const rep_log[2] = {"presence-a.log", "presence-b.log"};
+static long rep_from[2]; /* where the current life of each starts in its log */
+
+/* Starts replica k (the shortest PRESENCE_FAILOVER_MS); returns 1 once its
+ * log has ready_line. */
+static int rep_start(int k, const char *ready_line)
+{
+    char grace[16];
+    snprintf(grace, sizeof grace, "%d", GRACE_MS);
+    rep_from[k] = log_size(rep_log[k]);
+    rep_pid[k] = presence_spawn(rep_log[k], grace, "1000");
+    return log_wait(rep_log[k], rep_from[k], ready_line, 10000);
+}
+
+static void rep_kill(int k)
+{
+    kill(rep_pid[k], SIGKILL);
+    CHECK(child_wait(&rep_pid[k], 5000) != -1, "kill -9: replica %d did not die", k);
+}
+
+/* The one answer of a query about user: its status, with its lastSeen in
+ * *last_seen; -1 when there is no such answer. */
+static int query_one(const char *user, long long *last_seen)
+{
+    const char *ids[] = {user};
+    Chat__V1__PresenceList *l = query(ids, 1);
+    int st = l && l->n_users == 1 ? (int)l->users[0]->status : -1;
+    if (st != -1 && last_seen)
+        *last_seen = l->users[0]->last_seen_ms;
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    return st;
+}
+
+/* The grace scenarios' sessions of e, as its heartbeats count them: a new
+ * active re-learns an edge whose count disagrees with its roster, and these
+ * fake edges do not re-announce. Counted once presence has the event (after
+ * its reply; or under the edges' lock with a publish on the connection the
+ * heartbeats take), so that a heartbeat never counts an event not sent yet;
+ * one that counts an event sent just before is right at presence too. */
+static void count_session(struct edge *e, int delta)
+{
+    pthread_mutex_lock(&edges_mu);
+    e->open_sessions += (unsigned)delta;
+    pthread_mutex_unlock(&edges_mu);
+}
+
+/* Opens a session of a new user (conn = its number) and takes its online;
+ * returns that online's lastSeen, or -1. */
+static long long grace_user(int n, char *user, const char *name, struct edge *e)
+{
+    uid(user, n);
+    chat__v1__presence_list__free_unpacked(session(1, e, (unsigned long long)n, user, name, 0, 1), NULL);
+    count_session(e, 1);
+    struct change c;
+    int got = expect_change(user, 2000, &c) && c.status == CHAT__V1__STATUS__STATUS_ONLINE;
+    CHECK(got, "grace: %s did not come online", name);
+    return got ? c.last_seen : -1;
+}
+
+/* Closes user's session n as a request: once it returns (the active's reply),
+ * the active has applied it. *before and *after bracket it (Unix ms). */
+static void grace_close(int n, const char *user, struct edge *e, long long *before, long long *after)
+{
+    *before = now_ms(CLOCK_REALTIME);
+    Chat__V1__PresenceList *l = session(0, e, (unsigned long long)n, user, "", 0, 1);
+    *after = now_ms(CLOCK_REALTIME);
+    count_session(e, -1);
+    CHECK(l != NULL, "grace: the close of %s was not answered", user);
+    chat__v1__presence_list__free_unpacked(l, NULL);
+}
+
+/* The next change of user within timeout_ms must be its offline, GRACE_MS
+ * after closed (monotonic ms) at the earliest and at most late_ms after that,
+ * with a lastSeen in [from, to]; then nothing more for 1 s; the row says the
+ * same. */
+static void expect_grace_offline(const char *what, const char *user, const char *name, long long closed,
+                                 long long from, long long to, long late_ms)
+{
+    struct change c;
+    int got = expect_change(user, GRACE_MS + late_ms + 2000, &c);
+    long long waited = got ? c.at - closed : -1;
+    CHECK(got && c.status == CHAT__V1__STATUS__STATUS_OFFLINE, "%s: no offline (got %d, status %d)", what,
+          got, got ? c.status : -1);
+    CHECK(got && waited >= GRACE_MS - 20 && waited <= GRACE_MS + late_ms,
+          "%s: offline %lld ms after the close, want %d to %ld", what, waited, GRACE_MS, GRACE_MS + late_ms);
+    CHECK(got && c.last_seen >= from && c.last_seen <= to, "%s: lastSeen %lld, want the close (%lld to %lld)",
+          what, got ? c.last_seen : -1, from, to);
+    CHECK(count_changes(user, 1000) == 0, "%s: more than one change after the close", what);
+    char row[256], want[256];
+    row_of(user, row, sizeof row);
+    snprintf(want, sizeof want, "%s|online|false|%lld", name, got ? c.last_seen : -1);
+    CHECK(strcmp(row, want) == 0, "%s: row '%s', want '%s'", what, row, want);
+    long long ls = -1;
+    CHECK(query_one(user, &ls) == CHAT__V1__STATUS__STATUS_OFFLINE && got && ls == c.last_seen,
+          "%s: a query does not answer offline with the broadcast lastSeen", what);
+}
+
+/* A user who comes back within the grace period: nothing is broadcast, not at
+ * the close, not at the return, not when the grace would have ended; queries
+ * and the row say online all along, with the lastSeen of the online. */
+static char came_back[2][37]; /* the users of grace_within and grace_takeover_back */
+
+static void grace_within(void)
+{
+    char *user = came_back[0], row[256], want[256];
+    long long online_at = grace_user(9001, user, "gracie", &edges[0]), before, after, ls = -1;
+    long long closed = now_ms(CLOCK_MONOTONIC);
+    grace_close(9001, user, &edges[0], &before, &after);
+    CHECK(query_one(user, &ls) == CHAT__V1__STATUS__STATUS_ONLINE && ls == online_at,
+          "within the grace: a query does not say online as before (lastSeen %lld, want %lld)", ls,
+          online_at);
+    snprintf(want, sizeof want, "gracie|online|true|%lld", online_at);
+    row_of(user, row, sizeof row);
+    CHECK(strcmp(row, want) == 0, "within the grace: row '%s', want '%s'", row, want);
+    sleep_ms(GRACE_MS / 2); /* the user's connection is down this long */
+    Chat__V1__PresenceList *l = session(1, &edges[1], 9002, user, "gracie", 0, 1);
+    count_session(&edges[1], 1);
+    const Chat__V1__PresenceInfo *me = find(l, user);
+    CHECK(me && me->status == CHAT__V1__STATUS__STATUS_ONLINE && me->last_seen_ms == online_at,
+          "back within the grace: the reply's list does not show the user as before");
+    chat__v1__presence_list__free_unpacked(l, NULL);
+    long long wait = closed + GRACE_MS + 1000 - now_ms(CLOCK_MONOTONIC);
+    CHECK(count_changes(user, wait > 0 ? wait : 0) == 0, "within the grace: a change was broadcast");
+    CHECK(query_one(user, &ls) == CHAT__V1__STATUS__STATUS_ONLINE && ls == online_at,
+          "after the grace: a query does not say online as before");
+    row_of(user, row, sizeof row);
+    CHECK(strcmp(row, want) == 0, "after the grace: row '%s', want '%s'", row, want);
+}
+
+/* A user who does not come back: offline once, GRACE_MS after the close,
+ * lastSeen the close; nothing, and online in queries and the row, before. */
+static void grace_past(void)
+{
+    char user[37], row[256], want[256];
+    long long online_at = grace_user(9003, user, "gone", &edges[0]), before, after, ls = -1;
+    long long closed = now_ms(CLOCK_MONOTONIC);
+    grace_close(9003, user, &edges[0], &before, &after);
+    CHECK(count_changes(user, GRACE_MS - 500) == 0, "past the grace: a change before the grace passed");
+    CHECK(query_one(user, &ls) == CHAT__V1__STATUS__STATUS_ONLINE && ls == online_at,
+          "past the grace: a query during it does not say online");
+    snprintf(want, sizeof want, "gone|online|true|%lld", online_at);
+    row_of(user, row, sizeof row);
+    CHECK(strcmp(row, want) == 0, "past the grace: row during it '%s', want '%s'", row, want);
+    expect_grace_offline("past the grace", user, "gone", closed, before - 5, after + 5, 600);
+}
+
+/* The active is killed while a user is in the grace period: the standby,
+ * once active, ends it at the same deadline, with one offline. */
+static void grace_takeover(int active)
+{
+    char user[37];
+    grace_user(9004, user, "left", &edges[0]);
+    long long closed = now_ms(CLOCK_MONOTONIC), before, after;
+    grace_close(9004, user, &edges[0], &before, &after);
+    sleep_ms(300); /* the standby hears the close too */
+    rep_kill(active);
+    /* the standby's own clock took the close: within a few ms of the active's */
+    expect_grace_offline("takeover in the grace", user, "left", closed, before - 5, after + 300, 1500);
+}
+
+/* The active is killed while a user is in the grace period, and the user
+ * comes back before anyone is active again: nothing is broadcast about them. */
+static void grace_takeover_back(int active)
+{
+    char *user = came_back[1], row[256], want[256];
+    long long online_at = grace_user(9005, user, "back", &edges[0]), before, after, ls = -1;
+    long long closed = now_ms(CLOCK_MONOTONIC);
+    grace_close(9005, user, &edges[0], &before, &after);
+    sleep_ms(300);
+    rep_kill(active);
+    sleep_ms(500); /* the client reconnects while no replica is active */
+    Chat__V1__SessionEvent se = CHAT__V1__SESSION_EVENT__INIT;
+    se.kind = CHAT__V1__SESSION_EVENT__KIND__KIND_OPEN;
+    se.edge_id = (char *)edges[2].id;
+    se.conn_id = 9006;
+    se.user_id = user;
+    se.username = "back";
+    uint8_t buf[512];
+    pthread_mutex_lock(&edges_mu); /* the open and the count, in that order, before any heartbeat */
+    se.boot_id = edges[2].boot;
+    natsConnection_Publish(nc, "chat.presence.session", buf, (int)chat__v1__session_event__pack(&se, buf));
+    edges[2].open_sessions++;
+    pthread_mutex_unlock(&edges_mu);
+    long long wait = closed + GRACE_MS + 1500 - now_ms(CLOCK_MONOTONIC);
+    CHECK(count_changes(user, wait > 0 ? wait : 0) == 0, "back during the takeover: a change was broadcast");
+    CHECK(log_wait(rep_log[!active], rep_from[!active], "took over", 100),
+          "back during the takeover: no takeover logged");
+    CHECK(query_one(user, &ls) == CHAT__V1__STATUS__STATUS_ONLINE && ls == online_at,
+          "back during the takeover: a query does not say online as before");
+    snprintf(want, sizeof want, "back|online|true|%lld", online_at);
+    row_of(user, row, sizeof row);
+    CHECK(strcmp(row, want) == 0, "back during the takeover: row '%s', want '%s'", row, want);
+}
+
+/* A replica started while a user is in the grace period takes it with the
+ * state, then takes over: the offline comes at the same deadline, once. */
+static void grace_transfer(int active)
+{
+    char user[37];
+    grace_user(9007, user, "moved", &edges[0]);
+    long long closed = now_ms(CLOCK_MONOTONIC), before, after;
+    grace_close(9007, user, &edges[0], &before, &after);
+    CHECK(rep_start(!active, "standby synced"), "transfer: the new replica did not sync");
+    rep_kill(active);
+    expect_grace_offline("transfer in the grace", user, "moved", closed, before - 5, after + 5, 1500);
+}
+
+static void test_grace(void)
+{
+    CHECK(rep_start(0, "resync requested"), "grace: replica a not active");
+    /* the users the earlier tests left online in the table go offline first */
+    CHECK(log_wait(rep_log[0], rep_from[0], "resync done", RESYNC_MS + 10000),
+          "grace: replica a's resync not done");
+    drain_changes();
+    grace_within();
+    grace_past();
+    CHECK(rep_start(1, "standby synced"), "grace: replica b did not sync");
+    grace_takeover(0); /* b active */
+    CHECK(rep_start(0, "standby synced"), "grace: replica a, restarted, did not sync");
+    grace_takeover_back(1); /* a active */
+    grace_transfer(0);      /* b active */
+    /* The users who came back: never a change since, online to the end. */
+    for (int k = 0; k < 2; k++) {
+        long long ls;
+        CHECK(count_changes(came_back[k], 1000) == 0, "grace: %s, back, got a change later", came_back[k]);
+        CHECK(query_one(came_back[k], &ls) == CHAT__V1__STATUS__STATUS_ONLINE,
+              "grace: %s, back, not online at the end", came_back[k]);
+    }
+    kill(rep_pid[1], SIGTERM);
+    int st = child_wait(&rep_pid[1], 10000);
+    CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "grace: SIGTERM, want exit 0 (status %d)", st);
 }
 
 int main(int argc, char **argv)
@@ -1164,6 +1454,7 @@ int main(int argc, char **argv)
         test_nats_outage();
         test_list_too_big();
         test_shutdown();
+        test_grace();
     }
     stop_beating = 1;
     pthread_join(beater, NULL);
@@ -1171,6 +1462,11 @@ int main(int argc, char **argv)
         kill(presence_pid, SIGKILL);
         presence_wait(5000);
     }
+    for (int k = 0; k < 2; k++)
+        if (rep_pid[k] > 0) {
+            kill(rep_pid[k], SIGKILL);
+            child_wait(&rep_pid[k], 5000);
+        }
     natsSubscription_Destroy(status_sub);
     natsSubscription_Destroy(resync_sub);
     natsConnection_Destroy(nc);

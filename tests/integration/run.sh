@@ -52,6 +52,11 @@ PGDATABASE=postgres DATABASE_URL="postgresql://$PGUSER@$PGHOST:$PGPORT/postgres"
 if [ "$rc" -ne 0 ]; then
     echo "---- chat-presence log (last 80 lines)" >&2
     tail -n 80 "$WORK/single/presence.log" >&2 || true
+    for f in "$WORK"/single/presence-*.log; do # the replicas of the grace scenarios
+        [ -f "$f" ] || continue
+        echo "---- $(basename "$f") (last 40 lines)" >&2
+        tail -n 40 "$f" >&2 || true
+    done
     echo "---- nats-server log (last 20 lines)" >&2
     tail -n 20 "$WORK/single/nats.log" >&2 || true
 fi

@@ -145,10 +145,15 @@ static void assert_same(struct roster *a, struct roster *b, int n)
         if (ua) {
             assert_int_equal(ua->nsessions, ub->nsessions);
             assert_int_equal(ua->status, ub->status);
-            assert_int_equal(ub->shown, ub->nsessions ? ub->status : ROSTER_OFFLINE);
+            assert_int_equal(ub->in_grace, ua->in_grace);
+            assert_int_equal(ub->shown, ub->nsessions || ub->in_grace ? ub->status : ROSTER_OFFLINE);
         }
     }
-    /* every edge holds as many sessions on both sides */
+}
+
+/* Rosters of make_roster(n): every edge holds as many sessions on both sides. */
+static void assert_same_edges(struct roster *a, struct roster *b, int n)
+{
     const char *edges[] = {"edge-a", "edge-b", "edge-c"};
     for (int e = 0; e < 3; e++) {
         size_t count = 0;
@@ -182,11 +187,91 @@ static void test_state_roundtrip(void **state)
     assert_string_equal(epoch, "epoch-7");
     assert_int_equal(seq, 99);
     assert_same(a, b, N);
+    assert_same_edges(a, b, N);
     /* the offline users the active still had to write are dirty on this side too */
     assert_int_equal(roster_ndirty(b), (N + 12) / 13);
     assert_int_equal(roster_reconcile(b), 0); /* the world was shown what the roster says */
     roster_destroy(b);
     handoff_import_destroy(im);
+    handoff_chunks_cleanup(&c);
+    roster_destroy(a);
+}
+
+/* Imports c whole into a new roster with the given grace period. */
+static struct roster *import_all(const struct handoff_chunks *c, long long grace_ms)
+{
+    struct handoff_import *im = handoff_import_create(0);
+    int not_ready = 0, rc = 0;
+    for (size_t k = 0; k < c->n; k++)
+        rc = handoff_import_add(im, c->bufs[k].data, c->bufs[k].len, &not_ready);
+    assert_int_equal(rc, 1);
+    char epoch[64];
+    uint64_t seq = 0;
+    struct roster *r = handoff_import_take(im, epoch, sizeof epoch, &seq);
+    handoff_import_destroy(im);
+    roster_set_grace(r, grace_ms);
+    return r;
+}
+
+/* Users in the grace period (PRESENCE_GRACE_MS) travel with the time their
+ * last session closed: the new roster shows them as before, has nothing to
+ * tell the world at a takeover, and ends their grace at the same time. */
+static void test_state_grace(void **state)
+{
+    (void)state;
+    enum { N = 3000 };
+    struct roster *a = roster_create();
+    roster_set_grace(a, 5000);
+    for (int i = 0; i < N; i++) {
+        char id[37], name[32];
+        id_of(id, i);
+        snprintf(name, sizeof name, "g-%d", i);
+        struct roster_event ev = {"edge-a", "boot-a", (unsigned long long)i + 1, id, name, 0, 1000, 1000000};
+        roster_open(a, &ev, NULL);
+        if (i % 4 == 1)
+            roster_set_status(a, id, ROSTER_AWAY, 1000100);
+        if (i % 2) { /* the odd ones drop: in the grace period since 1001000 + i */
+            ev.now_ms = 1001000 + i;
+            assert_int_equal(roster_close(a, &ev), 1);
+        }
+    }
+    roster_changes_clear(a);
+    assert_int_equal(roster_ngrace(a), N / 2);
+    struct handoff_chunks c = {0};
+    handoff_state(&c, a, "epoch-g", 7);
+    struct roster *b = import_all(&c, 5000);
+    assert_int_equal(roster_ngrace(b), N / 2);
+    assert_int_equal(roster_nsessions(b), N - N / 2);
+    assert_same(a, b, N); /* the same answers: users in the grace period as shown */
+    assert_int_equal(roster_reconcile(b), 0);
+    assert_int_equal(roster_ndirty(b), 0); /* nobody to write offline yet */
+    for (int i = 1; i < N; i += 2) {
+        char id[37];
+        id_of(id, i);
+        const struct roster_user *u = roster_user_get(b, id);
+        assert_non_null(u);
+        assert_true(u->in_grace);
+        assert_int_equal(u->grace_since_ms, 1001000 + i);
+    }
+    /* the deadline: the close + 5000, on either side */
+    assert_int_equal(roster_grace_expire(a, 1006000), 0);
+    assert_int_equal(roster_grace_expire(a, 1006001), 1);
+    assert_int_equal(roster_grace_expire(b, 1006000), 0);
+    assert_int_equal(roster_grace_expire(b, 1006001), 1);
+    assert_int_equal(roster_grace_expire(b, 1006001 + N / 2), N / 4);
+    const struct roster_change *ch;
+    size_t n = roster_changes(b, &ch);
+    assert_int_equal(n, 1 + N / 4);
+    assert_int_equal(ch[0].status, ROSTER_OFFLINE);
+    assert_int_equal(ch[0].last_seen_ms, 1001001); /* the close, not the expiry */
+    for (size_t k = 1; k < n; k++)
+        assert_true(ch[k].last_seen_ms > ch[k - 1].last_seen_ms); /* oldest first */
+    /* a replica with no grace period ends them at its next sweep */
+    struct roster *z = import_all(&c, 0);
+    assert_int_equal(roster_grace_expire(z, 1001000), 0);
+    assert_int_equal(roster_grace_expire(z, 1001000 + N), N / 2);
+    roster_destroy(z);
+    roster_destroy(b);
     handoff_chunks_cleanup(&c);
     roster_destroy(a);
 }
@@ -236,6 +321,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_snapshot_100k),
         cmocka_unit_test(test_state_roundtrip),
+        cmocka_unit_test(test_state_grace),
         cmocka_unit_test(test_import_refuses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

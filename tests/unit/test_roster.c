@@ -42,6 +42,11 @@ enum op {
     OP_SETTLE,    /* arg = users taken as written, resync = keep them; ret = still dirty */
     OP_FORGET,    /* ret = users forgotten */
     OP_MARK,      /* user; ret */
+    OP_GRACE,     /* arg = the grace period (roster_set_grace) */
+    OP_GEXPIRE,   /* t; ret = users gone offline */
+    OP_GRACED,    /* want = sorted "user@since" of the users in the grace period */
+    OP_TRANSFER,  /* the roster rebuilt through the import API as another replica does (edges heard at t),
+                     with grace period arg; the old one dropped */
 };
 
 struct step {
@@ -64,6 +69,8 @@ struct step {
 #define EXPIRE(tm, timeout) .op = OP_EXPIRE, .t = tm, .arg = timeout
 #define SET(u, st, tm) .op = OP_SET, .user = u, .arg = st, .t = tm
 #define QUERY(ids) .op = OP_QUERY, .user = ids
+#define GRACE(ms) .op = OP_GRACE, .arg = ms
+#define GEXPIRE(tm) .op = OP_GEXPIRE, .t = tm
 #define ROW(id, name, st, ls, on) (&(const struct roster_row){id, name, st, ls, on})
 
 struct roster_case {
@@ -134,9 +141,57 @@ static int save(void *ctx, const struct roster_user *const *users, size_t n)
     return 0;
 }
 
-static void run_step(struct roster *r, const struct step *s, struct buf *out, int *ret,
+/* OP_GRACED: each user in the grace period as "id@since". */
+struct graced {
+    char **lines;
+    size_t n;
+};
+
+static void graced_user(void *ctx, const struct roster_user *u)
+{
+    struct graced *g = ctx;
+    if (!u->in_grace)
+        return;
+    char tmp[128];
+    snprintf(tmp, sizeof tmp, "%s@%lld", u->id, u->grace_since_ms);
+    g->lines = xrealloc(g->lines, (g->n + 1) * sizeof *g->lines);
+    g->lines[g->n++] = xstrdup(tmp);
+}
+
+/* OP_TRANSFER: what handoff.c does with the protobuf in between. */
+struct transfer {
+    struct roster *to;
+    struct roster_user *u;
+};
+
+static void transfer_edge(void *ctx, const char *edge_id, const char *boot_id)
+{
+    struct transfer *x = ctx;
+    roster_import_edge(x->to, edge_id, boot_id, 0);
+}
+
+static void transfer_session(void *ctx, const char *edge_id, unsigned long long conn_id)
+{
+    struct transfer *x = ctx;
+    roster_import_session(x->to, x->u, edge_id, conn_id);
+}
+
+static void transfer_user(void *ctx, const struct roster_user *u)
+{
+    struct transfer *x = ctx;
+    struct roster_row row = {u->id, u->username, u->status, u->last_seen_ms, u->was_online};
+    x->u = roster_import_user(x->to, &row);
+    roster_user_sessions(u, transfer_session, x);
+    if (u->in_grace)
+        roster_import_grace(x->to, x->u, u->grace_since_ms);
+    else if (x->u->nsessions == 0)
+        roster_mark_dirty(x->to, u->id);
+}
+
+static void run_step(struct roster **rp, const struct step *s, struct buf *out, int *ret,
                      unsigned long long *gen)
 {
+    struct roster *r = *rp;
     struct roster_event ev = {s->edge,   s->boot, s->conn, s->user, s->name ? s->name : "",
                               s->resync, s->t,    s->t};
     switch (s->op) {
@@ -220,6 +275,33 @@ static void run_step(struct roster *r, const struct step *s, struct buf *out, in
     case OP_FORGET:
         *ret = (int)roster_forget_idle(r);
         break;
+    case OP_GRACE:
+        roster_set_grace(r, s->arg);
+        break;
+    case OP_GEXPIRE:
+        *ret = (int)roster_grace_expire(r, s->t);
+        break;
+    case OP_GRACED: {
+        struct graced g = {NULL, 0};
+        roster_each_user(r, graced_user, &g);
+        if (g.n != roster_ngrace(r))
+            buf_puts(out, "(roster_ngrace disagrees) ");
+        if (g.n) /* qsort takes no NULL, even for 0 */
+            put_sorted(out, g.lines, g.n);
+        free(g.lines);
+        return;
+    }
+    case OP_TRANSFER: {
+        struct transfer x = {roster_create(), NULL};
+        roster_each_edge(r, transfer_edge, &x);
+        roster_edge_touch_all(x.to, s->t);
+        roster_each_user(r, transfer_user, &x);
+        roster_shown_all(x.to);
+        roster_set_grace(x.to, s->arg);
+        roster_destroy(r);
+        *rp = r = x.to;
+        break;
+    }
     case OP_FLUSH: {
         struct saver sv = {{0}, s->arg};
         buf_init(&sv.saved);
@@ -287,7 +369,7 @@ static void run_case(const struct roster_case *k)
         struct buf out;
         buf_init(&out);
         int ret = 0;
-        run_step(r, s, &out, &ret, &gen);
+        run_step(&r, s, &out, &ret, &gen);
         char got[1024];
         snprintf(got, sizeof got, "%s", buf_cstr(&out));
         buf_cleanup(&out);
@@ -632,6 +714,171 @@ static const struct roster_case cases[] = {
           .ret = 1,
           .want = ""},
          {.op = OP_END}}},
+
+    /* ---- the grace period (PRESENCE_GRACE_MS) ---- */
+    {"grace: a close then an open within the grace queues nothing and writes nothing",
+     (const struct step[]){
+         {GRACE(1000)},
+         {OPEN("A", "a1", 1, "u1", "alice", 100), .ret = 1, .want = "u1/alice:online@100"},
+         {.op = OP_FLUSH, .arg = 9, .want = "u1+"},
+         {CLOSE("A", "a1", 1, 200), .ret = 1, .want = ""}, /* the last session: no offline */
+         {.op = OP_GRACED, .want = "u1@200"},
+         {QUERY("u1"), .want = "u1/alice:online@100"}, /* what the world was shown */
+         {.op = OP_ONLINE, .want = "u1/alice:online@100"},
+         {.op = OP_FLUSH, .arg = 9, .want = ""},                          /* the row still says online */
+         {GEXPIRE(1199), .ret = 0, .want = ""},                           /* 999 ms: not yet */
+         {OPEN("B", "b1", 7, "u1", "alice", 1150), .ret = 1, .want = ""}, /* back, on another edge */
+         {.op = OP_GRACED, .want = ""},
+         {.op = OP_FLUSH, .arg = 9, .want = ""},
+         {GEXPIRE(9999), .ret = 0, .want = ""},
+         {QUERY("u1"), .want = "u1/alice:online@100"},
+         {.op = OP_COUNTS, .want = "users=1 sessions=1 edges=2"},
+         {.op = OP_END}}},
+    {"grace: the grace passes: one offline with lastSeen the close; the row written offline then",
+     (const struct step[]){
+         {GRACE(1000)},
+         {OPEN("A", "a1", 1, "u1", "alice", 100), .ret = 1, .want = "u1/alice:online@100"},
+         {OPEN("A", "a1", 2, "u1", "alice", 110), .ret = 0, .want = ""},
+         {.op = OP_FLUSH, .arg = 9, .want = "u1+"},
+         {CLOSE("A", "a1", 1, 200), .ret = 0, .want = ""}, /* one of two: no grace */
+         {.op = OP_GRACED, .want = ""},
+         {CLOSE("A", "a1", 2, 300), .ret = 1, .want = ""},
+         {GEXPIRE(1299), .ret = 0, .want = ""},
+         {GEXPIRE(1300), .ret = 1, .want = "u1/alice:offline@300"}, /* the grace after the close */
+         {GEXPIRE(1301), .ret = 0, .want = ""},                     /* once */
+         {QUERY("u1"), .want = "u1/alice:offline@300"},
+         {.op = OP_ONLINE, .want = ""},
+         {.op = OP_FLUSH, .arg = 9, .want = "u1-"},
+         {.op = OP_COUNTS, .want = "users=0 sessions=0 edges=1"},
+         {OPEN("A", "a1", 3, "u1", "alice", 2000), .ret = 1, .want = "u1/alice:online@2000"}, /* news again */
+         {.op = OP_END}}},
+    {"grace: away, and invisible, kept across a drop within the grace",
+     (const struct step[]){
+         {GRACE(5000)},
+         {OPEN("A", "a1", 1, "u1", "alice", 100), .ret = 1, .want = "u1/alice:online@100"},
+         {SET("u1", ROSTER_AWAY, 150), .ret = 0, .want = "u1/alice:away@150"},
+         {CLOSE("A", "a1", 1, 200), .ret = 1, .want = ""},
+         {QUERY("u1"), .want = "u1/alice:away@150"},
+         {.op = OP_ONLINE, .want = "u1/alice:away@150"},
+         {SET("u1", ROSTER_ONLINE, 250), .ret = -1, .want = ""},         /* no session to set it from */
+         {OPEN("B", "b1", 1, "u1", "alice", 300), .ret = 1, .want = ""}, /* not set back to online */
+         {QUERY("u1"), .want = "u1/alice:away@150"},
+         {.op = OP_FLUSH, .arg = 9, .want = "u1+"}, /* the open and the set, before the drop */
+         {SET("u1", ROSTER_OFFLINE, 400), .ret = 0, .want = "u1/alice:offline@400"},
+         {CLOSE("B", "b1", 1, 500), .ret = 1, .want = ""},
+         {.op = OP_ONLINE, .want = ""},
+         {OPEN("A", "a1", 2, "u1", "alice", 600), .ret = 1, .want = ""}, /* still invisible */
+         {QUERY("u1"), .want = "u1/alice:offline@400"},
+         {CLOSE("A", "a1", 2, 700), .ret = 1, .want = ""},
+         {GEXPIRE(5700), .ret = 1, .want = "u1/alice:offline@700"}, /* as today: lastSeen the close */
+         {.op = OP_END}}},
+    {"grace: every other way of losing the last session: an edge restarted, a silent edge, a moved session",
+     (const struct step[]){
+         {GRACE(500)},
+         {OPEN("A", "a1", 1, "u1", "alice", 0), .ret = 1, .want = "u1/alice:online@0"},
+         {OPEN("B", "b1", 1, "u2", "bob", 0), .ret = 1, .want = "u2/bob:online@0"},
+         {OPEN("A", "a1", 2, "u3", "carol", 0), .ret = 1, .want = "u3/carol:online@0"},
+         {OPEN("C", "c1", 1, "u4", "dan", 0), .ret = 1, .want = "u4/dan:online@0"},
+         {HB("A", "a2", 100), .want = ""}, /* A restarted */
+         {HB("C", "c1", 150), .want = ""},
+         {OPEN("C", "c1", 1, "u5", "erin", 200), .ret = 1,
+          .want = "u5/erin:online@200"}, /* dan's conn id reused */
+         {HB("A", "a2", 900), .want = ""},
+         {HB("C", "c1", 900), .want = ""},
+         {EXPIRE(1000, 800), .ret = 1, .want = ""}, /* B silent */
+         {.op = OP_GRACED, .want = "u1@100 u2@1000 u3@100 u4@200"},
+         {.op = OP_ONLINE,
+          .want = "u1/alice:online@0 u2/bob:online@0 u3/carol:online@0 u4/dan:online@0 "
+                  "u5/erin:online@200"},
+         {GEXPIRE(650), .ret = 2, .want = "u1/alice:offline@100 u3/carol:offline@100"}, /* oldest first */
+         {GEXPIRE(700), .ret = 1, .want = "u4/dan:offline@200"},
+         {GEXPIRE(1499), .ret = 0, .want = ""},
+         {GEXPIRE(1500), .ret = 1, .want = "u2/bob:offline@1000"},
+         {.op = OP_COUNTS, .want = "users=5 sessions=1 edges=2"},
+         {.op = OP_END}}},
+    {"grace: a resync window defers its end; a re-announced session takes the user back silently",
+     (const struct step[]){
+         {GRACE(1000)},
+         {OPEN("A", "a1", 1, "u1", "alice", 0), .ret = 1, .want = "u1/alice:online@0"},
+         {OPEN("A", "a1", 2, "u2", "bob", 0), .ret = 1, .want = "u2/bob:online@0"},
+         {OPEN("A", "a1", 3, "u3", "carol", 0), .ret = 1, .want = "u3/carol:online@0"},
+         {.op = OP_SHOWN_ALL},
+         {CLOSE("A", "a1", 1, 100), .ret = 1, .want = ""},
+         {.op = OP_RBEGIN},
+         {GEXPIRE(1200), .ret = 0, .want = ""}, /* the window is open */
+         {OPEN("B", "b1", 9, "u1", "alice", 1300), .resync = 1, .ret = 1, .want = ""},
+         {CLOSE("A", "a1", 3, 1400), .ret = 1, .want = ""}, /* in the window: the grace starts */
+         {.op = OP_REND, .t = 1500, .arg = 0, .want = ""},  /* bob not re-announced: dropped now */
+         {.op = OP_GRACED, .want = "u2@1500 u3@1400"},
+         {QUERY("u1 u2 u3"), .want = "u1/alice:online@0 u2/bob:online@0 u3/carol:online@0"},
+         {.op = OP_SWEEP, .row = ROW("u2", "bob", ROSTER_ONLINE, 0, 1), .t = 1500, .ret = 0, .want = ""},
+         {GEXPIRE(2399), .ret = 0, .want = ""},
+         {GEXPIRE(2400), .ret = 1, .want = "u3/carol:offline@1400"},
+         {GEXPIRE(2500), .ret = 1, .want = "u2/bob:offline@1500"},
+         {.op = OP_RBEGIN},
+         {CLOSE("B", "b1", 9, 3000), .ret = 1, .want = ""},
+         {GEXPIRE(4500), .ret = 0, .want = ""},
+         {.op = OP_REND, .t = 4600, .arg = 1, .want = ""},
+         {GEXPIRE(4600), .ret = 1, .want = "u1/alice:offline@3000"}, /* after the window, as of the close */
+         {.op = OP_END}}},
+    {"grace: a status chosen in a resync window for a user in the grace period is shown at its end",
+     (const struct step[]){
+         {GRACE(5000)},
+         {OPEN("A", "a1", 1, "u1", "alice", 0), .ret = 1, .want = "u1/alice:online@0"},
+         {CLOSE("A", "a1", 1, 100), .ret = 1, .want = ""},
+         {.op = OP_RBEGIN},
+         {SET("u1", ROSTER_AWAY, 200), .ret = 0, .want = ""}, /* its session not re-announced yet */
+         {.op = OP_REND, .t = 300, .arg = 0, .want = "u1/alice:away@200"},
+         {QUERY("u1"), .want = "u1/alice:away@200"},
+         {GEXPIRE(5100), .ret = 1, .want = "u1/alice:offline@100"},
+         {.op = OP_END}}},
+    {"grace: a state transfer keeps a user in the grace period with the same deadline",
+     (const struct step[]){
+         {GRACE(1000)},
+         {OPEN("A", "a1", 1, "u1", "alice", 10), .ret = 1, .want = "u1/alice:online@10"},
+         {SET("u1", ROSTER_AWAY, 20), .ret = 0, .want = "u1/alice:away@20"},
+         {OPEN("A", "a1", 2, "u2", "bob", 10), .ret = 1, .want = "u2/bob:online@10"},
+         {OPEN("A", "a1", 3, "u3", "carol", 10), .ret = 1, .want = "u3/carol:online@10"},
+         {CLOSE("A", "a1", 1, 100), .ret = 1, .want = ""},
+         {CLOSE("A", "a1", 3, 150), .ret = 1, .want = ""},
+         {.op = OP_TRANSFER, .t = 500, .arg = 1000},
+         {.op = OP_GRACED, .want = "u1@100 u3@150"},
+         {.op = OP_COUNTS, .want = "users=3 sessions=1 edges=1"},
+         {QUERY("u1 u3"), .arg = 1, .want = "u1/alice:away@20 u3/carol:online@10"}, /* as shown */
+         {.op = OP_FLUSH, .arg = 9, .want = ""},                         /* nothing to write about them */
+         {.op = OP_RECONCILE, .ret = 0, .want = ""},                     /* a takeover has nothing to tell */
+         {OPEN("B", "b1", 1, "u3", "carol", 600), .ret = 1, .want = ""}, /* back within it */
+         {GEXPIRE(1099), .ret = 0, .want = ""},
+         {GEXPIRE(1100), .ret = 1, .want = "u1/alice:offline@100"},
+         {QUERY("u3"), .want = "u3/carol:online@10"},
+         {.op = OP_END}}},
+    {"grace: a standby whose grace ended first tells the world at a takeover, once; one the active's offline "
+     "reached first ends it",
+     (const struct step[]){
+         {GRACE(1000)},
+         {OPEN("A", "a1", 1, "u1", "alice", 10), .ret = 1, .want = "u1/alice:online@10"},
+         {OPEN("A", "a1", 2, "u2", "bob", 10), .ret = 1, .want = "u2/bob:online@10"},
+         {.op = OP_SHOWN, .user = "u1", .name = "alice", .arg = ROSTER_ONLINE, .t = 9},
+         {.op = OP_SHOWN, .user = "u2", .name = "bob", .arg = ROSTER_ONLINE, .t = 9},
+         {CLOSE("A", "a1", 1, 100), .ret = 1, .want = ""},
+         {CLOSE("A", "a1", 2, 100), .ret = 1, .want = ""},
+         {.op = OP_SHOWN, .user = "u2", .name = "bob", .arg = ROSTER_OFFLINE, .t = 98}, /* the active's */
+         {.op = OP_GRACED, .want = "u1@100"},
+         {QUERY("u2"), .want = "u2/bob:offline@98"},
+         {GEXPIRE(1100), .ret = 1, .want = "u1/alice:offline@100"}, /* a standby drops it: not shown */
+         {.op = OP_RECONCILE, .ret = 1, .want = "u1/alice:offline@100"},
+         {.op = OP_SHOWN, .user = "u1", .name = "alice", .arg = ROSTER_OFFLINE, .t = 100},
+         {.op = OP_RECONCILE, .ret = 0, .want = ""},
+         {.op = OP_END}}},
+    {"grace 0: a close is offline at once, as without the setting",
+     (const struct step[]){{GRACE(0)},
+                           {OPEN("A", "a1", 1, "u1", "alice", 0), .ret = 1, .want = "u1/alice:online@0"},
+                           {CLOSE("A", "a1", 1, 50), .ret = 1, .want = "u1/alice:offline@50"},
+                           {.op = OP_GRACED, .want = ""},
+                           {GEXPIRE(99999), .ret = 0, .want = ""},
+                           {OPEN("A", "a1", 2, "u2", "bob", 60), .ret = 1, .want = "u2/bob:online@60"},
+                           {HB("A", "a2", 70), .want = "u2/bob:offline@70"},
+                           {.op = OP_END}}},
 };
 
 static void test_case(void **state)
