@@ -207,8 +207,10 @@ test: deps
 	$(MAKE) test-deploy
 	$(MAKE) SANITIZE=address,undefined all test-unit test-integration test-conformance test-e2e test-browser
 
+# A sanitizer build's UBSan report fails the test (it only prints by default).
 test-unit: $(UNIT_TESTS)
-	@for t in $(UNIT_TESTS); do echo "== $$t"; $$t || exit 1; done
+	@for t in $(UNIT_TESTS); do echo "== $$t"; \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $$t || exit 1; done
 
 # Integration: the real chat-presence against a real nats-server and a throwaway
 # PostgreSQL, then replicas of it against a 3-node nats-server cluster
