@@ -161,7 +161,10 @@ void chat_open(struct chat_sock *cs);
 void chat_deliver(struct chat *c, const char *user_id, const uint8_t *data, size_t len);
 int chat_fan_out_delivery(struct chat *c, struct chat_user *u, const Chat__V1__Delivery *d);
 void chat_on_status(struct chat *c, const uint8_t *data, size_t len);
+/* Announces every open socket to presence again (resync). */
 void chat_on_resync(struct chat *c);
+/* A ResyncRequest: announces again when it names this edge or none. */
+void chat_on_resync_request(struct chat *c, const uint8_t *data, size_t len);
 
 /* chat_records.c */
 /* Starts the records thread: streams, the recovery bucket, the consumer. */

@@ -78,7 +78,7 @@ static void on_publish_error(jsCtx *js, jsPubAckErr *pae, void *closure)
 void chat_bus_connected(void *closure)
 {
     struct chat *c = closure; /* presence may have missed closes and opens: announce again */
-    relay_push(c->relay, RELAY_RESYNC, "", "", 0);
+    relay_push(c->relay, RELAY_CONNECTED, "", "", 0);
     chat_records_reconnected(c); /* and the records go on after the last one delivered */
 }
 
@@ -314,6 +314,9 @@ void chat_drain(void *ctx)
             chat_on_status(c, it->data, it->len);
             break;
         case RELAY_RESYNC:
+            chat_on_resync_request(c, it->data, it->len);
+            break;
+        case RELAY_CONNECTED:
             chat_on_resync(c);
             break;
         case RELAY_RECORD:

@@ -222,7 +222,7 @@ void chat_on_status(struct chat *c, const uint8_t *data, size_t len)
     chat__v1__presence_change__free_unpacked(ch, NULL);
 }
 
-/* Presence restarted: it learns every open session again, without
+/* Presence learns every open session of this edge again, without
  * broadcasts (docs/architecture.md §Presence). */
 void chat_on_resync(struct chat *c)
 {
@@ -232,6 +232,25 @@ void chat_on_resync(struct chat *c)
         if (cs->k->state == SOCK_OPEN)
             chat_announce(cs, CHAT__V1__SESSION_EVENT__KIND__KIND_OPEN, 1);
     }
+}
+
+/* A ResyncRequest asks every edge (edge_id "") or one: this one answers
+ * only when it is asked. */
+void chat_on_resync_request(struct chat *c, const uint8_t *data, size_t len)
+{
+    Chat__V1__ResyncRequest *rr = chat__v1__resync_request__unpack(NULL, len, data);
+    if (!rr) {
+        log_limited(LOG_WARN, "undecodable resync request len=%zu: ignored", len);
+        return;
+    }
+    if (!*rr->edge_id || strcmp(rr->edge_id, c->cfg->edge_id) == 0) {
+        log_info("resync requested by presence %s: announcing %zu sockets again", rr->presence_boot_id,
+                 c->socks.count);
+        chat_on_resync(c);
+    } else {
+        log_debug("resync request for edge %s: not this one", rr->edge_id);
+    }
+    chat__v1__resync_request__free_unpacked(rr, NULL);
 }
 
 /* ---------- connect / disconnect ---------- */
