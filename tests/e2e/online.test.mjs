@@ -92,10 +92,17 @@ class RawNats {
     this.rest = i < buf.length ? Buffer.from(buf.subarray(i)) : null;
   }
 
+  /** Returns the subscription's sid. */
   subscribe(subject, handler) {
     const sid = this.nextSid++;
     this.subs.set(sid, handler);
     this.sock.write(`SUB ${subject} ${sid}\r\n`);
+    return sid;
+  }
+
+  unsubscribe(sid) {
+    this.subs.delete(sid);
+    this.sock.write(`UNSUB ${sid}\r\n`);
   }
 
   /** One PUB command (a Buffer), for batching. */
@@ -535,9 +542,19 @@ class ScriptedPresence {
 
   async connect(port) {
     this.nc = await rawNats(port);
-    this.nc.subscribe("chat.presence.snapshot", (_s, reply) => this.onSnapshot(reply));
+    this.answerSnapshots();
     this.nc.subscribe("chat.presence.session", (_s, reply, payload) => this.onSession(reply, payload));
     await this.nc.flush();
+  }
+
+  /** Subscribes chat.presence.snapshot (an active presence does). */
+  answerSnapshots() {
+    this.snapshotSid = this.nc.subscribe("chat.presence.snapshot", (_s, reply) => this.onSnapshot(reply));
+  }
+
+  /** Unsubscribes it: the edge's requests find no responder (no presence active). */
+  stopSnapshots() {
+    this.nc.unsubscribe(this.snapshotSid);
   }
 
   wake() {
@@ -596,6 +613,7 @@ class ScriptedPresence {
     if (ev.kind === 1 && !ev.resync) {
       this.sessions.set(ev.id, n + 1);
       if (n === 0) this.change({ id: ev.id, name: ev.name }, ONLINE);
+      this.beforeReply?.(ev);
       if (reply) this.nc.publish(reply, presenceList(this.replyList(ev)));
     } else if (ev.kind === 2 && n > 0) {
       this.sessions.set(ev.id, n - 1);
@@ -749,6 +767,25 @@ describe("a scripted presence behind one edge: each message of the contract", ()
     const list = z.lists[0];
     assert.deepEqual(idsOf(list), ids(A, C, D, G, H, ...open));
     assert.equal(list.find((e) => e.userId === H.id).status, "away");
+  });
+
+  test("no responder for snapshots a moment ago: presence's answer to an open makes the edge ask again at once, and the reply waits for it", async () => {
+    const from = mark(edge);
+    p.stopSnapshots(); // as while no presence replica is active
+    await p.nc.flush();
+    p.skip();
+    p.change(D, ONLINE); // a gap: the edge asks, finds no responder, asks again every 250 ms
+    await lineAfter(edge, from, /online list out of step \(a change skipped a seq\)/, 5000, "the gap seen");
+    await delay(300); // the edge gives no sign of a request that found no responder: at least one did
+    const asked = p.requests.length;
+    const K = makeUser("kim");
+    // presence is back just before it answers kim's open: without the edge asking at once, the reply
+    // would find the copy out of step and nothing on its way (the decoy list)
+    p.beforeReply = () => p.answerSnapshots();
+    const k = await connect(K);
+    p.beforeReply = undefined;
+    assert.ok(p.requests.length > asked, "a snapshot asked after the open's answer");
+    assert.deepEqual(idsOf(k.lists[0]), ids(A, C, D, G, H, ...open));
   });
 
   test("ResyncRequest: the edge announces its sockets again when it names this edge or none, not another edge", async () => {

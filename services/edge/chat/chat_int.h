@@ -197,9 +197,9 @@ void chat_online_reply(struct chat *c, const char *key, const uint8_t *data, siz
 void chat_online_change(struct chat *c, const Chat__V1__PresenceChange *pc);
 /* NATS (re)connected: changes may have been lost meanwhile. */
 void chat_online_lost(struct chat *c);
-/* Presence answered cs's open: when the copy is out of step but a snapshot
- * is on its way, the reply waits for it (WAIT_ONLINE), at most until
- * CONNECT_WAIT_MS after the CONNECT. */
+/* Presence answered cs's open: when the copy is out of step, the reply
+ * waits for a snapshot (WAIT_ONLINE; the one on its way, or one asked now),
+ * at most until CONNECT_WAIT_MS after the CONNECT. */
 void chat_online_wait(struct chat_sock *cs);
 /* cs goes: it no longer waits. */
 void chat_online_forget(struct chat_sock *cs);

@@ -218,8 +218,12 @@ static void on_connect_deadline(struct wheel_timer *t)
 void chat_online_wait(struct chat_sock *cs)
 {
     struct chat *c = cs->chat;
-    if (online_in_step(c->online) || !online_asking(c->online) || c->online_retrying)
+    if (online_in_step(c->online))
         return;
+    if (!online_asking(c->online))
+        ask(c); /* presence just answered: it answers a snapshot too (no need to wait for the retry) */
+    if (!online_asking(c->online))
+        return; /* NATS cannot take the request: presence's reply it is */
     long long left_us = cs->connect_us + CONNECT_WAIT_MS * 1000LL - bucket_now_us();
     if (left_us <= 0)
         return;
