@@ -374,6 +374,7 @@ describe(`${N_USERS.toLocaleString("en")} users online: real presence, a fake ed
       if (ch.id.startsWith(prefix) && ch.status === ONLINE && ++ours === N_USERS) allHeard();
     });
     await watch.flush();
+    const rssBefore = rssMiB(edge1);
     const hb = () => fake.publish("chat.edge.heartbeat", edgeHeartbeat({ ...FAKE, open: N_USERS, intervalMs: 1000 }));
     hb();
     heartbeat = setInterval(hb, 1000);
@@ -411,7 +412,7 @@ describe(`${N_USERS.toLocaleString("en")} users online: real presence, a fake ed
     }
     assert.equal(await edgeMetric(edge1, "chat_edge_online_users"), N_USERS + connected.length);
     assert.equal(await edgeMetric(edge1, "chat_edge_online_in_step"), 1);
-    console.log(`# edge 1 after the lists: VmRSS ${rssMiB(edge1)} MiB; out of step meanwhile: gap ${await edgeMetric(edge1, "chat_edge_online_out_of_step_total", 'reason="gap"')}, epoch ${await edgeMetric(edge1, "chat_edge_online_out_of_step_total", 'reason="epoch"')}; snapshots ${await edgeMetric(edge1, "chat_edge_online_snapshots_total")}`);
+    console.log(`# edge 1: VmRSS ${rssBefore} MiB before the users, ${rssMiB(edge1)} MiB after the lists; out of step meanwhile: gap ${await edgeMetric(edge1, "chat_edge_online_out_of_step_total", 'reason="gap"')}, epoch ${await edgeMetric(edge1, "chat_edge_online_out_of_step_total", 'reason="epoch"')}; snapshots ${await edgeMetric(edge1, "chat_edge_online_snapshots_total")}`);
   });
 
   test("PRESENCE_LIST_IN_REPLY's default (0): presence answers a session open with an empty list", async () => {
