@@ -45,8 +45,8 @@ static void info_init(struct info *i, int n, Chat__V1__Status status, long long 
     i->pb.last_seen_ms = last_seen;
 }
 
-static enum online_verdict change(struct online *o, const char *epoch, uint64_t seq, int n, Chat__V1__Status st,
-                                  const char **why)
+static enum online_verdict change(struct online *o, const char *epoch, uint64_t seq, int n,
+                                  Chat__V1__Status st, const char **why)
 {
     struct info i;
     info_init(&i, n, st, T0 + (long long)seq);
@@ -59,8 +59,8 @@ static enum online_verdict change(struct online *o, const char *epoch, uint64_t 
 }
 
 /* A chunk of users [from, to) online. */
-static enum online_verdict chunk(struct online *o, const char *epoch, uint64_t seq, uint32_t k, uint32_t chunks,
-                                 int from, int to, const char **why)
+static enum online_verdict chunk(struct online *o, const char *epoch, uint64_t seq, uint32_t k,
+                                 uint32_t chunks, int from, int to, const char **why)
 {
     size_t n = to > from ? (size_t)(to - from) : 0;
     struct info *is = calloc(n ? n : 1, sizeof *is);
@@ -214,8 +214,10 @@ static void test_changes(void **state)
     json_t *l = written(o);
     for (size_t i = 0; i < json_array_size(l); i++) {
         json_t *e = json_array_get(l, i);
-        if (strcmp(json_string_value(json_object_get(e, "userId")), "00000000-0000-4000-8000-000000000002") == 0)
-            assert_string_equal(json_string_value(json_object_get(e, "lastSeen")), "2026-01-01T00:00:00.007Z");
+        if (strcmp(json_string_value(json_object_get(e, "userId")), "00000000-0000-4000-8000-000000000002") ==
+            0)
+            assert_string_equal(json_string_value(json_object_get(e, "lastSeen")),
+                                "2026-01-01T00:00:00.007Z");
     }
     json_decref(l);
     /* held already: skipped, nothing changes */
@@ -402,7 +404,7 @@ static void test_entries(void **state)
     }
     snprintf(is[1].name, sizeof is[1].name, "quote \" backslash \\ tab\t héllo 😀");
     is[2].pb.status = CHAT__V1__STATUS__STATUS_AWAY;
-    is[3].pb.last_seen_ms = 0;                      /* never seen: not shown */
+    is[3].pb.last_seen_ms = 0;                          /* never seen: not shown */
     is[4].pb.status = CHAT__V1__STATUS__STATUS_OFFLINE; /* not online */
     snprintf(is[5].name, sizeof is[5].name, "bad \xc3\x28 utf-8");
     memset(is[6].name, 'n', 129); /* over AUTH_MAX_USERNAME */
@@ -495,7 +497,7 @@ static void test_many(void **state)
     for (int i = 0; i < CHANGES; i++) {
         int u = rand() % (2 * N);
         int r = rand() % 4;
-        Chat__V1__Status st = r < 2 ? CHAT__V1__STATUS__STATUS_OFFLINE
+        Chat__V1__Status st = r < 2    ? CHAT__V1__STATUS__STATUS_OFFLINE
                               : r == 2 ? CHAT__V1__STATUS__STATUS_ONLINE
                                        : CHAT__V1__STATUS__STATUS_AWAY;
         assert_int_equal(change(o, "big", ++seq, u, st, NULL), ONLINE_APPLIED);
@@ -532,9 +534,9 @@ static void test_many(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_snapshot),   cmocka_unit_test(test_changes),    cmocka_unit_test(test_gap),
-        cmocka_unit_test(test_epoch),      cmocka_unit_test(test_buffering),  cmocka_unit_test(test_bad_chunks),
-        cmocka_unit_test(test_lost),       cmocka_unit_test(test_entries),    cmocka_unit_test(test_many),
+        cmocka_unit_test(test_snapshot), cmocka_unit_test(test_changes),   cmocka_unit_test(test_gap),
+        cmocka_unit_test(test_epoch),    cmocka_unit_test(test_buffering), cmocka_unit_test(test_bad_chunks),
+        cmocka_unit_test(test_lost),     cmocka_unit_test(test_entries),   cmocka_unit_test(test_many),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,7 +22,8 @@
 #include "metrics.h"
 #include "subjects.h"
 
-#define SNAPSHOT_CHUNK_WAIT_MS 2000 /* a snapshot is given up when its next chunk does not come within this */
+#define SNAPSHOT_CHUNK_WAIT_MS 2000 /* a snapshot is given up when its next chunk does not come within this  \
+                                     */
 #define SNAPSHOT_RETRY_MS 250       /* before asking again after a snapshot that failed */
 
 static void ask(struct chat *c);
@@ -33,8 +34,10 @@ static void gauges(struct chat *c)
     metrics_set("chat_edge_online_in_step", NULL, online_in_step(c->online));
     size_t left = online_left_out(c->online);
     if (left != c->online_left_out) {
-        log_limited(LOG_WARN, "online list: %zu entries left out so far (a user id or username that cannot be "
-                              "written)", left);
+        log_limited(LOG_WARN,
+                    "online list: %zu entries left out so far (a user id or username that cannot be "
+                    "written)",
+                    left);
         c->online_left_out = left;
     }
 }
@@ -47,7 +50,8 @@ static void release_waiters(struct chat *c)
         return;
     struct chat_sock **ready = xmalloc(c->online_waiters * sizeof *ready);
     size_t n = 0, i;
-    for (struct map_entry *m = map_first(&c->socks, &i); m && n < c->online_waiters; m = map_next(&c->socks, m, &i)) {
+    for (struct map_entry *m = map_first(&c->socks, &i); m && n < c->online_waiters;
+         m = map_next(&c->socks, m, &i)) {
         struct chat_sock *cs = m->value;
         if (cs->waiting & WAIT_ONLINE)
             ready[n++] = cs;
@@ -72,7 +76,8 @@ static void on_online_timer(struct wheel_timer *t)
     chat_drain(c);
     if (c->online_attempt != attempt || c->t_online.pprev || !online_asking(c->online) || c->online_retrying)
         return;
-    log_warn("online list: snapshot %u given up: no chunk for %d ms", c->online_attempt, SNAPSHOT_CHUNK_WAIT_MS);
+    log_warn("online list: snapshot %u given up: no chunk for %d ms", c->online_attempt,
+             SNAPSHOT_CHUNK_WAIT_MS);
     online_lost(c->online);
     gauges(c);
     release_waiters(c);
@@ -141,7 +146,8 @@ void chat_online_reply(struct chat *c, const char *key, const uint8_t *data, siz
     if (strcmp(key, want) != 0 || !online_asking(c->online) || c->online_retrying)
         return; /* a chunk of a snapshot given up */
     if (!data) {
-        log_debug("online list: no presence replica answers snapshots; asking again in %d ms", SNAPSHOT_RETRY_MS);
+        log_debug("online list: no presence replica answers snapshots; asking again in %d ms",
+                  SNAPSHOT_RETRY_MS);
         online_lost(c->online);
         release_waiters(c);
         retry_later(c);
