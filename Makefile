@@ -57,7 +57,8 @@ SIO_LIB  := $(BUILD)/lib/libchatsio.a
 CHAT_SRC := services/edge/chat/chat_socks.c services/edge/chat/chat_events.c services/edge/chat/chat_nats.c \
             services/edge/chat/chat_valid.c services/edge/chat/chat_json.c services/edge/chat/chat_wire.c \
             services/edge/chat/auth.c services/edge/chat/relay.c services/edge/chat/chat_records.c \
-            services/edge/chat/chat_recovery.c services/edge/chat/recovery.c
+            services/edge/chat/chat_recovery.c services/edge/chat/recovery.c services/edge/chat/online.c \
+            services/edge/chat/chat_online.c
 EDGE_SRC := services/edge/main.c services/edge/site.c services/edge/abuse.c services/edge/conform/conform.c \
             $(CHAT_SRC)
 DB_SRC  := lib/db.c
@@ -75,7 +76,8 @@ UNIT_TESTS := $(BUILD)/tests/test_eio $(BUILD)/tests/test_sio $(BUILD)/tests/tes
               $(BUILD)/tests/test_handoff \
               $(BUILD)/tests/test_chat_valid $(BUILD)/tests/test_wheel \
               $(BUILD)/tests/test_chat_wire $(BUILD)/tests/test_session $(BUILD)/tests/test_histq \
-              $(BUILD)/tests/test_quota $(BUILD)/tests/test_seen $(BUILD)/tests/test_recovery
+              $(BUILD)/tests/test_quota $(BUILD)/tests/test_seen $(BUILD)/tests/test_recovery \
+              $(BUILD)/tests/test_online
 
 .PHONY: all test test-unit test-e2e test-browser test-sanitize test-run test-deploy chaos deps run format clean clean-state
 all: $(BINS)
@@ -165,6 +167,12 @@ $(BUILD)/tests/test_handoff: $(call obj,tests/unit/test_handoff.c services/prese
 
 $(BUILD)/tests/test_chat_wire: $(call obj,tests/unit/test_chat_wire.c services/edge/chat/chat_wire.c \
                                   services/edge/chat/chat_json.c lib/msgtype.c lib/mem.c lib/log.c) $(GEN_O)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson libprotobuf-c)
+$(BUILD)/tests/test_online: $(call obj,tests/unit/test_online.c services/edge/chat/online.c \
+                               services/edge/chat/chat_wire.c services/edge/chat/chat_json.c lib/msgtype.c \
+                               lib/mem.c lib/log.c) $(GEN_O)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $$(pkg-config --libs cmocka jansson libprotobuf-c)

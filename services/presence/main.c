@@ -32,8 +32,9 @@ static const struct config_var vars[] = {
      "most user ids in one presence query"},
     {"PRESENCE_FAILOVER_MS", CONFIG_INT, "3000", 0, offsetof(struct presence_config, failover_ms), 1000,
      600000, "a standby replica takes over within this after the active dies; the same on every replica"},
-    {"PRESENCE_LIST_IN_REPLY", CONFIG_INT, "1", 0, offsetof(struct presence_config, list_in_reply), 0, 1,
-     "1: a session open's reply carries the online list (transitional); 0: an empty list"},
+    {"PRESENCE_LIST_IN_REPLY", CONFIG_INT, "0", 0, offsetof(struct presence_config, list_in_reply), 0, 1,
+     "0: a session open's reply is an empty list (edges keep their own copy); 1: the online list, for older "
+     "edges"},
     {"CHAT_STREAM_REPLICAS", CONFIG_INT, "1", 0, offsetof(struct presence_config, stream_replicas), 1, 5,
      "replicas of the lease's JetStream KV bucket (3 on a 3-node cluster)"},
     {"HEALTH_HOST", CONFIG_STR, "0.0.0.0", 0, offsetof(struct presence_config, health_host), 0, 0,

@@ -22,7 +22,7 @@ struct presence_config {
     long resync_ms;       /* window after the ResyncRequest for edges to re-announce */
     long max_query;       /* most ids in one PresenceQuery */
     long failover_ms;     /* a standby takes over within this after the active dies */
-    long list_in_reply;   /* 1: a session open's reply carries the online list (transitional) */
+    long list_in_reply;   /* 1: a session open's reply carries the online list (for older edges) */
     long stream_replicas; /* replicas of the lease bucket */
     const char *health_host;
     long health_port; /* GET /healthz and /metrics; 0: off */

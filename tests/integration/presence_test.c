@@ -92,6 +92,7 @@ static pid_t presence_spawn(const char *log, const char *grace, const char *fail
         setenv("PRESENCE_GRACE_MS", grace, 1);
         if (failover)
             setenv("PRESENCE_FAILOVER_MS", failover, 1);
+        setenv("PRESENCE_LIST_IN_REPLY", "1", 1); /* the lists in the replies are checked here */
         setenv("LOG_LEVEL", "debug", 1);
         execl(presence_bin, presence_bin, (char *)NULL);
         _exit(127);
@@ -1118,7 +1119,7 @@ static void test_nats_outage(void)
     chat__v1__presence_list__free_unpacked(l, NULL);
 }
 
-/* PRESENCE_LIST_IN_REPLY=1 (the default) with more users online than fit in
+/* PRESENCE_LIST_IN_REPLY=1 (set here; the default is 0) with more users online than fit in
  * a NATS message: a session open is still answered, with an empty list, not
  * left to time out. The edge that holds them goes silent after, and they go. */
 static void test_list_too_big(void)

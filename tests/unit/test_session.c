@@ -253,6 +253,46 @@ static void test_queue(void **state)
     done();
 }
 
+/* A socket's first online list is as long as everyone online: one unbounded
+ * frame at a time is not held against the queue bound; a second is. */
+static void test_unbounded(void **state)
+{
+    (void)state;
+    struct fake t;
+    struct session *s = open_session(&t, &ws_like);
+    frame_unref(session_pop(s)); /* the open packet */
+    char big[1000];
+    memset(big, 'l', sizeof big);
+    struct frame *list = frame_text(EIO_MESSAGE, big, sizeof big);
+    list->unbounded = 1;
+    session_send_frame(s, list); /* 1001 bytes, max_queue_bytes 400 */
+    assert_int_equal(s->closing, 0);
+    assert_ptr_equal(s->exempt, list);
+    char small[300];
+    memset(small, 's', sizeof small);
+    session_send_message(s, small, sizeof small); /* 301 counted */
+    assert_int_equal(s->closing, 0);
+    assert_int_equal(s->queued, 1001 + 301);
+    /* the list taken: a new one is exempt again */
+    struct frame *f = session_pop(s);
+    assert_ptr_equal(f, list);
+    frame_unref(f);
+    assert_null(s->exempt);
+    session_send_frame(s, list);
+    assert_int_equal(s->closing, 0);
+    assert_ptr_equal(s->exempt, list);
+    /* a second list while one is queued counts like any frame: 301 + 1001 > 400 */
+    struct frame *again = frame_text(EIO_MESSAGE, big, sizeof big);
+    again->unbounded = 1;
+    session_send_frame(s, again);
+    frame_unref(again);
+    frame_unref(list);
+    assert_int_equal(s->closing, 1);
+    assert_true(run_until(&log_.closes, 1000));
+    assert_string_equal(log_.closed_with, "transport error");
+    done();
+}
+
 static void test_heartbeat(void **state)
 {
     (void)state;
@@ -384,6 +424,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unbounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_heartbeat, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade, setup, teardown),
         cmocka_unit_test_setup_teardown(test_probe_lost, setup, teardown),

@@ -14,6 +14,7 @@
 #include "engineio/frame.h"
 #include "map.h"
 #include "mem.h"
+#include "online.h"
 #include "recovery.h"
 #include "relay.h"
 
@@ -42,8 +43,10 @@ struct chat_sock {
     struct wheel_timer t_expiry; /* the token's exp */
     int64_t *pending;            /* ack ids of commands sent to JetStream, not answered yet */
     uint32_t npending, pending_cap;
-    /* From the CONNECT to its reply (chat_records.c, chat_recovery.c). */
-    int waiting;                /* WAIT_PRESENCE | WAIT_RECOVERY: what the reply waits for */
+    /* From the CONNECT to its reply (chat_records.c, chat_recovery.c, chat_online.c). */
+    int waiting;                /* WAIT_PRESENCE | WAIT_RECOVERY | WAIT_ONLINE: what the reply waits for */
+    long long connect_us;       /* when the CONNECT came (bucket_now_us) */
+    struct wheel_timer t_online; /* WAIT_ONLINE: the end of the CONNECT's wait (chat_online.c) */
     uint64_t start;             /* the records position when it connected: the pid's start
                                  * (CHAT_NO_START: the consumer had not started) */
     uint8_t *presence;          /* presence's reply to the open (a PresenceList), until the reply */
@@ -59,7 +62,11 @@ struct chat_sock {
     char username[]; /* the token's, at most AUTH_MAX_USERNAME bytes */
 };
 
-enum { WAIT_PRESENCE = 1, WAIT_RECOVERY = 2 };
+enum { WAIT_PRESENCE = 1, WAIT_RECOVERY = 2, WAIT_ONLINE = 4 };
+
+/* Longest wait for presence (and for a snapshot of the online list on its
+ * way) before a CONNECT reply. */
+#define CONNECT_WAIT_MS 2000
 
 #define CHAT_NO_START UINT64_MAX
 
@@ -127,6 +134,16 @@ struct chat {
     uint8_t pid_key[RECOVERY_KEY_LEN];
     kvStore *kv; /* CHAT_RECOVERY, once the records thread has it */
     struct recovery_pool *rpool;
+    /* The copy of the online list (chat_online.c; loop side only). */
+    struct online *online;
+    unsigned online_attempt;     /* the snapshot request's number: its chunks come to <inbox>.s<n> */
+    int online_retrying;         /* t_online waits to ask again (else for the next chunk) */
+    struct wheel_timer t_online; /* the wait for the next chunk, or before asking again */
+    long long online_asked_us;   /* when the snapshot on its way was asked */
+    size_t online_waiters;       /* sockets whose CONNECT reply waits for it (WAIT_ONLINE) */
+    size_t online_left_out;      /* entries left out already logged */
+    struct frame *online_list;   /* the last presence:update written from the copy... */
+    unsigned long long online_list_gen; /* ...and the copy's generation it shows */
     volatile int stopped;
 };
 
@@ -161,7 +178,34 @@ void chat_open(struct chat_sock *cs);
 void chat_deliver(struct chat *c, const char *user_id, const uint8_t *data, size_t len);
 int chat_fan_out_delivery(struct chat *c, struct chat_user *u, const Chat__V1__Delivery *d);
 void chat_on_status(struct chat *c, const uint8_t *data, size_t len);
+/* Announces every open socket to presence again (resync). */
 void chat_on_resync(struct chat *c);
+/* A ResyncRequest: announces again when it names this edge or none. */
+void chat_on_resync_request(struct chat *c, const uint8_t *data, size_t len);
+
+/* chat_online.c */
+void chat_online_create(struct chat *c);
+/* Asks for the first snapshot (NATS is open, chat.presence.status subscribed). */
+void chat_online_start(struct chat *c);
+void chat_online_stop(struct chat *c);
+void chat_online_destroy(struct chat *c);
+/* 1 when key (the last token of a reply subject) is a snapshot's. */
+int chat_online_key(const char *key);
+/* A reply to snapshot request key: a chunk, or none (data NULL: no responder). */
+void chat_online_reply(struct chat *c, const char *key, const uint8_t *data, size_t len);
+/* A PresenceChange heard (after its user:status went out). */
+void chat_online_change(struct chat *c, const Chat__V1__PresenceChange *pc);
+/* NATS (re)connected: changes may have been lost meanwhile. */
+void chat_online_lost(struct chat *c);
+/* Presence answered cs's open: when the copy is out of step, the reply
+ * waits for a snapshot (WAIT_ONLINE; the one on its way, or one asked now),
+ * at most until CONNECT_WAIT_MS after the CONNECT. */
+void chat_online_wait(struct chat_sock *cs);
+/* cs goes: it no longer waits. */
+void chat_online_forget(struct chat_sock *cs);
+/* A new reference to the presence:update packet written from the copy, or
+ * NULL when the copy is out of step. */
+struct frame *chat_online_list(struct chat *c);
 
 /* chat_records.c */
 /* Starts the records thread: streams, the recovery bucket, the consumer. */

@@ -77,8 +77,10 @@ static void on_publish_error(jsCtx *js, jsPubAckErr *pae, void *closure)
 
 void chat_bus_connected(void *closure)
 {
-    struct chat *c = closure; /* presence may have missed closes and opens: announce again */
-    relay_push(c->relay, RELAY_RESYNC, "", "", 0);
+    /* presence may have missed closes and opens (announced again), this
+     * edge changes of the online list (a new snapshot) */
+    struct chat *c = closure;
+    relay_push(c->relay, RELAY_CONNECTED, "", "", 0);
     chat_records_reconnected(c); /* and the records go on after the last one delivered */
 }
 
@@ -305,7 +307,9 @@ void chat_drain(void *ctx)
             break;
         case RELAY_REPLY:
         case RELAY_NO_REPLY:
-            if ((r = map_get(&c->reqs, it->key))) {
+            if (chat_online_key(it->key))
+                chat_online_reply(c, it->key, it->kind == RELAY_REPLY ? it->data : NULL, it->len);
+            else if ((r = map_get(&c->reqs, it->key))) {
                 req_answer(r, it->kind == RELAY_REPLY ? it->data : NULL, it->len);
                 req_done(r);
             }
@@ -314,7 +318,11 @@ void chat_drain(void *ctx)
             chat_on_status(c, it->data, it->len);
             break;
         case RELAY_RESYNC:
+            chat_on_resync_request(c, it->data, it->len);
+            break;
+        case RELAY_CONNECTED:
             chat_on_resync(c);
+            chat_online_lost(c);
             break;
         case RELAY_RECORD:
             chat_on_record(c, it->key, it->data, it->len);
@@ -385,6 +393,7 @@ struct chat *chat_create(const struct chat_config *cfg, struct bus *bus, struct 
     snprintf(c->edge_subject, sizeof c->edge_subject, SUBJ_EDGE_FMT, cfg->edge_id);
     snprintf(c->inbox, sizeof c->inbox, "_INBOX.edge.%s", cfg->boot_id);
     recovery_key(c->pid_key, cfg->jwt_secret, strlen(cfg->jwt_secret));
+    chat_online_create(c);
     return c;
 }
 
@@ -392,6 +401,12 @@ int chat_start(struct chat *c)
 {
     char reply_subject[80];
     snprintf(reply_subject, sizeof reply_subject, "%s.*", c->inbox);
+    /* One delivery thread for every subscription (nats.c's default, made
+     * explicit): what arrives on one connection reaches the relay in that
+     * order, whatever the subscription. The copy of the online list relies
+     * on it: presence publishes the changes an open causes before its reply,
+     * so they are applied before the reply is handled. */
+    nats_SetMessageDeliveryPoolSize(1);
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = 5000;
@@ -411,6 +426,7 @@ int chat_start(struct chat *c)
         log_error("chat: records thread not started");
         return -1;
     }
+    chat_online_start(c); /* after chat.presence.status is subscribed */
     wheel_lws_schedule(c->wheel, &c->t_heartbeat, on_heartbeat, 0, WHEEL_EXACT);
     return 0;
 }
@@ -428,6 +444,7 @@ void chat_stop(struct chat *c)
     c->stopped = 1;
     relay_stop(c->relay); /* before the threads: none waits on a full relay */
     wheel_cancel(c->wheel, &c->t_heartbeat);
+    chat_online_stop(c);
     chat_records_stop(c);
     chat_recovery_stop(c);
     size_t i;
@@ -463,6 +480,7 @@ void chat_destroy(struct chat *c)
     map_cleanup(&c->reqs);
     chat_pairs_cleanup(c);
     chat_records_destroy(c);
+    chat_online_destroy(c);
     /* What the loop will never take: a worker's release request still owns
      * half of its state. */
     for (struct relay_item *it = relay_take(c->relay), *next; it; it = next) {

@@ -16,8 +16,6 @@
 #include "log.h"
 #include "subjects.h"
 
-#define CONNECT_WAIT_MS 2000 /* longest wait for presence before a CONNECT reply */
-
 /* ---------- users ---------- */
 
 void chat_user_attach(struct chat *c, struct chat_sock *cs, const char *id)
@@ -146,14 +144,6 @@ void chat_pairs_cleanup(struct chat *c)
 
 /* ---------- frames ---------- */
 
-/* Sends one packet written by chat_wire to one socket. */
-static void send_wire(struct chat_sock *cs, const struct buf *packet)
-{
-    struct frame *f = frame_text(EIO_MESSAGE, packet->data, packet->len);
-    sock_send_frame(cs->k, f);
-    frame_unref(f);
-}
-
 /* Sends one packet (written once) to sockets: one user's (user set) or
  * everyone's. */
 static void fan_out(struct chat *c, struct chat_user *user, const char *event, const struct buf *packet,
@@ -211,18 +201,25 @@ void chat_deliver(struct chat *c, const char *user_id, const uint8_t *data, size
     chat__v1__delivery__free_unpacked(d, NULL);
 }
 
+/* A change of presence: user:status to every socket, and the copy of the
+ * online list. */
 void chat_on_status(struct chat *c, const uint8_t *data, size_t len)
 {
     Chat__V1__PresenceChange *ch = chat__v1__presence_change__unpack(NULL, len, data);
+    if (!ch) {
+        log_limited(LOG_WARN, "undecodable presence change len=%zu", len);
+        return;
+    }
     struct buf b;
     buf_init(&b);
-    if (ch && ch->info && chat_wire_status(&b, ch->info) == 0)
+    if (ch->info && chat_wire_status(&b, ch->info) == 0)
         fan_out(c, NULL, "user:status", &b, 0);
     buf_cleanup(&b);
+    chat_online_change(c, ch);
     chat__v1__presence_change__free_unpacked(ch, NULL);
 }
 
-/* Presence restarted: it learns every open session again, without
+/* Presence learns every open session of this edge again, without
  * broadcasts (docs/architecture.md §Presence). */
 void chat_on_resync(struct chat *c)
 {
@@ -234,6 +231,25 @@ void chat_on_resync(struct chat *c)
     }
 }
 
+/* A ResyncRequest asks every edge (edge_id "") or one: this one answers
+ * only when it is asked. */
+void chat_on_resync_request(struct chat *c, const uint8_t *data, size_t len)
+{
+    Chat__V1__ResyncRequest *rr = chat__v1__resync_request__unpack(NULL, len, data);
+    if (!rr) {
+        log_limited(LOG_WARN, "undecodable resync request len=%zu: ignored", len);
+        return;
+    }
+    if (!*rr->edge_id || strcmp(rr->edge_id, c->cfg->edge_id) == 0) {
+        log_info("resync requested by presence %s: announcing %zu sockets again", rr->presence_boot_id,
+                 c->socks.count);
+        chat_on_resync(c);
+    } else {
+        log_debug("resync request for edge %s: not this one", rr->edge_id);
+    }
+    chat__v1__resync_request__free_unpacked(rr, NULL);
+}
+
 /* ---------- connect / disconnect ---------- */
 
 void chat_finish_connect(struct chat_sock *cs, const uint8_t *data, size_t len)
@@ -243,14 +259,28 @@ void chat_finish_connect(struct chat_sock *cs, const uint8_t *data, size_t len)
         cs->presence = xmalloc(len ? len : 1);
         memcpy(cs->presence, data, len);
         cs->presence_len = len;
+        chat_online_wait(cs); /* the copy, if a snapshot of it is on its way */
     }
     chat_open(cs);
 }
 
+/* The first presence:update, once presence answered the open (the changes
+ * the open caused came before its answer): from the edge's copy of the
+ * online list when it is in step, else the list presence's answer carries
+ * (PRESENCE_LIST_IN_REPLY=1; empty otherwise). Nothing when presence did not
+ * answer. */
 static void send_presence(struct chat_sock *cs)
 {
     if (!cs->presence)
         return;
+    struct frame *f = chat_online_list(cs->chat);
+    if (f) {
+        sock_send_frame(cs->k, f);
+        frame_unref(f);
+        free(cs->presence);
+        cs->presence = NULL;
+        return;
+    }
     Chat__V1__PresenceList *list = chat__v1__presence_list__unpack(NULL, cs->presence_len, cs->presence);
     free(cs->presence);
     cs->presence = NULL;
@@ -258,10 +288,14 @@ static void send_presence(struct chat_sock *cs)
         return;
     struct buf b;
     buf_init(&b);
-    if (chat_wire_presence_list(&b, "presence:update", list) == 0)
-        send_wire(cs, &b);
-    else
+    if (chat_wire_presence_list(&b, "presence:update", list) == 0) {
+        f = frame_text(EIO_MESSAGE, b.data, b.len);
+        f->unbounded = 1;
+        sock_send_frame(cs->k, f);
+        frame_unref(f);
+    } else {
         log_warn("presence list with a name that is not UTF-8: not sent socket=%s", cs->k->id);
+    }
     buf_cleanup(&b);
     chat__v1__presence_list__free_unpacked(list, NULL);
 }
@@ -362,6 +396,7 @@ static int authorize(void *ctx, struct sock *k, json_t *auth, json_t **error)
     long long left_us = (claims.exp - (long long)now.tv_sec) * 1000000LL - now.tv_nsec / 1000;
     wheel_lws_schedule(c->wheel, &cs->t_expiry, on_token_expiry, left_us > 0 ? left_us : 0, WHEEL_EXACT);
     snprintf(cs->num, sizeof cs->num, "%" PRIu64, k->num);
+    cs->connect_us = bucket_now_us();
     k->app_state = cs;
     map_put(&c->socks, cs->num, cs);
     chat_user_attach(c, cs, claims.user_id);
@@ -388,6 +423,7 @@ static void on_disconnect(void *ctx, struct sock *k, const char *reason)
         return;
     log_info("disconnect user=%s socket=%s reason=\"%s\"", cs->user->id, k->id, reason);
     wheel_cancel(c->wheel, &cs->t_expiry);
+    chat_online_forget(cs);
     if (!c->stopped)
         chat_announce(cs, CHAT__V1__SESSION_EVENT__KIND__KIND_CLOSE, 0);
     if (k->state == SOCK_OPEN)

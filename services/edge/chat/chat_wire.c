@@ -94,7 +94,7 @@ static void open_event(struct buf *b, const char *event)
     buf_puts(b, "\",");
 }
 
-static int put_presence(struct buf *b, const Chat__V1__PresenceInfo *p)
+int chat_wire_presence_info(struct buf *b, const Chat__V1__PresenceInfo *p)
 {
     if (put_key_str(b, "{\"userId\":", p->user_id))
         return -1;
@@ -120,7 +120,7 @@ int chat_wire_presence_list(struct buf *b, const char *event, const Chat__V1__Pr
         if (!first)
             buf_putc(b, ',');
         first = 0;
-        if (put_presence(b, l->users[i]))
+        if (chat_wire_presence_info(b, l->users[i]))
             return -1;
     }
     buf_puts(b, "]]");
@@ -132,7 +132,7 @@ int chat_wire_status(struct buf *b, const Chat__V1__PresenceInfo *p)
     if (!chat_json_presence_seen(p))
         return -1;
     open_event(b, "user:status");
-    if (put_presence(b, p))
+    if (chat_wire_presence_info(b, p))
         return -1;
     buf_putc(b, ']');
     return 0;

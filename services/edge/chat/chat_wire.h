@@ -13,6 +13,9 @@
 /* 2["<event>",[{userId, username, status, lastSeen}, ...]]: the users that
  * were ever seen (chat_json_presence_seen), in order. */
 int chat_wire_presence_list(struct buf *b, const char *event, const Chat__V1__PresenceList *l);
+/* {userId, username, status, lastSeen}: one entry of those lists, alone (the
+ * caller checks chat_json_presence_seen). */
+int chat_wire_presence_info(struct buf *b, const Chat__V1__PresenceInfo *p);
 /* 2["user:status",{userId, username, status, lastSeen}]; -1 for a user never
  * seen (no lastSeen: nothing to say). */
 int chat_wire_status(struct buf *b, const Chat__V1__PresenceInfo *p);

@@ -12,6 +12,7 @@ static struct frame *frame_new(size_t len, int binary)
     f->refs = 1;
     f->len = len;
     f->coalesce = 0;
+    f->unbounded = 0;
     f->binary = (uint8_t)binary;
     unsigned char h[FRAME_HEAD]; /* RFC 6455 §5.2: FIN, opcode, length; no mask */
     h[0] = 0x80 | (binary ? 0x2 : 0x1);

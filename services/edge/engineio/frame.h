@@ -21,6 +21,11 @@ struct frame {
     uint8_t ws_hlen;   /* WebSocket header bytes before the data */
     size_t len;        /* data bytes */
     uint64_t coalesce; /* 0, or a key: queued behind a frame with the same key, it takes its place */
+    /* 1: its size is the server's doing, not the peer's (a socket's first
+     * list of who is online, as long as everyone online): the session's queue
+     * bound and read-pause mark do not count it while it is the only such
+     * frame queued (session.c). 0 for every other frame. */
+    uint8_t unbounded;
     unsigned char buf[];
 };
 

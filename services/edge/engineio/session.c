@@ -114,7 +114,8 @@ void eio_engine_cleanup(struct eio_engine *e)
 static void flow(struct session *s)
 {
     long mark = s->engine->cfg->read_pause_bytes;
-    int pause = s->paused ? s->queued > (size_t)mark / 2 : mark > 0 && s->queued > (size_t)mark;
+    size_t queued = s->queued - (s->exempt ? s->exempt->len : 0);
+    int pause = s->paused ? queued > (size_t)mark / 2 : mark > 0 && queued > (size_t)mark;
     if (pause == s->paused)
         return;
     s->paused = pause;
@@ -127,7 +128,12 @@ void session_send_frame(struct session *s, struct frame *f)
     if (s->closing)
         return;
     struct eio_engine *e = s->engine;
-    if (s->queued + f->len > (size_t)e->cfg->max_queue_bytes) {
+    /* A socket's first online list is as long as everyone online: its size
+     * is not the peer's doing, so it is not held against the peer (once per
+     * queue: a second one counts). */
+    int exempt = f->unbounded && !s->exempt;
+    size_t counted = s->queued - (s->exempt ? s->exempt->len : 0);
+    if (!exempt && counted + f->len > (size_t)e->cfg->max_queue_bytes) {
         log_limited(LOG_WARN, "session output queue full session=%s queued=%zu: closing slow client", s->tag,
                     s->queued);
         session_kill(s, "transport error");
@@ -171,6 +177,8 @@ void session_send_frame(struct session *s, struct frame *f)
     f->refs++;
     s->queued += f->len;
     e->queued += f->len;
+    if (exempt)
+        s->exempt = f;
     if (s->qlen++ == 0) /* a non-empty queue has its writable callback asked for */
         session_kick(s);
     flow(s);
@@ -205,6 +213,8 @@ struct frame *session_pop(struct session *s)
     s->qhead = (s->qhead + 1) % s->qcap;
     s->queued -= f->len;
     s->engine->queued -= f->len;
+    if (f == s->exempt) /* (a frame queued twice: its first pop ends it; the other is counted) */
+        s->exempt = NULL;
     if (--s->qlen == 0 && s->qcap > 64) { /* a burst is over: back to nothing */
         free(s->q);
         s->q = NULL;
@@ -256,12 +266,14 @@ struct session *session_find(struct eio_engine *e, const char *sid)
     return map_get(&e->sessions, sid);
 }
 
+/* Detaches t, then lets its transport go: a transport's release may free t
+ * (long-polling's does), so t is not touched after it. */
 static void release(struct eio_transport *t, const char *reason)
 {
     if (!t)
         return;
-    t->ops->release(t, reason);
     t->s = NULL;
+    t->ops->release(t, reason);
 }
 
 void session_destroy(struct session *s, const char *reason)

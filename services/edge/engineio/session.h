@@ -111,6 +111,7 @@ struct session {
     struct frame **q;                /* output queue: a ring of qcap frames */
     uint32_t qcap, qhead, qlen;      /* its size, first, count */
     size_t queued;                   /* data bytes in the queue */
+    const struct frame *exempt;      /* the unbounded frame not counted (frame.h), or NULL */
     struct wheel_timer t_ping;       /* next ping, or the pong deadline */
     struct wheel_timer t_close;      /* close packet: the grace for fetching "1" */
     struct wheel_timer t_upgrade;    /* upgrade timeout */
@@ -146,7 +147,10 @@ void session_send_binary(struct session *s, const void *data, size_t len);
 void session_send_message(struct session *s, const void *text, size_t len);
 /* Queues f (a packet made once for many sessions): s takes its own
  * reference. When the last frame still queued has f's coalesce key, f
- * replaces it (a socket that falls behind gets the latest, not each one). */
+ * replaces it (a socket that falls behind gets the latest, not each one).
+ * An unbounded frame (frame.h) is not counted against max_queue_bytes and
+ * read_pause_bytes while no other unbounded frame is queued; a second one
+ * counts like any frame. Every frame counts against max_output_bytes. */
 void session_send_frame(struct session *s, struct frame *f);
 
 /* Closes after the queued packets are written (with a close packet: once
