@@ -311,7 +311,10 @@ static void refuse(struct history *h, struct hquery *hq, enum histq_verdict v, l
         break;
     case HISTQ_USER_BUSY:
         metrics_add("chat_messaging_history_refused_total", "reason=\"user_busy\"", 1);
-        reply_error_kind(h->nc, hq, "rate_limited", "too many queries waiting for their answer: wait for them", 0);
+        reply_error_kind(h->nc, hq, "rate_limited",
+                         conv ? "too many conversation queries waiting for their answer: wait for them"
+                              : "too many history queries waiting for their answer: wait for them",
+                         0);
         break;
     default:
         metrics_add("chat_messaging_history_refused_total", "reason=\"queue_full\"", 1);
