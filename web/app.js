@@ -218,6 +218,7 @@ function logout(message = "") {
 function setConnection(text, cls = "") {
   $("connection").textContent = text;
   $("connection").className = `connection ${cls}`;
+  $("app").classList.toggle("down", cls === "down"); // who is online is not known meanwhile: greyed
 }
 
 function connect() {
