@@ -272,11 +272,28 @@ chaos: deps-test $(BINS)
 	  LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 node --test --test-reporter=tap chaos.test.mjs
 
-# The demo page in headless Chromium (Debian's) against the real stack.
+# The demo page in headless Chromium (Debian's) against the real stack; it saves
+# its screenshots in build/screenshots/ on every run.
 test-browser: $(BINS)
 	cd tests/browser && CHAT_EDGE_BIN=$(abspath $(BUILD)/bin/chat-edge) \
 	  LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 npm test
+
+# conversation:list at 1,000,000 stored messages (tests/e2e/perf-conversations.mjs):
+# prints `figure:` lines; a few minutes, not part of `make test`.
+.PHONY: perf-conversations
+perf-conversations: $(BINS)
+	cd tests/e2e && CHAT_EDGE_BIN=$(abspath $(BUILD)/bin/chat-edge) node perf-conversations.mjs
+
+# The README's pictures of the demo page: the browser test's screenshots,
+# copied into docs/img/ once it passed.
+.PHONY: screenshots
+screenshots: deps-browser
+	rm -rf build/screenshots
+	$(MAKE) test-browser
+	mkdir -p docs/img
+	cp build/screenshots/*.png docs/img/
+	@ls -l docs/img/
 
 # `make run` as a user meets it (tests/run/): free ports, a token, the dev-login
 # edge on loopback, and the error a second stack on taken ports gets.

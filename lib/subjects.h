@@ -16,12 +16,16 @@
  * durable pull consumer per partition, served by the replica that holds the
  * partition's lock: one sender's messages are stored and delivered in order. */
 #define SUBJ_CMD_SEND_FMT "chat.cmd.message.send.%u"
-/* MarkRead. Pub: edge (JetStream CHAT_CMD). Sub: messaging. */
+/* MarkRead (message:read and conversation:read). Pub: edge (JetStream
+ * CHAT_CMD). Sub: messaging. */
 #define SUBJ_CMD_READ "chat.cmd.message.read"
 /* All commands, for the CHAT_CMD stream. */
 #define SUBJ_CMD_ALL "chat.cmd.>"
 /* HistoryQuery -> MessageList. Req: edge. Reply: messaging (queue group). */
 #define SUBJ_QUERY_MESSAGES "chat.query.messages"
+/* ConversationQuery -> ConversationList. Req: edge. Reply: messaging (queue
+ * group; the same fair queue and pool as history). */
+#define SUBJ_QUERY_CONVERSATIONS "chat.query.conversations"
 /* SessionEvent -> PresenceList. Req: edge (an open), pub (closes and re-announced opens). Sub: every
  * presence replica; only the active one replies, after publishing the changes
  * the event caused. */
@@ -71,7 +75,8 @@
  * e.<boot id> -> "<ms>", that edge process's last heartbeat). Pub: edges. */
 #define KV_RECOVERY "CHAT_RECOVERY"
 
-/* Queue group of the messaging replicas on SUBJ_QUERY_MESSAGES. */
+/* Queue group of the messaging replicas on SUBJ_QUERY_MESSAGES and
+ * SUBJ_QUERY_CONVERSATIONS. */
 #define QUEUE_MESSAGING "messaging"
 /* Queue group of the presence replicas on SUBJ_PRESENCE_QUERY. */
 #define QUEUE_PRESENCE "presence"

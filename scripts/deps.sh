@@ -10,8 +10,9 @@
 #            tests forge tokens with libcrypto), iproute2 (ss), docker-compose
 #            (validates compose.yaml offline), tests/e2e and clients/typescript
 #            (TypeScript, to type-check the event declarations)
-#   browser  run, Debian's chromium and a font, tests/browser (playwright-core
-#            drives that chromium: no browser is downloaded)
+#   browser  run, Debian's chromium and fonts (fonts-noto-color-emoji: the emoji
+#            font the demo page names), tests/browser (playwright-core drives
+#            that chromium: no browser is downloaded)
 #   bench    run (bench/run.sh installs its Node reference's packages itself)
 #   deploy   Debian's docker.io, docker-compose, debootstrap, iproute2 and
 #            tests/deploy (the deployment test)
@@ -44,7 +45,7 @@ for target in "$@"; do
         npm_dirs="$npm_dirs web tests/e2e clients/typescript"
         ;;
     browser)
-        add nats-server postgresql chromium fonts-liberation
+        add nats-server postgresql chromium fonts-liberation fonts-noto-color-emoji
         node=1
         npm_dirs="$npm_dirs web tests/browser"
         ;;

@@ -36,6 +36,20 @@ export interface PresenceInfo {
   lastSeen: IsoTime;
 }
 
+/** conversation:list's keyset: pass a page's nextBefore back as before. Opaque. */
+export type Cursor = string;
+
+/** One conversation of conversation:list. */
+export interface Conversation {
+  withUserId: Uuid;
+  /** the other user's name as presence knows it; "" when that user never connected */
+  username: string;
+  /** the latest message between the two, either direction */
+  lastMessage: Message;
+  /** messages of withUserId to you not read yet */
+  unread: number;
+}
+
 export type ErrorCode =
   | "bad_request"
   | "too_large"
@@ -86,7 +100,7 @@ export interface ServerToClientEvents {
   "chat:error": (error: { event: string } & ChatError) => void;
 }
 
-/** What a client emits; the ack (optional except for message:history) says how it went. */
+/** What a client emits; the ack (optional except for message:history and conversation:list) says how it went. */
 export interface ClientToServerEvents {
   "message:send": (
     message: { recipientId: Uuid; content: string; type: MessageType; clientMessageId?: string },
@@ -108,6 +122,13 @@ export interface ClientToServerEvents {
   ) => void;
   "presence:update": (status: { status: Status }, ack?: (res: Ack) => void) => void;
   "presence:request": (userIds: Uuid[], ack?: (res: Ack<{ users: PresenceInfo[] }>) => void) => void;
+  /** your conversations, the latest activity first; limit 1–50, default 20 */
+  "conversation:list": (
+    query: { before?: Cursor | null; limit?: number | null },
+    ack: (res: Ack<{ conversations: Conversation[]; nextBefore: Cursor | null }>) => void,
+  ) => void;
+  /** marks read every message of withUserId to you up to and including upTo (a message of that conversation) */
+  "conversation:read": (read: { withUserId: Uuid; upTo: Uuid }, ack?: (res: Ack) => void) => void;
 }
 
 /** The auth option of io(): an HS256 JWT (see the README). */

@@ -2,7 +2,7 @@
 // (tsc, strict). The @ts-expect-error lines are mistakes the declarations
 // must catch: tsc fails if any of them compiles.
 import { io, type Socket } from "socket.io-client";
-import type { ClientToServerEvents, Message, PresenceInfo, ServerToClientEvents } from "./chat";
+import type { ClientToServerEvents, Conversation, Message, PresenceInfo, ServerToClientEvents } from "./chat";
 
 const socket: Socket<ServerToClientEvents, ClientToServerEvents> = io("http://127.0.0.1:3000", {
   auth: { token: "<an HS256 JWT>" },
@@ -46,6 +46,25 @@ export async function history(withUserId: string, before?: string): Promise<Mess
   return res.ok ? res.messages : [];
 }
 
+/** Every conversation, page after page (nextBefore is the cursor), each with its unread count. */
+export async function allConversations(): Promise<Conversation[]> {
+  const all: Conversation[] = [];
+  let before: string | null = null;
+  for (;;) {
+    const query: { before: string | null; limit: number } = { before, limit: 50 };
+    const res = await socket.emitWithAck("conversation:list", query);
+    if (!res.ok) return all;
+    all.push(...res.conversations);
+    if (res.nextBefore === null) return all;
+    before = res.nextBefore;
+  }
+}
+
+/** Everything withUserId sent up to the latest message shown: read, one receipt each for the sender. */
+export function readUpTo(withUserId: string, last: Message): void {
+  socket.emit("conversation:read", { withUserId, upTo: last.id });
+}
+
 export async function whoIs(ids: string[]): Promise<PresenceInfo[]> {
   const res = await socket.emitWithAck("presence:request", ids);
   return res.ok ? res.users : [];
@@ -78,4 +97,16 @@ export async function wrong(): Promise<void> {
   const res = await socket.emitWithAck("message:history", { withUserId: "x" });
   // @ts-expect-error messages exist only when ok is true
   console.log(res.messages);
+  const page = await socket.emitWithAck("conversation:list", {});
+  // @ts-expect-error conversations exist only when ok is true
+  console.log(page.conversations);
+  if (page.ok) {
+    // @ts-expect-error nextBefore may be null
+    const cursor: string = page.nextBefore;
+    // @ts-expect-error unread is a number
+    const u: string = page.conversations[0].unread;
+    console.log(cursor, u);
+  }
 }
+// @ts-expect-error conversation:read needs upTo
+socket.emit("conversation:read", { withUserId: "x" });

@@ -109,6 +109,11 @@ static int request(void *ctx, struct lws *wsi, struct http_conn *h, const char *
         return health(wsi, h, site);
     if (method == LWSHUMETH_GET && strcmp(path, "/metrics") == 0)
         return metrics(wsi, h, site);
+    if (method == LWSHUMETH_GET && strcmp(path, "/dev/login") == 0 && site->dev_login) {
+        /* The demo page asks whether to offer the dev login (404 when it is off). */
+        static const char on[] = "{\"devLogin\":true}";
+        return http_respond(wsi, h, HTTP_STATUS_OK, "application/json", on, sizeof on - 1);
+    }
     if (method == LWSHUMETH_POST && strcmp(path, "/dev/login") == 0 && site->dev_login) {
         long long clen = http_content_length(wsi);
         if (clen == -2) {

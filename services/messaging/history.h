@@ -1,10 +1,12 @@
-/* history: the answers to message:history (chat.query.messages, queue group
- * "messaging") for chat-messaging. nats.c's callback only decodes, checks
+/* history: the answers to message:history (chat.query.messages) and to
+ * conversation:list (chat.query.conversations), queue group "messaging", for
+ * chat-messaging: both kinds share one queue, its limits and the pool. nats.c's callback only decodes, checks
  * and queues a query in a histq (bounded, fair between users, per-user
  * limits); a pool of workers, each with its own PostgreSQL connection, runs
  * the queries. A refusal is answered at once: a full queue "unavailable", a
  * user over its limits "rate_limited". A query whose asker has given up
- * (HistoryQuery.timeout_ms since it arrived) is dropped before it runs,
+ * (HistoryQuery.timeout_ms, ConversationQuery.timeout_ms, since it
+ * arrived) is dropped before it runs,
  * unanswered. */
 #ifndef HISTORY_H
 #define HISTORY_H

@@ -38,6 +38,8 @@ struct worker {
     long long last_us; /* last created_at given: strictly increasing */
     jsCtx *js;         /* its own: it waits for its own records (records_wait) */
     atomic_int records_failed;
+    int unwaited;    /* read worker: records published since the last records_wait */
+    int wait_failed; /* read worker: a records_wait of this batch failed */
 };
 
 struct messaging {
@@ -60,6 +62,9 @@ struct messaging {
 
 /* How long a worker waits for JetStream to store its records. */
 #define RECORDS_WAIT_MS 2000
+/* The read worker waits for its records every this many: a conversation:read
+ * may mark thousands of messages, each one record. */
+#define READ_RECORDS_CHUNK 4096
 
 static void nap(struct messaging *m, int ms)
 {
@@ -487,13 +492,67 @@ static void process_sends(struct worker *w, natsMsgList *list)
 
 /* ---------- reads ---------- */
 
-/* 1 when JetStream delivered this command before. */
-static int redelivered(natsMsg *nm)
+/* When JetStream stored this command (Unix ms) if it delivered it before,
+ * else 0. */
+static long long redelivered_at(natsMsg *nm)
 {
     jsMsgMetaData *meta = NULL;
-    int again = natsMsg_GetMetaData(&meta, nm) == NATS_OK && meta->NumDelivered > 1;
+    long long at = 0;
+    if (natsMsg_GetMetaData(&meta, nm) == NATS_OK && meta->NumDelivered > 1)
+        at = meta->Timestamp / 1000000;
     jsMsgMetaData_Destroy(meta);
-    return again;
+    return at;
+}
+
+/* The record of one receipt (message:read for the sender's sockets); the
+ * read worker waits for them every READ_RECORDS_CHUNK. */
+static void record_receipt(struct worker *w, const char *message_id, const char *sender, const char *reader,
+                           long long read_ms)
+{
+    Chat__V1__ReadReceipt rr = CHAT__V1__READ_RECEIPT__INIT;
+    rr.message_id = (char *)message_id;
+    rr.sender_id = (char *)sender;
+    rr.reader_id = (char *)reader;
+    rr.read_at_ms = read_ms;
+    char subj[160], rec_id[48];
+    snprintf(subj, sizeof subj, SUBJ_EVENT_READ_FMT, sender, reader);
+    snprintf(rec_id, sizeof rec_id, "read:%s", message_id);
+    publish_record(w, subj, rec_id, &rr.base);
+    if (++w->unwaited >= READ_RECORDS_CHUNK) {
+        if (records_wait(w) != 0)
+            w->wait_failed = 1;
+        w->unwaited = 0;
+    }
+}
+
+/* conversation:read: every unread message of with to the reader up to
+ * up_to, in one statement, then one record per message marked, in message
+ * order, with the same Nats-Msg-Id as message:read's ("read:<id>"). A
+ * redelivery records again what the range has read since the command was
+ * stored (a first try may have died after the mark, before its records were
+ * stored; the duplicate window drops the copies of those that were). */
+static enum store_read process_conv_read(struct worker *w, natsMsg *nm, const Chat__V1__MarkRead *c,
+                                         const char *reader)
+{
+    char with[IDS_UUID_LEN + 1], up_to[IDS_UUID_LEN + 1];
+    if (ids_uuid_norm(with, c->with_user_id, strlen(c->with_user_id)) ||
+        ids_uuid_norm(up_to, c->up_to_id, strlen(c->up_to_id))) {
+        log_warn("dropping an invalid conversation read command");
+        natsMsg_Term(nm, NULL);
+        return STORE_READ_ERROR;
+    }
+    struct store_receipt *rs = NULL;
+    int n = 0;
+    enum store_read r = store_mark_conversation_read(w->st, reader, with, up_to, redelivered_at(nm), &rs, &n);
+    if (r == STORE_READ_ERROR) {
+        natsMsg_NakWithDelay(nm, 1000, NULL);
+        return r;
+    }
+    metrics_add("chat_messaging_reads_total", NULL, n);
+    for (int i = 0; i < n; i++)
+        record_receipt(w, rs[i].id, with, reader, rs[i].read_ms);
+    free(rs);
+    return r;
 }
 
 /* One read command: stored, and its record published (the receipt for the
@@ -510,6 +569,8 @@ static enum store_read process_read(struct worker *w, natsMsg *nm, Chat__V1__Mar
                                                         (const uint8_t *)natsMsg_GetData(nm));
     char id[IDS_UUID_LEN + 1], reader[IDS_UUID_LEN + 1], sender[IDS_UUID_LEN + 1];
     *cmd = c;
+    if (c && *c->with_user_id && ids_uuid_norm(reader, c->reader_id, strlen(c->reader_id)) == 0)
+        return process_conv_read(w, nm, c, reader);
     if (!c || ids_uuid_norm(id, c->message_id, strlen(c->message_id)) ||
         ids_uuid_norm(reader, c->reader_id, strlen(c->reader_id))) {
         log_warn("dropping an invalid read command");
@@ -522,18 +583,10 @@ static enum store_read process_read(struct worker *w, natsMsg *nm, Chat__V1__Mar
         natsMsg_NakWithDelay(nm, 1000, NULL);
         return r;
     }
-    if (r == STORE_READ_OK || (r == STORE_READ_ALREADY && redelivered(nm))) {
+    if (r == STORE_READ_OK || (r == STORE_READ_ALREADY && redelivered_at(nm))) {
         if (r == STORE_READ_OK)
             metrics_add("chat_messaging_reads_total", NULL, 1);
-        Chat__V1__ReadReceipt rr = CHAT__V1__READ_RECEIPT__INIT;
-        rr.message_id = id;
-        rr.sender_id = sender;
-        rr.reader_id = reader;
-        rr.read_at_ms = read_ms;
-        char subj[160], rec_id[48];
-        snprintf(subj, sizeof subj, SUBJ_EVENT_READ_FMT, sender, reader);
-        snprintf(rec_id, sizeof rec_id, "read:%s", id);
-        publish_record(w, subj, rec_id, &rr.base);
+        record_receipt(w, id, sender, reader, read_ms);
     }
     return r;
 }
@@ -545,14 +598,16 @@ static void process_reads(struct worker *w, natsMsgList *list)
     struct messaging *m = w->m;
     enum store_read *r = xcalloc((size_t)list->Count, sizeof *r);
     Chat__V1__MarkRead **cmds = xcalloc((size_t)list->Count, sizeof *cmds);
-    int records = 0;
-    for (int i = 0; i < list->Count; i++) {
+    w->unwaited = 0;
+    w->wait_failed = 0;
+    for (int i = 0; i < list->Count; i++)
         r[i] = process_read(w, list->Msgs[i], &cmds[i]);
-        records += r[i] == STORE_READ_OK || r[i] == STORE_READ_ALREADY;
-    }
-    int unrecorded = records > 0 && records_wait(w) != 0;
+    int unrecorded = (w->unwaited > 0 && records_wait(w) != 0) || w->wait_failed;
+    w->unwaited = 0;
+    w->wait_failed = 0;
     for (int i = 0; i < list->Count; i++) {
         const Chat__V1__Origin *o = cmds[i] ? cmds[i]->origin : NULL;
+        const char *event = cmds[i] && *cmds[i]->with_user_id ? "conversation:read" : "message:read";
         switch (r[i]) {
         case STORE_READ_OK:
         case STORE_READ_ALREADY:
@@ -560,15 +615,16 @@ static void process_reads(struct worker *w, natsMsgList *list)
                 natsMsg_NakWithDelay(list->Msgs[i], 1000, NULL);
                 break;
             }
-            publish_result(m, o, "message:read", NULL, NULL, NULL, 0);
+            publish_result(m, o, event, NULL, NULL, NULL, 0);
             natsMsg_Ack(list->Msgs[i], NULL);
             break;
         case STORE_READ_NOT_FOUND:
-            publish_result(m, o, "message:read", NULL, "not_found", "no such message", 0);
+            publish_result(m, o, event, NULL, "not_found",
+                           *cmds[i]->with_user_id ? "no such message in this conversation" : "no such message", 0);
             natsMsg_Ack(list->Msgs[i], NULL);
             break;
         case STORE_READ_FORBIDDEN:
-            publish_result(m, o, "message:read", NULL, "forbidden", "only the recipient can mark it read", 0);
+            publish_result(m, o, event, NULL, "forbidden", "only the recipient can mark it read", 0);
             natsMsg_Ack(list->Msgs[i], NULL);
             break;
         case STORE_READ_ERROR:

@@ -42,6 +42,39 @@ static const char *const steps[] = {
     " day date NOT NULL,"
     " n integer NOT NULL,"
     " PRIMARY KEY (sender_id, day));",
+    /* conversation:list: one row per user and other user, with the latest
+     * message between them (either direction), kept by a statement-level
+     * trigger on every INSERT into messages (whoever inserts: a batch, an
+     * older replica, a script), in key order so that concurrent batches
+     * lock rows in one order; a message older than the row's (a redelivery
+     * after a fail-over) leaves it. Filled from the messages already there.
+     * messages_unread: the unread of one recipient from one sender, in
+     * order (unread counts, conversation:read). */
+    "CREATE TABLE conversations ("
+    " user_id uuid NOT NULL,"
+    " with_user_id uuid NOT NULL,"
+    " last_at timestamptz NOT NULL,"
+    " last_id uuid NOT NULL,"
+    " PRIMARY KEY (user_id, with_user_id));"
+    "CREATE INDEX conversations_recent ON conversations (user_id, last_at, with_user_id);"
+    "CREATE INDEX messages_unread ON messages (recipient_id, sender_id, created_at, id)"
+    " WHERE read_at IS NULL;"
+    "CREATE FUNCTION conversations_touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+    " INSERT INTO conversations (user_id, with_user_id, last_at, last_id)"
+    " SELECT DISTINCT ON (u, w) u, w, at, id FROM ("
+    "  SELECT sender_id AS u, recipient_id AS w, created_at AS at, id FROM new_rows"
+    "  UNION ALL SELECT recipient_id, sender_id, created_at, id FROM new_rows) x"
+    " ORDER BY u, w, at DESC, id DESC"
+    " ON CONFLICT (user_id, with_user_id) DO UPDATE SET last_at = EXCLUDED.last_at, last_id = EXCLUDED.last_id"
+    " WHERE (EXCLUDED.last_at, EXCLUDED.last_id) > (conversations.last_at, conversations.last_id);"
+    " RETURN NULL; END $$;"
+    "CREATE TRIGGER messages_conversations AFTER INSERT ON messages REFERENCING NEW TABLE AS new_rows"
+    " FOR EACH STATEMENT EXECUTE FUNCTION conversations_touch();"
+    "INSERT INTO conversations (user_id, with_user_id, last_at, last_id)"
+    " SELECT DISTINCT ON (u, w) u, w, at, id FROM ("
+    "  SELECT sender_id AS u, recipient_id AS w, created_at AS at, id FROM messages"
+    "  UNION ALL SELECT recipient_id, sender_id, created_at, id FROM messages) x"
+    " ORDER BY u, w, at DESC, id DESC;",
 };
 
 struct store *store_open(const char *conninfo, const char *app)
@@ -467,4 +500,120 @@ int store_history(struct store *st, const char *user, const char *with, const ch
         row_from(&(*rows)[i], r, i, 0);
     PQclear(r);
     return n;
+}
+
+#define CONV_READ_RANGE                                                                                      \
+    "m.recipient_id = $1::uuid AND m.sender_id = $2::uuid AND (m.created_at, m.id) <= "                       \
+    "(SELECT b.created_at, b.id FROM messages b WHERE b.id = $3::uuid AND ((b.sender_id = $1::uuid AND "      \
+    "b.recipient_id = $2::uuid) OR (b.sender_id = $2::uuid AND b.recipient_id = $1::uuid)))"
+
+enum store_read store_mark_conversation_read(struct store *st, const char *reader, const char *with,
+                                             const char *up_to, long long since_ms, struct store_receipt **out,
+                                             int *n)
+{
+    *out = NULL;
+    *n = 0;
+    const char *params[] = {reader, with, up_to, NULL};
+    /* One statement: the unread of the range, through messages_unread. */
+    PGresult *r = run(st, PGRES_TUPLES_OK,
+                      "WITH upd AS (UPDATE messages m SET read_at = now() WHERE m.read_at IS NULL AND " CONV_READ_RANGE
+                      " RETURNING m.id, m.created_at, m.read_at) "
+                      "SELECT id, floor(extract(epoch FROM read_at) * 1000)::bigint FROM upd ORDER BY created_at, id",
+                      3, params);
+    if (!r)
+        return STORE_READ_ERROR;
+    char since[32];
+    if (since_ms > 0) {
+        /* A redelivery: what this command may have marked on its first try
+         * too. The 5 s cover a clock of PostgreSQL behind nats-server's. */
+        PQclear(r);
+        snprintf(since, sizeof since, "%lld", since_ms - 5000);
+        params[3] = since;
+        r = run(st, PGRES_TUPLES_OK,
+                "SELECT m.id, floor(extract(epoch FROM m.read_at) * 1000)::bigint FROM messages m WHERE " CONV_READ_RANGE
+                " AND m.read_at >= 'epoch'::timestamptz + $4::bigint * interval '1 millisecond' "
+                "ORDER BY m.created_at, m.id",
+                4, params);
+        if (!r)
+            return STORE_READ_ERROR;
+    }
+    int rows = PQntuples(r);
+    if (rows == 0) {
+        PQclear(r);
+        r = run(st, PGRES_TUPLES_OK,
+                "SELECT 1 FROM messages b WHERE b.id = $3::uuid AND ((b.sender_id = $1::uuid AND b.recipient_id = "
+                "$2::uuid) OR (b.sender_id = $2::uuid AND b.recipient_id = $1::uuid))",
+                3, params);
+        if (!r)
+            return STORE_READ_ERROR;
+        enum store_read res = PQntuples(r) == 1 ? STORE_READ_OK : STORE_READ_NOT_FOUND;
+        PQclear(r);
+        return res;
+    }
+    *out = xcalloc((size_t)rows, sizeof **out);
+    for (int i = 0; i < rows; i++) {
+        snprintf((*out)[i].id, sizeof (*out)[i].id, "%s", PQgetvalue(r, i, 0));
+        (*out)[i].read_ms = atoll(PQgetvalue(r, i, 1));
+    }
+    *n = rows;
+    PQclear(r);
+    return STORE_READ_OK;
+}
+
+/* The page: the keyset on conversations_recent, then per row its last
+ * message (by primary key), the other user's name and the unread count
+ * (messages_unread). %s: the name's expression and join (presence's users
+ * table, or nothing when it does not exist yet). */
+#define CONVERSATIONS_SQL                                                                                    \
+    "SELECT c.with_user_id, %s, floor(extract(epoch FROM c.last_at) * 1000000)::bigint, "                    \
+    "(SELECT count(*) FROM messages n WHERE n.recipient_id = $1::uuid AND n.sender_id = c.with_user_id "    \
+    "AND n.read_at IS NULL), " ROW_COLUMNS " FROM conversations c JOIN messages m ON m.id = c.last_id %s "   \
+    "WHERE c.user_id = $1::uuid AND ($3::uuid IS NULL OR (c.last_at, c.with_user_id) < "                     \
+    "('epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3::uuid)) "                              \
+    "ORDER BY c.last_at DESC, c.with_user_id DESC LIMIT $4::int"
+
+int store_conversations(struct store *st, const char *user, long long before_us, const char *before_with,
+                        int limit, struct store_conv **out)
+{
+    char lim[16], before[24], sql[1536];
+    snprintf(lim, sizeof lim, "%d", limit);
+    snprintf(before, sizeof before, "%lld", before_us);
+    const char *params[] = {user, before, *before_with ? before_with : NULL, lim};
+    *out = NULL;
+    snprintf(sql, sizeof sql, CONVERSATIONS_SQL, "coalesce(u.username, '')",
+             "LEFT JOIN users u ON u.id = c.with_user_id");
+    PGresult *r = PQexecParams(st->c, sql, 4, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        int no_users = state && strcmp(state, "42P01") == 0; /* undefined_table: presence never ran */
+        if (!no_users)
+            log_error("postgres: %s", PQresultErrorMessage(r));
+        PQclear(r);
+        if (!no_users)
+            return -1;
+        snprintf(sql, sizeof sql, CONVERSATIONS_SQL, "''", "");
+        if (!(r = run(st, PGRES_TUPLES_OK, sql, 4, params)))
+            return -1;
+    }
+    int n = PQntuples(r);
+    *out = xcalloc((size_t)(n ? n : 1), sizeof **out);
+    for (int i = 0; i < n; i++) {
+        struct store_conv *cv = &(*out)[i];
+        snprintf(cv->with, sizeof cv->with, "%s", PQgetvalue(r, i, 0));
+        cv->username = xstrdup(PQgetvalue(r, i, 1));
+        cv->last_at_us = atoll(PQgetvalue(r, i, 2));
+        cv->unread = atol(PQgetvalue(r, i, 3));
+        row_from(&cv->last, r, i, 4);
+    }
+    PQclear(r);
+    return n;
+}
+
+void store_convs_cleanup(struct store_conv *convs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(convs[i].username);
+        store_rows_cleanup(&convs[i].last, 1);
+        convs[i].username = NULL;
+    }
 }

@@ -94,4 +94,41 @@ enum store_read store_mark_read(struct store *st, const char *message_id, const 
 int store_history(struct store *st, const char *user, const char *with, const char *before_id, int limit,
                   struct store_row **rows);
 
+/* One receipt of a conversation read: the message and when it was read. */
+struct store_receipt {
+    char id[IDS_UUID_LEN + 1];
+    long long read_ms;
+};
+
+/* conversation:read: marks read, in one statement, every unread message of
+ * with to reader up to and including up_to (by created_at, id), which must
+ * be a message between the two (either direction). *out (malloc'd, *n
+ * entries, in message order) are the messages it marked; with
+ * since_ms > 0 (a redelivered command: JetStream stored it then), every
+ * message of that range read since since_ms minus a few seconds instead, so
+ * that the receipts of a first try that died before recording them are
+ * recorded again (their Nats-Msg-Id drops the copies). Returns STORE_READ_OK
+ * (n may be 0: nothing was unread), STORE_READ_NOT_FOUND (up_to is not a
+ * message between them) or STORE_READ_ERROR. */
+enum store_read store_mark_conversation_read(struct store *st, const char *reader, const char *with,
+                                             const char *up_to, long long since_ms, struct store_receipt **out,
+                                             int *n);
+
+/* One item of conversation:list. last.content and last.cmid and username
+ * are owned (store_convs_cleanup). */
+struct store_conv {
+    char with[IDS_UUID_LEN + 1];
+    char *username; /* "" when presence's users table has no row (or no table) */
+    struct store_row last;
+    long unread;
+    long long last_at_us; /* last.created_at in Unix microseconds: the keyset */
+};
+
+/* The conversations of user, latest activity first, after the keyset
+ * (before_us, before_with) (before_with "": from the newest), at most limit.
+ * Returns the count (malloc'd into *out), or -1. */
+int store_conversations(struct store *st, const char *user, long long before_us, const char *before_with,
+                        int limit, struct store_conv **out);
+void store_convs_cleanup(struct store_conv *convs, int n);
+
 #endif

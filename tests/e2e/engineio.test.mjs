@@ -228,13 +228,14 @@ describe("closing on bad Engine.IO input", () => {
 });
 
 describe("Socket.IO namespace handling", () => {
-  test("CONNECT reply is 40{sid} with only sid, and sid differs from the Engine.IO sid", async () => {
+  test("CONNECT reply is 40{sid, pid}: the socket id (not the Engine.IO sid) and the recovery id, nothing else", async () => {
     const { client, open } = await openSession(defaults);
     client.send(`40${JSON.stringify(auth())}`);
     const reply = await client.nextText(3000, "the CONNECT reply");
     assert.match(reply, /^40\{/);
     const body = JSON.parse(reply.slice(2));
-    assert.deepEqual(Object.keys(body), ["sid"]);
+    assert.deepEqual(Object.keys(body), ["sid", "pid"]);
+    assert.match(body.pid, /^[A-Za-z0-9_-]{103}$/);
     assert.equal(typeof body.sid, "string");
     assert.ok(body.sid.length > 0);
     assert.notEqual(body.sid, open.sid);

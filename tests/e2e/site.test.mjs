@@ -114,9 +114,13 @@ describe("health, metrics, static files, dev login", () => {
     assert.equal(none.status, 404);
   });
 
-  test("POST /dev/login is not served unless EDGE_DEV_LOGIN=1", async () => {
+  test("POST /dev/login is not served unless EDGE_DEV_LOGIN=1; GET /dev/login says whether it is", async () => {
     const r = await raw(edge, "POST", "/dev/login", { body: '{"username":"alice"}' });
     assert.equal(r.status, 404);
+    assert.equal((await raw(edge, "GET", "/dev/login")).status, 404);
+    const on = await raw(devEdge, "GET", "/dev/login");
+    assert.equal(on.status, 200);
+    assert.deepEqual(JSON.parse(on.body), { devLogin: true });
   });
 
   test("POST /dev/login issues a working token; the same name gets the same id", async () => {

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "chat/chat_json.h"
 #include "chat/chat_valid.h"
@@ -103,6 +104,30 @@ static void validate(const json_t *arg)
         if (h.before[0])
             check_uuid(h.before);
         CHECK(h.limit >= 1 && h.limit <= CHAT_VALID_HISTORY_MAX);
+    }
+
+    struct chat_valid_conversations cv;
+    code = msg = NULL;
+    if (checked(chat_valid_conversations(&cv, arg, &code, &msg), code, msg) == 0) {
+        CHECK(cv.limit >= 1 && cv.limit <= CHAT_VALID_CONVERSATIONS_MAX);
+        CHECK(cv.before_us >= 0 && cv.before_us <= 9999999999999999LL);
+        if (cv.before_with[0]) {
+            check_uuid(cv.before_with);
+            /* the cursor the client gave is the one the edge writes back */
+            const json_t *b = json_object_get(arg, "before");
+            char again[64];
+            snprintf(again, sizeof again, "%lld.%s", cv.before_us, cv.before_with);
+            CHECK(json_string_length(b) == strlen(again) && strcasecmp(json_string_value(b), again) == 0);
+        } else {
+            CHECK(cv.before_us == 0);
+        }
+    }
+
+    struct chat_valid_conversation_read cr;
+    code = msg = NULL;
+    if (checked(chat_valid_conversation_read(&cr, arg, &code, &msg), code, msg) == 0) {
+        check_uuid(cr.with);
+        check_uuid(cr.up_to);
     }
 
     struct chat_valid_status st;

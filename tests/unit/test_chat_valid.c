@@ -42,8 +42,10 @@
 #define GHOST_NUL "text must not contain U+0000"
 #define CONTENT_NUL "content must not contain U+0000"
 #define CMID_NUL "clientMessageId must not contain U+0000"
+#define CURSOR "before must be the nextBefore of a previous page"
+#define CONV_LIMIT "limit must be an integer from 1 to 50"
 
-enum ev { EV_RECIPIENT, EV_GHOST, EV_LISTENING, EV_SEND, EV_READ, EV_HISTORY, EV_STATUS, EV_IDS };
+enum ev { EV_RECIPIENT, EV_GHOST, EV_LISTENING, EV_SEND, EV_READ, EV_HISTORY, EV_STATUS, EV_IDS, EV_CONVS, EV_CONV_READ };
 
 struct vcase {
     const char *name;
@@ -204,6 +206,36 @@ static const struct vcase cases[] = {
     {"history limit string", EV_HISTORY, "{\"withUserId\":\"" U1 "\",\"limit\":\"10\"}", BAD, LIMIT},
     {"history limit true", EV_HISTORY, "{\"withUserId\":\"" U1 "\",\"limit\":true}", BAD, LIMIT},
 
+    /* conversation:list (the ack id check is the handler's) */
+    {"convs empty", EV_CONVS, "{}", NULL, NULL},
+    {"convs nulls", EV_CONVS, "{\"before\":null,\"limit\":null}", NULL, NULL},
+    {"convs cursor", EV_CONVS, "{\"before\":\"1733600000123456." U1 "\",\"limit\":50}", NULL, NULL},
+    {"convs cursor upper", EV_CONVS, "{\"before\":\"1." U1_UPPER "\"}", NULL, NULL},
+    {"convs cursor zero", EV_CONVS, "{\"before\":\"0." U1 "\"}", NULL, NULL},
+    {"convs limit 1", EV_CONVS, "{\"limit\":1}", NULL, NULL},
+    {"convs limit 0", EV_CONVS, "{\"limit\":0}", BAD, CONV_LIMIT},
+    {"convs limit 51", EV_CONVS, "{\"limit\":51}", BAD, CONV_LIMIT},
+    {"convs limit string", EV_CONVS, "{\"limit\":\"5\"}", BAD, CONV_LIMIT},
+    {"convs limit real", EV_CONVS, "{\"limit\":2.0}", BAD, CONV_LIMIT},
+    {"convs cursor first", EV_CONVS, "{\"before\":\"x\",\"limit\":0}", BAD, CURSOR},
+    {"convs cursor number", EV_CONVS, "{\"before\":17}", BAD, CURSOR},
+    {"convs cursor uuid only", EV_CONVS, "{\"before\":\"" U1 "\"}", BAD, CURSOR},
+    {"convs cursor no digits", EV_CONVS, "{\"before\":\"." U1 "\"}", BAD, CURSOR},
+    {"convs cursor leading zero", EV_CONVS, "{\"before\":\"01." U1 "\"}", BAD, CURSOR},
+    {"convs cursor 16 digits", EV_CONVS, "{\"before\":\"9999999999999999." U1 "\"}", NULL, NULL},
+    {"convs cursor 17 digits", EV_CONVS, "{\"before\":\"10000000000000000." U1 "\"}", BAD, CURSOR},
+    {"convs cursor sign", EV_CONVS, "{\"before\":\"-1." U1 "\"}", BAD, CURSOR},
+    {"convs cursor bad uuid", EV_CONVS, "{\"before\":\"12." U1 "0\"}", BAD, CURSOR},
+    {"convs cursor two dots", EV_CONVS, "{\"before\":\"1.2." U1 "\"}", BAD, CURSOR},
+    {"convs cursor with U+0000", EV_CONVS, "{\"before\":\"1\\u0000." U1 "\"}", BAD, CURSOR},
+
+    /* conversation:read */
+    {"conv read ok", EV_CONV_READ, "{\"withUserId\":\"" U1 "\",\"upTo\":\"" U2 "\"}", NULL, NULL},
+    {"conv read no with", EV_CONV_READ, "{\"upTo\":\"" U2 "\"}", BAD, MISSING},
+    {"conv read no upTo", EV_CONV_READ, "{\"withUserId\":\"" U1 "\"}", BAD, MISSING},
+    {"conv read upTo null", EV_CONV_READ, "{\"withUserId\":\"" U1 "\",\"upTo\":null}", BAD, NOT_UUID},
+    {"conv read with first", EV_CONV_READ, "{\"withUserId\":1,\"upTo\":1}", BAD, NOT_UUID},
+
     /* presence:update */
     {"status online", EV_STATUS, "{\"status\":\"online\"}", NULL, NULL},
     {"status away", EV_STATUS, "{\"status\":\"away\"}", NULL, NULL},
@@ -238,6 +270,8 @@ static int run(enum ev ev, const json_t *arg, const char **code, const char **ms
     struct chat_valid_history h;
     struct chat_valid_status st;
     struct chat_valid_ids ids;
+    struct chat_valid_conversations cv;
+    struct chat_valid_conversation_read cr;
     int rc = -2;
     switch (ev) {
     case EV_RECIPIENT:
@@ -264,6 +298,12 @@ static int run(enum ev ev, const json_t *arg, const char **code, const char **ms
     case EV_IDS:
         rc = chat_valid_ids(&ids, arg, MAX_IDS, code, msg);
         chat_valid_ids_cleanup(&ids);
+        break;
+    case EV_CONVS:
+        rc = chat_valid_conversations(&cv, arg, code, msg);
+        break;
+    case EV_CONV_READ:
+        rc = chat_valid_conversation_read(&cr, arg, code, msg);
         break;
     }
     return rc;
@@ -406,6 +446,34 @@ static void test_fuzz_nul_after_a_name(void **state)
     json_decref(a);
 }
 
+/* conversation:list and conversation:read: the cursor's parts, defaults. */
+static void test_conversation_fields(void **state)
+{
+    (void)state;
+    const char *code, *msg;
+    json_t *a = load("{}");
+    struct chat_valid_conversations cv;
+    assert_int_equal(chat_valid_conversations(&cv, a, &code, &msg), 0);
+    assert_int_equal(cv.limit, CHAT_VALID_CONVERSATIONS_DEFAULT);
+    assert_int_equal(cv.before_us, 0);
+    assert_string_equal(cv.before_with, "");
+    json_decref(a);
+
+    a = load("{\"before\":\"1733600000123456." U1_UPPER "\",\"limit\":7}");
+    assert_int_equal(chat_valid_conversations(&cv, a, &code, &msg), 0);
+    assert_int_equal(cv.limit, 7);
+    assert_true(cv.before_us == 1733600000123456LL);
+    assert_string_equal(cv.before_with, U1);
+    json_decref(a);
+
+    a = load("{\"withUserId\":\"" U1_UPPER "\",\"upTo\":\"" U2 "\"}");
+    struct chat_valid_conversation_read cr;
+    assert_int_equal(chat_valid_conversation_read(&cr, a, &code, &msg), 0);
+    assert_string_equal(cr.with, U1);
+    assert_string_equal(cr.up_to, U2);
+    json_decref(a);
+}
+
 /* On -1 the ids struct holds nothing: cleanup is optional (ASan checks). */
 static void test_ids_refused_hold_nothing(void **state)
 {
@@ -425,6 +493,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_fields),
+        cmocka_unit_test(test_conversation_fields),
         cmocka_unit_test(test_ids_refused_hold_nothing),
         cmocka_unit_test(test_fuzz_nul_after_a_name),
     };

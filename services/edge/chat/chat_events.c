@@ -260,6 +260,46 @@ static int on_message_history(struct chat_sock *cs, json_t *arg, int64_t ack_id,
     return 1;
 }
 
+/* conversation:list {before?, limit?} (ack required): the user's
+ * conversations, the latest activity first; before = the nextBefore of the
+ * previous page. */
+static int on_conversation_list(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
+                                const char **msg)
+{
+    struct chat_valid_conversations v;
+    if (ack_id < 0)
+        FAIL("bad_request", "conversation:list answers through its ack: emit it with one");
+    if (chat_valid_conversations(&v, arg, code, msg) || chat_query_take(cs, code, msg))
+        return -1;
+    Chat__V1__ConversationQuery q = CHAT__V1__CONVERSATION_QUERY__INIT;
+    q.user_id = cs->user->id;
+    q.before_at_us = v.before_us;
+    q.before_with_id = v.before_with;
+    q.limit = v.limit;
+    q.timeout_ms = REQUEST_TIMEOUT_MS; /* messaging drops it once this has passed */
+    if (chat_request(cs, REQ_CONVERSATIONS, ack_id, SUBJ_QUERY_CONVERSATIONS, &q.base, REQUEST_TIMEOUT_MS) != 0)
+        FAIL("unavailable", "the message bus is unavailable; try again");
+    return 1;
+}
+
+/* conversation:read {withUserId, upTo}: every message of withUserId to the
+ * user up to upTo read at once (messaging: one statement, one message:read
+ * to the sender per message). A command, like message:read. */
+static int on_conversation_read(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
+                                const char **msg)
+{
+    struct chat_valid_conversation_read v;
+    if (chat_valid_conversation_read(&v, arg, code, msg))
+        return -1;
+    Chat__V1__Origin origin = origin_of(cs, ack_id);
+    Chat__V1__MarkRead cmd = CHAT__V1__MARK_READ__INIT;
+    cmd.reader_id = cs->user->id;
+    cmd.with_user_id = v.with;
+    cmd.up_to_id = v.up_to;
+    cmd.origin = &origin;
+    return chat_publish_command(cs, SUBJ_CMD_READ, NULL, ack_id, &cmd.base, code, msg);
+}
+
 /* presence:update {status}: the user's chosen status, broadcast by presence. */
 static int on_presence_update(struct chat_sock *cs, json_t *arg, int64_t ack_id, const char **code,
                               const char **msg)
@@ -311,7 +351,8 @@ static const struct {
     {"audio:recording:stop", on_recording_stop, 0}, {"audio:listening", on_audio_listening, 0},
     {"message:send", on_message_send, 0},           {"message:read", on_message_read, 0},
     {"message:history", on_message_history, 0},     {"presence:update", on_presence_update, 0},
-    {"presence:request", on_presence_request, 1},
+    {"presence:request", on_presence_request, 1},   {"conversation:list", on_conversation_list, 0},
+    {"conversation:read", on_conversation_read, 0},
 };
 
 void chat_on_packet(void *ctx, struct sock *k, struct sio_packet *p)

@@ -29,7 +29,7 @@ struct chat_user {
     natsSubscription *sub;
     struct chat_sock *socks; /* every local socket of the user */
     int nsocks;
-    struct bucket queries; /* presence:request and message:history of all its sockets here */
+    struct bucket queries; /* presence:request, message:history, conversation:list of all its sockets here */
 };
 
 struct chat_sock {
@@ -83,7 +83,7 @@ struct held {
  * event rate allows within JetStream's publish timeout). */
 #define CHAT_MAX_PENDING 1024
 
-enum req_kind { REQ_CONNECT, REQ_HISTORY, REQ_PRESENCE };
+enum req_kind { REQ_CONNECT, REQ_HISTORY, REQ_PRESENCE, REQ_CONVERSATIONS };
 
 /* A request to a service waiting for its reply (or its timeout). */
 struct chat_req {

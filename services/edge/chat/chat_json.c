@@ -75,3 +75,32 @@ json_t *chat_json_presence_list(const Chat__V1__PresenceList *l)
             json_array_append_new(a, chat_json_presence(l->users[i]));
     return a;
 }
+
+json_t *chat_json_conversation(const Chat__V1__Conversation *c)
+{
+    if (!c->last_message)
+        return NULL;
+    return json_pack("{s:s,s:s,s:o,s:I}", "withUserId", c->with_user_id, "username", c->username, "lastMessage",
+                     chat_json_message(c->last_message), "unread", (json_int_t)c->unread);
+}
+
+json_t *chat_json_conversation_page(const Chat__V1__ConversationList *l)
+{
+    json_t *a = json_array();
+    const Chat__V1__Conversation *last = NULL;
+    for (size_t i = 0; i < l->n_conversations; i++) {
+        json_t *c = chat_json_conversation(l->conversations[i]);
+        if (c) {
+            json_array_append_new(a, c);
+            last = l->conversations[i];
+        }
+    }
+    json_t *next = json_null();
+    if (l->more && last && last->last_at_us > 0) {
+        char cursor[64];
+        snprintf(cursor, sizeof cursor, "%lld.%s", (long long)last->last_at_us, last->with_user_id);
+        json_decref(next);
+        next = json_string(cursor);
+    }
+    return json_pack("{s:b,s:o,s:o}", "ok", 1, "conversations", a, "nextBefore", next);
+}

@@ -20,6 +20,13 @@ int chat_json_presence_seen(const Chat__V1__PresenceInfo *p);
 json_t *chat_json_presence(const Chat__V1__PresenceInfo *p);
 /* An array of the PresenceInfo of the users ever seen, in order. */
 json_t *chat_json_presence_list(const Chat__V1__PresenceList *l);
+/* Conversation: {withUserId, username, lastMessage: Message, unread}; NULL
+ * for one without its last message (never sent by messaging). */
+json_t *chat_json_conversation(const Chat__V1__Conversation *c);
+/* The conversation:list ack: {ok: true, conversations: [Conversation],
+ * nextBefore: the cursor of the last one ("<µs>.<withUserId>") when more
+ * follow, else null}. */
+json_t *chat_json_conversation_page(const Chat__V1__ConversationList *l);
 /* Status names: "online", "away", "offline"; unknown -> STATUS_UNSPECIFIED. */
 const char *chat_json_status_name(Chat__V1__Status s);
 Chat__V1__Status chat_json_status(const char *name);

@@ -61,7 +61,7 @@ static void on_publish_error(jsCtx *js, jsPubAckErr *pae, void *closure)
         err.message = "the message store is unavailable; try again";
         Chat__V1__CommandResult r = CHAT__V1__COMMAND_RESULT__INIT;
         r.origin = origin;
-        r.event = send ? "message:send" : "message:read";
+        r.event = send ? "message:send" : *read->with_user_id ? "conversation:read" : "message:read";
         r.outcome_case = CHAT__V1__COMMAND_RESULT__OUTCOME_ERROR;
         r.error = &err;
         uint8_t buf[512];
@@ -206,6 +206,19 @@ static void req_answer(struct chat_req *r, const uint8_t *data, size_t len)
             chat_send_ok(cs, r->ack_id, "messages", a);
         }
         chat__v1__message_list__free_unpacked(l, NULL);
+    } else if (r->kind == REQ_CONVERSATIONS) {
+        Chat__V1__ConversationList *l = data ? chat__v1__conversation_list__unpack(NULL, len, data) : NULL;
+        if (!l || l->error) {
+            chat_send_error_hint(
+                cs, "conversation:list", r->ack_id, l && l->error ? l->error->code : "unavailable",
+                l && l->error ? l->error->message : "the message service did not answer; try again",
+                l && l->error ? l->error->retry_after_ms : 0);
+        } else {
+            json_t *args = json_pack("[o]", chat_json_conversation_page(l));
+            sock_ack(cs->k, r->ack_id, args);
+            json_decref(args);
+        }
+        chat__v1__conversation_list__free_unpacked(l, NULL);
     } else {
         Chat__V1__PresenceList *l = data ? chat__v1__presence_list__unpack(NULL, len, data) : NULL;
         if (!l) {

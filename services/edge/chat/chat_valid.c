@@ -135,6 +135,53 @@ int chat_valid_history(struct chat_valid_history *out, const json_t *arg, const 
     return 0;
 }
 
+int chat_valid_cursor(const char *s, size_t len, long long *us, char with[IDS_UUID_LEN + 1])
+{
+    const char *dot = memchr(s, '.', len);
+    size_t digits = dot ? (size_t)(dot - s) : 0;
+    if (!dot || digits < 1 || digits > 16 || (digits > 1 && s[0] == '0'))
+        return -1;
+    long long v = 0;
+    for (size_t i = 0; i < digits; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0'); /* 16 digits: no overflow */
+    }
+    if (ids_uuid_norm(with, dot + 1, len - digits - 1) != 0)
+        return -1;
+    *us = v;
+    return 0;
+}
+
+int chat_valid_conversations(struct chat_valid_conversations *out, const json_t *arg, const char **code,
+                             const char **msg)
+{
+    out->before_us = 0;
+    out->before_with[0] = '\0';
+    const json_t *b = json_object_get(arg, "before");
+    if (b && !json_is_null(b) &&
+        (!json_is_string(b) ||
+         chat_valid_cursor(json_string_value(b), json_string_length(b), &out->before_us, out->before_with) != 0))
+        return bad_request(code, msg, "before must be the nextBefore of a previous page");
+    const json_t *lim = json_object_get(arg, "limit");
+    out->limit = CHAT_VALID_CONVERSATIONS_DEFAULT;
+    if (lim && !json_is_null(lim)) {
+        if (!json_is_integer(lim) || json_integer_value(lim) < 1 ||
+            json_integer_value(lim) > CHAT_VALID_CONVERSATIONS_MAX)
+            return bad_request(code, msg, "limit must be an integer from 1 to 50");
+        out->limit = (unsigned)json_integer_value(lim);
+    }
+    return 0;
+}
+
+int chat_valid_conversation_read(struct chat_valid_conversation_read *out, const json_t *arg, const char **code,
+                                 const char **msg)
+{
+    if (get_uuid(arg, "withUserId", out->with, code, msg) || get_uuid(arg, "upTo", out->up_to, code, msg))
+        return -1;
+    return 0;
+}
+
 int chat_valid_status(struct chat_valid_status *out, const json_t *arg, const char **code, const char **msg)
 {
     const json_t *st = json_object_get(arg, "status");
