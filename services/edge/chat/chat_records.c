@@ -24,6 +24,7 @@
 #include "subjects.h"
 
 #define CREATED_PREFIX "chat.event.message.created."
+#define RECORDS_HEARTBEAT_NS 1000000000LL
 #define READ_PREFIX "chat.event.message.read."
 
 /* A subscription's closure: which one it is, so that a message of one that
@@ -99,6 +100,11 @@ static int subscribe_records(struct chat *c, uint64_t start)
     so.Ordered = true;
     so.Config.DeliverPolicy = js_DeliverByStartSequence;
     so.Config.OptStartSeq = start;
+    /* An ordered consumer lives on one node (memory, one replica): when that
+     * node dies the edge itself may stay connected, and only missed idle
+     * heartbeats tell nats.c to make a new one after the last record. Every
+     * second (nats.c's default is 5: a 10 s stall). */
+    so.Config.Heartbeat = RECORDS_HEARTBEAT_NS;
     jsErrCode jerr = 0;
     natsStatus s = js_Subscribe(&c->records_sub, c->js_short, SUBJ_EVENT_MESSAGES, on_record, rs, NULL, &so, &jerr);
     if (s != NATS_OK) {
