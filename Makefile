@@ -58,7 +58,7 @@ CHAT_SRC := services/edge/chat/chat_socks.c services/edge/chat/chat_events.c ser
             services/edge/chat/chat_valid.c services/edge/chat/chat_json.c services/edge/chat/chat_wire.c \
             services/edge/chat/auth.c services/edge/chat/relay.c services/edge/chat/chat_records.c \
             services/edge/chat/chat_recovery.c services/edge/chat/recovery.c services/edge/chat/online.c \
-            services/edge/chat/chat_online.c
+            services/edge/chat/chat_online.c services/edge/chat/chat_interest.c
 EDGE_SRC := services/edge/main.c services/edge/site.c services/edge/abuse.c services/edge/conform/conform.c \
             $(CHAT_SRC)
 DB_SRC  := lib/db.c

@@ -57,6 +57,7 @@ struct edge_config {
     long to_user_burst;
     long queries_per_user_per_s;
     long recovery_window_ms;
+    const char *presence_scope;
     long recovery_max_events;
     const char *log_level;
 };
@@ -111,6 +112,9 @@ static const struct config_var vars[] = {
     V("EDGE_EVENTS_TO_USER_BURST", CONFIG_INT, "60", to_user_burst, 1, 1000000, "... with this burst"),
     V("EDGE_QUERIES_PER_USER_PER_S", CONFIG_INT, "10", queries_per_user_per_s, 0, 1000000,
       "presence:request and message:history of one user's sockets per second, burst twice that; 0: no limit"),
+    V("PRESENCE_SCOPE", CONFIG_STR, "broadcast", presence_scope, 0, 0,
+      "broadcast: every socket gets every user:status and the whole online list (the original contract); "
+      "interest: only its conversations' users and those it asked about"),
     V("EDGE_RECOVERY_WINDOW_MS", CONFIG_INT, "120000", recovery_window_ms, 0, 86400000,
       "how long after a drop a client may recover its session (missed events replayed); 0: off"),
     V("EDGE_RECOVERY_MAX_EVENTS", CONFIG_INT, "1000", recovery_max_events, 1, 1000000,
@@ -197,6 +201,7 @@ static void split_config(void)
         .queries_per_user_per_s = cfg.queries_per_user_per_s,
         .recovery_window_ms = cfg.recovery_window_ms,
         .recovery_max_events = cfg.recovery_max_events,
+        .presence_interest = strcmp(cfg.presence_scope, "interest") == 0,
     };
 }
 
@@ -225,6 +230,10 @@ int main(void)
     int conformance = strcmp(cfg.mode, "conformance") == 0;
     if (!conformance && strcmp(cfg.mode, "chat") != 0) {
         log_error("config: EDGE_MODE=%s is neither chat nor conformance", cfg.mode);
+        return 1;
+    }
+    if (strcmp(cfg.presence_scope, "broadcast") != 0 && strcmp(cfg.presence_scope, "interest") != 0) {
+        log_error("config: PRESENCE_SCOPE=%s is neither broadcast nor interest", cfg.presence_scope);
         return 1;
     }
     if (!conformance && !*cfg.jwt_secret) {

@@ -26,6 +26,7 @@
 #define HISTORY_DEFAULT 50
 #define CONVERSATIONS_MAX 50
 #define CONVERSATIONS_DEFAULT 20
+#define PARTNERS_MAX 1000
 /* A query still running this long is cancelled by PostgreSQL: the edge has
  * answered "unavailable" by then (its request timeout is 5 s). */
 #define STATEMENT_TIMEOUT_MS 5000
@@ -40,6 +41,7 @@ struct hquery {
     char user[IDS_UUID_LEN + 1], with[IDS_UUID_LEN + 1], before[IDS_UUID_LEN + 1];
     long long before_us;
     int limit;
+    int partners; /* HQ_CONVERSATIONS: only the other users' ids */
     long long deadline_ms; /* CLOCK_MONOTONIC: the asker gives up then */
 };
 
@@ -171,6 +173,24 @@ static void reply_convs(natsConnection *nc, const char *reply, struct store_conv
     free(msgs);
 }
 
+/* The other users of a partners_only query: conversations with with_user_id alone. */
+static void reply_partners(natsConnection *nc, const char *reply, char (*ids)[IDS_UUID_LEN + 1], int n)
+{
+    Chat__V1__ConversationList list = CHAT__V1__CONVERSATION_LIST__INIT;
+    Chat__V1__Conversation *items = xcalloc((size_t)(n ? n : 1), sizeof *items);
+    Chat__V1__Conversation **ptrs = xcalloc((size_t)(n ? n : 1), sizeof *ptrs);
+    for (int i = 0; i < n; i++) {
+        chat__v1__conversation__init(&items[i]);
+        items[i].with_user_id = ids[i];
+        ptrs[i] = &items[i];
+    }
+    list.n_conversations = (size_t)n;
+    list.conversations = ptrs;
+    publish_conv_list(nc, reply, &list);
+    free(items);
+    free(ptrs);
+}
+
 static void reply_rows(natsConnection *nc, const char *reply, struct store_row *rows, int n)
 {
     Chat__V1__MessageList list = CHAT__V1__MESSAGE_LIST__INIT;
@@ -209,6 +229,18 @@ static void run(struct hworker *w, struct hquery *hq)
     if (store_ok(w->st) != 0) {
         store_close(w->st);
         w->st = connect_store(h);
+    }
+    if (hq->kind == HQ_CONVERSATIONS && hq->partners) {
+        char(*ids)[IDS_UUID_LEN + 1] = NULL;
+        int n = w->st ? store_partners(w->st, hq->user, hq->limit, &ids) : -1;
+        if (n < 0) {
+            reply_error_kind(h->nc, hq, "unavailable", "the message store is unavailable; try again", 0);
+            return;
+        }
+        reply_partners(h->nc, hq->reply, ids, n);
+        metrics_add("chat_messaging_partners_answered_total", NULL, 1);
+        free(ids);
+        return;
     }
     if (hq->kind == HQ_CONVERSATIONS) {
         struct store_conv *cv = NULL;
@@ -289,9 +321,9 @@ static struct hquery *parse_conv(const Chat__V1__ConversationQuery *q, const cha
         q->before_at_us < 0)
         return NULL;
     hq.before_us = q->before_at_us;
-    hq.limit = q->limit < 1                   ? CONVERSATIONS_DEFAULT
-               : q->limit > CONVERSATIONS_MAX ? CONVERSATIONS_MAX
-                                              : (int)q->limit;
+    hq.partners = q->partners_only;
+    int max = hq.partners ? PARTNERS_MAX : CONVERSATIONS_MAX;
+    hq.limit = q->limit < 1 ? (hq.partners ? PARTNERS_MAX : CONVERSATIONS_DEFAULT) : q->limit > (uint32_t)max ? max : (int)q->limit;
     hq.deadline_ms = mono_ms() + (q->timeout_ms ? (long long)q->timeout_ms : default_timeout_ms);
     struct hquery *out = xmalloc(sizeof *out);
     *out = hq;
@@ -384,6 +416,8 @@ static void describe_metrics(void)
     metrics_describe("chat_messaging_history_queue", "gauge", "History queries waiting for a worker.");
     metrics_describe("chat_messaging_history_answered_total", "counter",
                      "History queries answered with rows.");
+    metrics_describe("chat_messaging_partners_answered_total", "counter",
+                     "Partners queries answered (an edge's interest set, PRESENCE_SCOPE=interest).");
     metrics_describe("chat_messaging_conversations_answered_total", "counter",
                      "Conversation list queries answered with rows.");
     metrics_describe(

@@ -609,6 +609,26 @@ int store_conversations(struct store *st, const char *user, long long before_us,
     return n;
 }
 
+int store_partners(struct store *st, const char *user, int limit, char (**ids)[IDS_UUID_LEN + 1])
+{
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *params[] = {user, lim};
+    *ids = NULL;
+    PGresult *r = run(st, PGRES_TUPLES_OK,
+                      "SELECT with_user_id FROM conversations WHERE user_id = $1::uuid "
+                      "ORDER BY last_at DESC, with_user_id DESC LIMIT $2::int",
+                      2, params);
+    if (!r)
+        return -1;
+    int n = PQntuples(r);
+    *ids = xcalloc((size_t)(n ? n : 1), sizeof **ids);
+    for (int i = 0; i < n; i++)
+        snprintf((*ids)[i], sizeof (*ids)[i], "%s", PQgetvalue(r, i, 0));
+    PQclear(r);
+    return n;
+}
+
 void store_convs_cleanup(struct store_conv *convs, int n)
 {
     for (int i = 0; i < n; i++) {

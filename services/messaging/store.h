@@ -129,6 +129,9 @@ struct store_conv {
  * Returns the count (malloc'd into *out), or -1. */
 int store_conversations(struct store *st, const char *user, long long before_us, const char *before_with,
                         int limit, struct store_conv **out);
+/* The users user has a conversation with, newest activity first, at most
+ * limit, into *ids (free it). Returns how many, or -1. */
+int store_partners(struct store *st, const char *user, int limit, char (**ids)[IDS_UUID_LEN + 1]);
 void store_convs_cleanup(struct store_conv *convs, int n);
 
 #endif

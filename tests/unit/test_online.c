@@ -476,6 +476,59 @@ static void test_entries(void **state)
 /* 100,000 users in chunks of about 4,600, as presence cuts them, then 20,000
  * changes (half of them removals: every removal moves an entry and shifts the
  * index) against a model; the copy must list exactly the model's users. */
+/* online_write_only: the entries of the ids given that are online, in the
+ * ids' order, each as online_write writes it; the others (offline, unknown,
+ * malformed) left out. online_get finds one entry. */
+static void test_only(void **state)
+{
+    (void)state;
+    struct online *o = online_create();
+    online_asked(o);
+    assert_int_equal(chunk(o, "e1", 5, 0, 1, 1, 6, NULL), ONLINE_IN_STEP); /* users 1..5 */
+    assert_int_equal(change(o, "e1", 6, 3, CHAT__V1__STATUS__STATUS_OFFLINE, NULL), ONLINE_APPLIED);
+    char a[37], b[37], c[37], d[37];
+    uid(a, 4);
+    uid(b, 3); /* offline now */
+    uid(c, 2);
+    uid(d, 99); /* never seen */
+    const char *ids[] = {a, b, "not-an-id", "", d, c};
+    struct buf w;
+    buf_init(&w);
+    online_write_only(o, &w, "presence:update", ids, 6);
+    json_error_t err;
+    assert_int_equal(w.data[0], '2');
+    json_t *packet = json_loadb(w.data + 1, w.len - 1, 0, &err);
+    assert_non_null(packet);
+    json_t *list = json_array_get(packet, 1);
+    assert_int_equal(json_array_size(list), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(list, 0), "userId")), a);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(list, 1), "userId")), c);
+    /* each entry is the one the whole list holds */
+    json_t *all = written(o);
+    for (size_t i = 0; i < json_array_size(all); i++) {
+        json_t *e = json_array_get(all, i);
+        if (strcmp(json_string_value(json_object_get(e, "userId")), c) == 0)
+            assert_true(json_equal(e, json_array_get(list, 1)));
+    }
+    json_decref(all);
+    json_decref(packet);
+    size_t len = 0;
+    const char *got = online_get(o, a, &len);
+    assert_non_null(got);
+    assert_true(len > 0 && got[0] == '{' && got[len - 1] == '}');
+    assert_null(online_get(o, b, &len));
+    assert_null(online_get(o, d, &len));
+    assert_null(online_get(o, "", &len));
+    /* no ids: an empty list */
+    buf_cleanup(&w);
+    buf_init(&w);
+    online_write_only(o, &w, "presence:update", NULL, 0);
+    assert_int_equal((int)w.len, (int)strlen("2[\"presence:update\",[]]"));
+    assert_memory_equal(w.data, "2[\"presence:update\",[]]", w.len);
+    buf_cleanup(&w);
+    online_destroy(o);
+}
+
 static void test_many(void **state)
 {
     (void)state;
@@ -537,6 +590,7 @@ int main(void)
         cmocka_unit_test(test_snapshot), cmocka_unit_test(test_changes),   cmocka_unit_test(test_gap),
         cmocka_unit_test(test_epoch),    cmocka_unit_test(test_buffering), cmocka_unit_test(test_bad_chunks),
         cmocka_unit_test(test_lost),     cmocka_unit_test(test_entries),   cmocka_unit_test(test_many),
+        cmocka_unit_test(test_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,6 +30,7 @@ struct chat_config {
     long queries_per_user_per_s; /* presence:request and message:history per user (burst: twice) */
     long recovery_window_ms;     /* connection state recovery: how long after a drop (0: off) */
     long recovery_max_events;    /* most events one recovery replays; more: a new session */
+    int presence_interest;       /* PRESENCE_SCOPE=interest (1), else broadcast to everyone (0) */
 };
 
 struct chat;

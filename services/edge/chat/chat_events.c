@@ -328,6 +328,7 @@ static int on_presence_request(struct chat_sock *cs, json_t *arg, int64_t ack_id
         chat_valid_ids_cleanup(&v);
         return -1;
     }
+    chat_interest_asked(cs, v.ptrs, v.n); /* PRESENCE_SCOPE=interest: their changes from now on */
     Chat__V1__PresenceQuery q = CHAT__V1__PRESENCE_QUERY__INIT;
     q.n_user_ids = v.n;
     q.user_ids = v.ptrs;

@@ -24,8 +24,12 @@ struct chat_sub {
     enum relay_kind kind;
 };
 
+enum { PARTNERS_UNKNOWN, PARTNERS_LOADING, PARTNERS_LOADED };
+
 struct chat_user {
     char id[37];
+    struct map partners; /* PRESENCE_SCOPE=interest: the users whose status it follows (chat_interest.c) */
+    int partners_state;  /* PARTNERS_*: loaded from messaging at its first socket here */
     natsSubscription *sub;
     struct chat_sock *socks; /* every local socket of the user */
     int nsocks;
@@ -44,7 +48,9 @@ struct chat_sock {
     int64_t *pending;            /* ack ids of commands sent to JetStream, not answered yet */
     uint32_t npending, pending_cap;
     /* From the CONNECT to its reply (chat_records.c, chat_recovery.c, chat_online.c). */
-    int waiting;                /* WAIT_PRESENCE | WAIT_RECOVERY | WAIT_ONLINE: what the reply waits for */
+    int waiting;                /* WAIT_*: what the reply waits for */
+    struct map asked;           /* PRESENCE_SCOPE=interest: the users it asked about (nslots 0: none) */
+    uint64_t fan_stamp;         /* the last interest fan-out that reached it (chat_interest.c) */
     long long connect_us;       /* when the CONNECT came (bucket_now_us) */
     struct wheel_timer t_online; /* WAIT_ONLINE: the end of the CONNECT's wait (chat_online.c) */
     uint64_t start;             /* the records position when it connected: the pid's start
@@ -62,7 +68,7 @@ struct chat_sock {
     char username[]; /* the token's, at most AUTH_MAX_USERNAME bytes */
 };
 
-enum { WAIT_PRESENCE = 1, WAIT_RECOVERY = 2, WAIT_ONLINE = 4 };
+enum { WAIT_PRESENCE = 1, WAIT_RECOVERY = 2, WAIT_ONLINE = 4, WAIT_PARTNERS = 8 };
 
 /* Longest wait for presence (and for a snapshot of the online list on its
  * way) before a CONNECT reply. */
@@ -83,7 +89,7 @@ struct held {
  * event rate allows within JetStream's publish timeout). */
 #define CHAT_MAX_PENDING 1024
 
-enum req_kind { REQ_CONNECT, REQ_HISTORY, REQ_PRESENCE, REQ_CONVERSATIONS };
+enum req_kind { REQ_CONNECT, REQ_HISTORY, REQ_PRESENCE, REQ_CONVERSATIONS, REQ_PARTNERS };
 
 /* A request to a service waiting for its reply (or its timeout). */
 struct chat_req {
@@ -91,6 +97,7 @@ struct chat_req {
     enum req_kind kind;
     char key[24];      /* request number: last token of the reply subject */
     char sock_num[24]; /* the socket it answers */
+    char user_id[37];  /* REQ_PARTNERS: the user it answers (whichever of its sockets asked) */
     int64_t ack_id;
     struct wheel_timer timer;
 };
@@ -142,6 +149,9 @@ struct chat {
     long long online_asked_us;   /* when the snapshot on its way was asked */
     size_t online_waiters;       /* sockets whose CONNECT reply waits for it (WAIT_ONLINE) */
     size_t online_left_out;      /* entries left out already logged */
+    /* PRESENCE_SCOPE=interest (chat_interest.c): user id -> who follows it. */
+    struct map watchers;
+    uint64_t fan_stamp;
     struct frame *online_list;   /* the last presence:update written from the copy... */
     unsigned long long online_list_gen; /* ...and the copy's generation it shows */
     volatile int stopped;
@@ -254,6 +264,29 @@ void chat_release_here_drop(const uint8_t *data, size_t len);
 void chat_recovery_alive(struct chat *c);
 /* Loop: the replayed records of cs, sent with chat_record_events. */
 void chat_recovery_replay(struct chat_sock *cs);
+
+/* chat_interest.c */
+int chat_interest_on(const struct chat *c);
+void chat_interest_init(struct chat *c);
+void chat_interest_cleanup(struct chat *c);
+/* A user's first socket here / its last one gone. */
+void chat_interest_user_new(struct chat *c, struct chat_user *u);
+void chat_interest_user_gone(struct chat *c, struct chat_user *u);
+/* A socket gone: what it asked about is no longer watched for it. */
+void chat_interest_sock_gone(struct chat_sock *cs);
+/* presence:request's ids: watched for cs from now on. */
+void chat_interest_asked(struct chat_sock *cs, char *const *ids, size_t n);
+/* A record between u and other: other is a partner of u from now on. */
+void chat_interest_record(struct chat *c, struct chat_user *u, const char *other);
+/* In authorize: the user's partners asked of messaging if not known yet
+ * (WAIT_PARTNERS); their answer (REQ_PARTNERS, data NULL: none). */
+void chat_interest_connect(struct chat_sock *cs);
+void chat_interest_partners(struct chat *c, const char *user_id, const uint8_t *data, size_t len);
+/* user:status of user_id to the local sockets that follow it. */
+void chat_interest_status(struct chat *c, const char *user_id, struct frame *f);
+/* cs's connect list from the online copy: its user's partners online (NULL:
+ * the copy is out of step). */
+struct frame *chat_interest_list(struct chat_sock *cs);
 
 /* chat_events.c */
 void chat_count(const char *metric, const char *label, const char *value);

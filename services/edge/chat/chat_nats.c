@@ -187,6 +187,10 @@ static void req_done(struct chat_req *r)
  * timeout). */
 static void req_answer(struct chat_req *r, const uint8_t *data, size_t len)
 {
+    if (r->kind == REQ_PARTNERS) {
+        chat_interest_partners(r->chat, r->user_id, data, len);
+        return;
+    }
     struct chat_sock *cs = map_get(&r->chat->socks, r->sock_num);
     if (!cs)
         return; /* the socket left meanwhile */
@@ -258,6 +262,8 @@ int chat_request(struct chat_sock *cs, enum req_kind kind, int64_t ack_id, const
     r->ack_id = ack_id;
     snprintf(r->key, sizeof r->key, "%" PRIu64, ++c->next_req);
     memcpy(r->sock_num, cs->num, sizeof r->sock_num);
+    if (cs->user)
+        memcpy(r->user_id, cs->user->id, sizeof r->user_id);
     char reply[96];
     snprintf(reply, sizeof reply, "%s.%s", c->inbox, r->key);
     size_t n = protobuf_c_message_get_packed_size(m);
@@ -399,6 +405,7 @@ struct chat *chat_create(const struct chat_config *cfg, struct bus *bus, struct 
     map_init(&c->socks);
     map_init(&c->reqs);
     map_init(&c->pairs);
+    chat_interest_init(c);
     static const enum relay_kind kinds[NSUBS] = {RELAY_EDGE, RELAY_REPLY, RELAY_STATUS, RELAY_RESYNC,
                                                  RELAY_USER, RELAY_RELEASE};
     for (int i = 0; i < NSUBS; i++)
@@ -492,6 +499,7 @@ void chat_destroy(struct chat *c)
     map_cleanup(&c->socks);
     map_cleanup(&c->reqs);
     chat_pairs_cleanup(c);
+    chat_interest_cleanup(c);
     chat_records_destroy(c);
     chat_online_destroy(c);
     /* What the loop will never take: a worker's release request still owns

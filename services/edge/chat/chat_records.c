@@ -349,6 +349,8 @@ static void deliver_to(struct chat *c, const char *rest, int which, uint64_t seq
     struct chat_user *u = map_get(&c->users, id);
     if (u && chat_record_events(c, id, seq, subject, data, len, emit_to_user, u) != 0)
         log_warn("undecodable record seq=%" PRIu64 " subject=%s", seq, subject);
+    if (u) /* PRESENCE_SCOPE=interest: a conversation, followed from now on */
+        chat_interest_record(c, u, which == 0 ? b : a);
 }
 
 void chat_on_record(struct chat *c, const char *key, const uint8_t *data, size_t len)

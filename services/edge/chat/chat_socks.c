@@ -25,6 +25,7 @@ void chat_user_attach(struct chat *c, struct chat_sock *cs, const char *id)
         u = xcalloc(1, sizeof *u);
         memcpy(u->id, id, sizeof u->id);
         chat_subscribe_user(c, u);
+        chat_interest_user_new(c, u);
         map_put(&c->users, u->id, u);
     }
     cs->user = u;
@@ -46,6 +47,7 @@ void chat_user_detach(struct chat *c, struct chat_sock *cs)
     if (!u->socks) {
         if (!c->stopped)
             chat_unsubscribe(&u->sub);
+        chat_interest_user_gone(c, u);
         map_del(&c->users, u->id);
         free(u);
     }
@@ -212,8 +214,16 @@ void chat_on_status(struct chat *c, const uint8_t *data, size_t len)
     }
     struct buf b;
     buf_init(&b);
-    if (ch->info && chat_wire_status(&b, ch->info) == 0)
-        fan_out(c, NULL, "user:status", &b, 0);
+    if (ch->info && chat_wire_status(&b, ch->info) == 0) {
+        if (chat_interest_on(c)) {
+            chat_count("chat_edge_fanouts_total", "event", "user:status");
+            struct frame *f = frame_text(EIO_MESSAGE, b.data, b.len);
+            chat_interest_status(c, ch->info->user_id, f);
+            frame_unref(f);
+        } else {
+            fan_out(c, NULL, "user:status", &b, 0);
+        }
+    }
     buf_cleanup(&b);
     chat_online_change(c, ch);
     chat__v1__presence_change__free_unpacked(ch, NULL);
@@ -273,7 +283,8 @@ static void send_presence(struct chat_sock *cs)
 {
     if (!cs->presence)
         return;
-    struct frame *f = chat_online_list(cs->chat);
+    int interest = chat_interest_on(cs->chat);
+    struct frame *f = interest ? chat_interest_list(cs) : chat_online_list(cs->chat);
     if (f) {
         sock_send_frame(cs->k, f);
         frame_unref(f);
@@ -286,6 +297,16 @@ static void send_presence(struct chat_sock *cs)
     cs->presence = NULL;
     if (!list)
         return;
+    if (interest) { /* presence's list, as the copy would be: the user's partners only */
+        size_t n = 0;
+        for (size_t i = 0; i < list->n_users; i++) {
+            if (map_get(&cs->user->partners, list->users[i]->user_id))
+                list->users[n++] = list->users[i];
+            else
+                chat__v1__presence_info__free_unpacked(list->users[i], NULL);
+        }
+        list->n_users = n;
+    }
     struct buf b;
     buf_init(&b);
     if (chat_wire_presence_list(&b, "presence:update", list) == 0) {
@@ -333,6 +354,7 @@ void chat_open(struct chat_sock *cs)
 
 static void sock_free(struct chat_sock *cs)
 {
+    chat_interest_sock_gone(cs);
     for (uint32_t i = 0; i < cs->nheld; i++)
         frame_unref(cs->held[i].f);
     free(cs->held);
@@ -407,6 +429,7 @@ static int authorize(void *ctx, struct sock *k, json_t *auth, json_t **error)
     chat_count("chat_edge_connects_total", "result", "ok");
 
     chat_recovery_connect(cs, auth);
+    chat_interest_connect(cs);
     Chat__V1__SessionEvent ev;
     chat_session_event(&ev, cs, CHAT__V1__SESSION_EVENT__KIND__KIND_OPEN, 0);
     if (chat_request(cs, REQ_CONNECT, -1, SUBJ_PRESENCE_SESSION, &ev.base, CONNECT_WAIT_MS) == 0)

@@ -427,3 +427,35 @@ void online_write(const struct online *o, struct buf *b, const char *event)
     }
     buf_puts(b, "]]");
 }
+
+const char *online_get(const struct online *o, const char *id, size_t *len)
+{
+    size_t n = strlen(id);
+    if (!o->nslots || n == 0 || n > 255)
+        return NULL;
+    uint32_t h = hash_id(id, n);
+    uint32_t at = o->slots[slot_of(o, id, n, h)];
+    if (!at)
+        return NULL;
+    *len = o->users[at - 1].len;
+    return o->users[at - 1].json;
+}
+
+void online_write_only(const struct online *o, struct buf *b, const char *event, const char *const *ids, size_t n)
+{
+    buf_puts(b, "2[\"");
+    buf_puts(b, event);
+    buf_puts(b, "\",[");
+    int first = 1;
+    for (size_t k = 0; k < n; k++) {
+        size_t len;
+        const char *json = online_get(o, ids[k], &len);
+        if (!json)
+            continue;
+        if (!first)
+            buf_putc(b, ',');
+        first = 0;
+        buf_append(b, json, len);
+    }
+    buf_puts(b, "]]");
+}

@@ -92,5 +92,10 @@ size_t online_left_out(const struct online *o);
 /* Appends 2["<event>",[<every user of the copy>]] to b (a Socket.IO EVENT
  * packet, as chat_wire_presence_list writes one). */
 void online_write(const struct online *o, struct buf *b, const char *event);
+/* The JSON of user id in the copy (*len its length), or NULL: not online. */
+const char *online_get(const struct online *o, const char *id, size_t *len);
+/* The same packet with only those of the n ids that are in the copy, in the
+ * order given (ids distinct). */
+void online_write_only(const struct online *o, struct buf *b, const char *event, const char *const *ids, size_t n);
 
 #endif
