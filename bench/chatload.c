@@ -34,6 +34,10 @@ static struct {
     enum scenario sc;
     const char *url, *secret, *label, *tsv;
     const char *nats_monitor; /* host:port of nats-server's monitoring (-m): NATS figures */
+    long contacts;            /* connect: each user's contacts (i±1..±K/2); 0: none */
+    long long user_seed;      /* >= 0: user ids from it (chatload seed wrote their conversations) */
+    int interest;             /* connect: the server is in PRESENCE_SCOPE=interest: check exactly */
+    const char *out;          /* seed: the COPY file to write */
     char host[256];
     int port;
     long n, users, window, connect_window, rounds, src_addrs;
@@ -306,9 +310,96 @@ static void credit(struct lc_conn *c)
     }
 }
 
+/* ---------- contacts (connect --contacts K): what each socket learns of who is online ---------- */
+
+static uint32_t *user_slots; /* open addressing: user index + 1 by id */
+static size_t nuser_slots;
+static uint32_t *known;     /* per connection: bit 0 itself, bit k its k-th contact, online */
+static uint64_t strangers;  /* online users heard of by a socket that has no conversation with them */
+
+static uint32_t id_hash(const char *id)
+{
+    uint32_t h = 2166136261u;
+    for (int i = 0; i < LOAD_UUID_LEN; i++)
+        h = (h ^ (unsigned char)id[i]) * 16777619u;
+    return h;
+}
+
+static void users_index(void)
+{
+    for (nuser_slots = 16; nuser_slots < (size_t)opt.users * 2; nuser_slots *= 2)
+        ;
+    user_slots = calloc(nuser_slots, sizeof *user_slots);
+    for (long u = 0; u < opt.users; u++) {
+        size_t i = id_hash(users[u].id) & (nuser_slots - 1);
+        while (user_slots[i])
+            i = (i + 1) & (nuser_slots - 1);
+        user_slots[i] = (uint32_t)u + 1;
+    }
+}
+
+static long user_of(const char *id)
+{
+    size_t i = id_hash(id) & (nuser_slots - 1);
+    while (user_slots[i]) {
+        if (memcmp(users[user_slots[i] - 1].id, id, LOAD_UUID_LEN) == 0)
+            return (long)user_slots[i] - 1;
+        i = (i + 1) & (nuser_slots - 1);
+    }
+    return -1;
+}
+
+/* The slot of user v among u's contacts (0: u itself), or -1. */
+static int contact_slot(long u, long v)
+{
+    if (u == v)
+        return 0;
+    long half = opt.contacts / 2, d = (v - u + opt.users) % opt.users;
+    if (d >= 1 && d <= half)
+        return (int)d;
+    if (opt.users - d >= 1 && opt.users - d <= half)
+        return (int)(half + (opt.users - d));
+    return -1;
+}
+
+/* One user heard of as online by connection c (id: 36 characters). */
+static void heard(const struct lc_conn *c, const char *id)
+{
+    long v = user_of(id);
+    int slot = v < 0 ? -1 : contact_slot((long)c->user, v);
+    if (slot >= 0)
+        known[c->idx] |= 1u << slot;
+    else
+        strangers++;
+}
+
+/* Every "userId":"<id>" of a list or a status whose status is not offline. */
+static void heard_in(const struct lc_conn *c, const char *p, size_t len)
+{
+    static const char key[] = "\"userId\":\"";
+    const char *end = p + len;
+    while ((p = memmem(p, (size_t)(end - p), key, sizeof key - 1))) {
+        p += sizeof key - 1;
+        if (end - p < LOAD_UUID_LEN)
+            return;
+        const char *obj_end = memchr(p, '}', (size_t)(end - p));
+        if (!obj_end || !memmem(p, (size_t)(obj_end - p), "\"status\":\"offline\"", 18))
+            heard(c, p);
+    }
+}
+
+static void on_list(struct lc_conn *c, const char *args, size_t len)
+{
+    heard_in(c, args, len);
+}
+
 static void on_event(struct lc_conn *c, int64_t now, const char *name, size_t nlen, const char *args,
                      size_t alen)
 {
+    if (opt.interest && known && is(name, nlen, "user:status")) {
+        heard_in(c, args, alen);
+        return;
+    }
     if (st.mode == M_RELAY && (is(name, nlen, "ghost:typing") || is(name, nlen, "typing:start"))) {
         st.recv++;
         if (!st.closed_loop && name[0] == 'g') {
@@ -381,7 +472,7 @@ static int wants(const char *name, size_t len)
     return is(name, len, "message:received") || is(name, len, "message:sent") || is(name, len, "chat:error");
 }
 
-static const struct lc_app app = {write_frame, on_event, on_ack, wants};
+static struct lc_app app = {write_frame, on_event, on_ack, wants, NULL};
 
 /* ---------- scenario helpers ---------- */
 
@@ -565,6 +656,16 @@ static void sc_connect(void)
     double secs = connect_all(opt.n, &lat);
     snap_take(&b);
     fig_connected(secs);
+    if (opt.contacts && opt.interest) {
+        /* Every user online now: each socket must know exactly its contacts. */
+        settle(0.5, 30);
+        uint32_t all = (1u << (opt.contacts + 1)) - 1;
+        size_t complete = 0;
+        for (long i = 0; i < opt.n; i++)
+            complete += conns[i].state == LC_READY && (known[i] & all) == all;
+        fig("contacts_complete", (double)complete, "sockets that know each of their contacts online (all should)");
+        fig("strangers_heard", (double)strangers, "users heard of by a socket without a conversation with them (0)");
+    }
     fig("connects_per_s", secs > 0 ? (double)count_ready() / secs : 0, "handshakes + auth per second");
     fig_per_core("connects_per_core_s", secs > 0 ? (double)count_ready() / secs : 0, &a, &b);
     fig_latency("connect", &lat);
@@ -827,6 +928,12 @@ static void usage(FILE *f)
         "  --ack               messages: ask for acks and count {ok:true} acks instead of message:sent\n"
         "  --label L           a name for this side in the output (default: the URL)\n"
         "  --tsv FILE          also append 'label scenario figure value unit' lines to FILE\n"
+        "  --contacts K        connect: user i's contacts are i+-1..i+-K/2 (K even, at most 30)\n"
+        "  --user-seed S       user ids from S (the ones `chatload seed` wrote conversations for)\n"
+        "  --interest          connect: the server is in PRESENCE_SCOPE=interest: each socket must\n"
+        "                      hear of exactly its contacts online (contacts_complete, strangers_heard)\n"
+        "  chatload seed --users N --contacts K --user-seed S --out FILE: their conversations, one\n"
+        "                      message each way of a pair, as a COPY file for the messages table\n"
         "  --nats-monitor H:P  messages: nats-server's monitoring port (-m): NATS messages and JetStream\n"
         "                      stores per persisted message, from /varz and /jsz deltas\n"
         "The secret may come from JWT_SECRET instead of --secret.\n");
@@ -883,6 +990,7 @@ static int parse_args(int argc, char **argv)
     if (!found)
         return -1;
     opt.n = opt.users = opt.window = -1;
+    opt.user_seed = -1;
     opt.rate = -1;
     opt.seconds = 5;
     opt.connect_window = 500;
@@ -896,6 +1004,10 @@ static int parse_args(int argc, char **argv)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--ack") == 0) {
             opt.ack = 1;
+            continue;
+        }
+        if (strcmp(a, "--interest") == 0) {
+            opt.interest = 1;
             continue;
         }
         if (!v)
@@ -937,6 +1049,12 @@ static int parse_args(int argc, char **argv)
             opt.tsv = v;
         else if (strcmp(a, "--nats-monitor") == 0)
             opt.nats_monitor = v;
+        else if (strcmp(a, "--contacts") == 0)
+            opt.contacts = atol(v);
+        else if (strcmp(a, "--user-seed") == 0)
+            opt.user_seed = atoll(v);
+        else if (strcmp(a, "--out") == 0)
+            opt.out = v;
         else
             return -1;
     }
@@ -955,6 +1073,8 @@ static int parse_args(int argc, char **argv)
         opt.src_addrs = opt.n > 20000 ? (opt.n + 19999) / 20000 : 0;
     if (!opt.label)
         opt.label = opt.url;
+    if (opt.contacts && (opt.contacts % 2 || opt.contacts > 30 || opt.contacts >= opt.users))
+        return -1;
     if (opt.n < 1 || opt.users < 1 || opt.users > opt.n || opt.window < 1 || opt.connect_window < 1 ||
         opt.rate <= 0 || opt.seconds <= 0 || opt.rounds < 1 || opt.src_addrs > 254 || (pairs && opt.n < 2))
         return -1;
@@ -967,11 +1087,61 @@ static void on_signal(int sig)
     interrupted = 1;
 }
 
+/* chatload seed --users N --contacts K --user-seed S --out FILE: one
+ * message from each user i to each of i+1..i+K/2 (mod N), as a COPY file for
+ * the messages table (id, sender_id, recipient_id, type, content,
+ * created_at): the conversations that `connect --contacts K --user-seed S`
+ * then finds (each user's K contacts, i±1..±K/2). */
+static int seed_main(int argc, char **argv)
+{
+    long n = 0, k = 0;
+    long long seed = -1;
+    const char *out = NULL;
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--users") == 0)
+            n = atol(argv[i + 1]);
+        else if (strcmp(argv[i], "--contacts") == 0)
+            k = atol(argv[i + 1]);
+        else if (strcmp(argv[i], "--user-seed") == 0)
+            seed = atoll(argv[i + 1]);
+        else if (strcmp(argv[i], "--out") == 0)
+            out = argv[i + 1];
+        else
+            return 2;
+    }
+    if (n < 2 || k < 2 || k % 2 || k > 30 || k >= n || seed < 0 || !out)
+        return 2;
+    FILE *f = fopen(out, "w");
+    if (!f) {
+        fprintf(stderr, "chatload: %s: %s\n", out, strerror(errno));
+        return 1;
+    }
+    char a[LOAD_UUID_LEN + 1], b[LOAD_UUID_LEN + 1], id[LOAD_UUID_LEN + 1];
+    for (long i = 0; i < n; i++) {
+        load_uuid_of(a, (uint64_t)seed, (uint64_t)i);
+        for (long d = 1; d <= k / 2; d++) {
+            load_uuid_of(b, (uint64_t)seed, (uint64_t)((i + d) % n));
+            load_uuid_of(id, (uint64_t)seed ^ 0x5eedULL, (uint64_t)(i * k + d));
+            fprintf(f, "%s\t%s\t%s\ttext\tseed\t2026-01-01 00:00:00.%06ld+00\n", id, a, b, (i * k + d) % 1000000);
+        }
+    }
+    if (fclose(f) != 0)
+        return 1;
+    printf("chatload seed: %ld messages for %ld users with %ld contacts each in %s\n", n * (k / 2), n, k, out);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         usage(stdout);
         return 0;
+    }
+    if (argc >= 2 && strcmp(argv[1], "seed") == 0) {
+        int r = seed_main(argc, argv);
+        if (r == 2)
+            usage(stderr);
+        return r;
     }
     if (parse_args(argc, argv) != 0) {
         usage(stderr);
@@ -1004,7 +1174,10 @@ int main(int argc, char **argv)
     }
     for (long u = 0; u < opt.users; u++) {
         char name[32];
-        load_uuid(users[u].id);
+        if (opt.user_seed >= 0)
+            load_uuid_of(users[u].id, (uint64_t)opt.user_seed, (uint64_t)u);
+        else
+            load_uuid(users[u].id);
         snprintf(name, sizeof name, "load%ld", u);
         if (!(users[u].token = load_token(opt.secret, users[u].id, name))) {
             fprintf(stderr, "chatload: could not mint a token\n");
@@ -1016,6 +1189,12 @@ int main(int argc, char **argv)
         conns[i].user = (uint32_t)(i % opt.users);
         conns[i].peer = (uint32_t)i;
         conns[i].token = users[conns[i].user].token;
+    }
+    if (opt.contacts) {
+        users_index();
+        known = calloc((size_t)opt.n, sizeof *known);
+        if (opt.interest)
+            app.on_list = on_list; /* small lists: read, to check them */
     }
     load_samples_init(&st.lat, MAX_SAMPLES);
     load_samples_init(&st.lat2, MAX_SAMPLES);

@@ -168,13 +168,14 @@ static void on_message(struct lc_conn *c, int64_t now, const char *p, size_t len
         take_id(p + 2, len - 2, &rest, &rest_len);
         if (!event_name(rest, rest_len, &name, &name_len))
             return;
-        if (c->state == LC_JOINING && c->sio_ok && is_name(name, name_len, "presence:update")) {
-            become_ready(c, now);
-            return;
-        }
-        if (c->list_wait && is_name(name, name_len, "presence:update")) {
-            got_list(c, now);
-            return;
+        if ((c->state == LC_JOINING && c->sio_ok) || c->list_wait) {
+            if (is_name(name, name_len, "presence:update")) {
+                if (app->on_list)
+                    app->on_list(c, rest, rest_len);
+                got_list(c, now);
+                become_ready(c, now);
+                return;
+            }
         }
         if (c->state == LC_READY && app->on_event)
             app->on_event(c, now, name, name_len, rest, rest_len);
@@ -200,7 +201,7 @@ static void on_part(struct lc_conn *c, int64_t now, const char *in, size_t len, 
         if (len > 2 && in[0] == '4' && in[1] == '2') {
             take_id(in + 2, len - 2, &rest, &rest_len);
             if (event_name(rest, rest_len, &name, &name_len)) {
-                if (is_name(name, name_len, "presence:update"))
+                if (is_name(name, name_len, "presence:update") && !app->on_list)
                     c->skipping = 2;
                 else if (app->wants && !app->wants(name, name_len))
                     c->skipping = 1;

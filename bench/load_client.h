@@ -57,6 +57,10 @@ struct lc_app {
     void (*on_ack)(struct lc_conn *c, int64_t now, long long id, const char *args, size_t args_len);
     /* Large messages whose event name this returns 0 for are not kept. */
     int (*wants)(const char *name, size_t name_len);
+    /* The presence:update list (args: the whole JSON array text), whole, when
+     * this is set (else a large list is dropped unread and only marks the
+     * socket ready). */
+    void (*on_list)(struct lc_conn *c, const char *args, size_t args_len);
 };
 
 #define LC_JOIN_GRACE_MS 1000

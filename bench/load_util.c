@@ -20,6 +20,29 @@ int64_t load_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void load_uuid_of(char out[LOAD_UUID_LEN + 1], uint64_t seed, uint64_t index)
+{
+    uint64_t x = seed * 0x100000001b3ULL ^ index, a = splitmix64(&x), b = splitmix64(&x);
+    unsigned char u[16];
+    for (int i = 0; i < 8; i++) {
+        u[i] = (unsigned char)(a >> (8 * i));
+        u[8 + i] = (unsigned char)(b >> (8 * i));
+    }
+    u[6] = (unsigned char)((u[6] & 0x0f) | 0x40);
+    u[8] = (unsigned char)((u[8] & 0x3f) | 0x80);
+    snprintf(out, LOAD_UUID_LEN + 1, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
+             u[15]);
+}
+
 void load_uuid(char out[LOAD_UUID_LEN + 1])
 {
     unsigned char b[16];

@@ -15,6 +15,9 @@ int64_t load_now_ns(void);
 
 /* A random (version 4) uuid, lower case, NUL-terminated in out. */
 void load_uuid(char out[LOAD_UUID_LEN + 1]);
+/* The same shape, the same for the same (seed, index): users another run
+ * (chatload seed) wrote conversations for. */
+void load_uuid_of(char out[LOAD_UUID_LEN + 1], uint64_t seed, uint64_t index);
 
 /* An HS256 JWT {sub, username, iat, exp = now + 1 day} signed with secret.
  * Returns a malloc'd string (the caller frees it), or NULL. */

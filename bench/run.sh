@@ -260,6 +260,40 @@ if [ "$MODE" = full ] && [ "${BENCH_LARGE:-1}" != 0 ] && [[ " $BENCH_SIDES " == 
     run_large fanout --n "$BENCH_LARGE_N" --users 100 --rounds "$BENCH_ROUNDS"
     run_large connect --n "$BENCH_LARGE_CONNECT_N"
 fi
+# ---- presence past broadcast-to-everyone (label storm-interest, storm-broadcast):
+# BENCH_STORM_N users (10,000), each with BENCH_STORM_CONTACTS contacts (20:
+# conversations written straight into PostgreSQL by chatload seed), connect at
+# once to a fresh edge with PRESENCE_SCOPE=interest, then other users as many
+# to a fresh edge in broadcast mode (the original contract: each connect is
+# sent to everyone online and gets the whole list).
+STORM=0
+if [ "$MODE" = full ] && [ "${BENCH_STORM:-1}" != 0 ] && [[ " $BENCH_SIDES " == *" c "* ]]; then
+    STORM=1
+    : "${BENCH_STORM_N:=10000}" "${BENCH_STORM_CONTACTS:=20}"
+    seed=$((RANDOM * 32768 + RANDOM))
+    "$CHATLOAD" seed --users "$BENCH_STORM_N" --contacts "$BENCH_STORM_CONTACTS" --user-seed "$seed" --out "$WORK/seed.tsv"
+    chmod 644 "$WORK/seed.tsv"
+    "$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -qc \
+        "\\copy messages (id, sender_id, recipient_id, type, content, created_at) FROM '$WORK/seed.tsv'"
+    storm() { # label scope seed extra-args...
+        local label=$1 scope=$2 useed=$3 port pid
+        shift 3
+        port=$(free_port)
+        EDGE_HOST=127.0.0.1 EDGE_PORT=$port PRESENCE_SCOPE=$scope "$BIN_DIR/chat-edge" >"$WORK/edge-$label.log" 2>&1 &
+        pid=$!
+        pids+=("$pid")
+        wait_for "chat-edge ($label)" 300 healthy "$port"
+        echo "\$ chatload connect --url http://127.0.0.1:$port --secret \$JWT_SECRET --n $BENCH_STORM_N --contacts $BENCH_STORM_CONTACTS --user-seed $useed $* --label $label"
+        "$CHATLOAD" connect --url "http://127.0.0.1:$port" --secret "$JWT_SECRET" --n "$BENCH_STORM_N" \
+            --contacts "$BENCH_STORM_CONTACTS" --user-seed "$useed" "$@" \
+            --pid "edge=$pid,nats=$NATS_PID,presence=$PRS_PID,messaging=$MSG_PID,postgres=$PM_PID" --label "$label" \
+            --tsv "$TSV" || echo "bench: chatload connect ($label) exited $?"
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    }
+    storm storm-interest interest "$seed" --interest
+    storm storm-broadcast broadcast "$((seed + 1))"
+fi
 # ---- connection state recovery on and off (labels rec-on-N, rec-off-N): the
 # messages scenario against the first edge (recovery on, the default) and a
 # second one with EDGE_RECOVERY_WINDOW_MS=0, alternated BENCH_RECOVERY_PAIRS
@@ -395,6 +429,20 @@ if [ "$LARGE" = 1 ]; then
     large connect connect_seconds "s until all were connected (each broadcast to all)"
     large connect connects_per_s "per second"
     large connect closed_by_server "sockets"
+fi
+if [ "$STORM" = 1 ]; then
+    echo
+    echo "== a connect storm of $BENCH_STORM_N users, $BENCH_STORM_CONTACTS contacts each: PRESENCE_SCOPE=interest and broadcast, each on a fresh edge"
+    printf '%-26s %14s %14s  %s\n' figure interest broadcast ""
+    st() { printf '%-26s %14s %14s  %s\n' "$1" "$(val storm-interest connect "$1")" "$(val storm-broadcast connect "$1")" "$2"; }
+    st connected "sockets"
+    st connect_seconds "s from the first start to the last ready"
+    st connects_per_s "per second"
+    st connected_without_list "sockets whose list never came"
+    st list_late "lists that came over 1 s after their CONNECT reply"
+    st closed_by_server "sockets the edge closed (a client too slow to read)"
+    st contacts_complete "sockets that know each contact online (interest: all)"
+    st strangers_heard "users heard of without a conversation (interest: 0)"
 fi
 if [ "$RECOVERY" = 1 ]; then
     echo
