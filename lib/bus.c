@@ -1,13 +1,33 @@
 /* bus: NATS connection lifecycle and protobuf publishing. */
 #include "bus.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "mem.h"
 
 #define MAX_SERVERS 32
+
+/* Retired subscriptions in the order they were retired (a FIFO: the oldest
+ * at head). */
+struct bus_graveyard {
+    pthread_mutex_t mu;
+    struct grave {
+        natsSubscription *sub;
+        long long at_ms;
+    } *v;
+    size_t head, len, cap;
+};
+
+static long long mono_ms_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void on_disconnected(natsConnection *nc, void *closure)
 {
@@ -55,6 +75,8 @@ int bus_open(struct bus *b, const char *url, const char *name, int send_asap)
     natsStatus s;
     struct bus keep = *b;
     memset(b, 0, sizeof *b);
+    b->graveyard = xcalloc(1, sizeof *b->graveyard);
+    pthread_mutex_init(&b->graveyard->mu, NULL);
     b->on_connect = keep.on_connect;
     b->on_connect_closure = keep.on_connect_closure;
     b->no_echo = keep.no_echo;
@@ -109,11 +131,59 @@ void bus_close(struct bus *b, int timeout_ms)
         if (timeout_ms > 0 && natsConnection_Status(b->nc) == NATS_CONN_STATUS_CONNECTED)
             natsConnection_FlushTimeout(b->nc, timeout_ms); /* publishes reach the server */
         natsConnection_Close(b->nc);
-        natsConnection_Destroy(b->nc);
     }
+    if (b->graveyard) { /* the reader thread is gone: nothing can reach them */
+        struct bus_graveyard *g = b->graveyard;
+        for (size_t i = g->head; i < g->head + g->len; i++)
+            natsSubscription_Destroy(g->v[i].sub);
+        free(g->v);
+        pthread_mutex_destroy(&g->mu);
+        free(g);
+        b->graveyard = NULL;
+    }
+    if (b->nc)
+        natsConnection_Destroy(b->nc);
     natsOptions_Destroy(b->opts);
     b->nc = NULL;
     b->opts = NULL;
+}
+
+void bus_sub_retire(struct bus *b, natsSubscription **sub, int unsubscribe)
+{
+    if (!*sub)
+        return;
+    natsSubscription *s = *sub;
+    *sub = NULL;
+    if (unsubscribe)
+        natsSubscription_Unsubscribe(s);
+    struct bus_graveyard *g = b->graveyard;
+    if (!g) { /* never opened: no connection, no reader thread */
+        natsSubscription_Destroy(s);
+        return;
+    }
+    long long now = mono_ms_now();
+    natsSubscription *due[64];
+    size_t ndue = 0;
+    pthread_mutex_lock(&g->mu);
+    while (g->len > 0 && ndue < sizeof due / sizeof due[0] && now - g->v[g->head].at_ms >= BUS_RETIRE_MS) {
+        due[ndue++] = g->v[g->head].sub;
+        g->head++;
+        g->len--;
+    }
+    if (g->head + g->len == g->cap) {
+        if (g->head > 0) { /* slide down before growing */
+            memmove(g->v, g->v + g->head, g->len * sizeof *g->v);
+            g->head = 0;
+        }
+        if (g->len == g->cap) {
+            g->cap = g->cap ? g->cap * 2 : 16;
+            g->v = xrealloc(g->v, g->cap * sizeof *g->v);
+        }
+    }
+    g->v[g->head + g->len++] = (struct grave){s, now};
+    pthread_mutex_unlock(&g->mu);
+    for (size_t i = 0; i < ndue; i++)
+        natsSubscription_Destroy(due[i]);
 }
 
 int bus_publish(struct bus *b, const char *subject, const ProtobufCMessage *m)

@@ -25,6 +25,7 @@ struct bus {
      * messages must not arrive late (presence: a replica that lost its lease
      * meanwhile must not be heard after the new active). */
     int no_reconnect_buffer;
+    struct bus_graveyard *graveyard; /* bus_sub_retire's subscriptions, freed later */
 };
 
 /* Connects (or keeps trying in the background when the server is not up).
@@ -48,6 +49,19 @@ int bus_publish(struct bus *b, const char *subject, const ProtobufCMessage *m);
  * its default). Returns what js_PublishAsync returns. */
 natsStatus bus_js_publish(jsCtx *js, const char *subject, const char *msg_id, long max_wait_ms,
                           const ProtobufCMessage *m);
+/* Ends a subscription of b->nc and sets *sub to NULL. unsubscribe: 1 to tell
+ * the server now (a JetStream subscription's consumer is then deleted if
+ * nats.c created it); 0 to leave the interest until the connection closes
+ * (a pull subscription on a durable that must stay). The object itself is
+ * freed later: BUS_RETIRE_MS after, or when bus_close has closed the
+ * connection. nats.c 3.4.1 looks a subscription up by its sid under the
+ * connection's lock and takes the subscription's own lock only after letting
+ * the first go, without holding a reference: a message arriving while the
+ * subscription is destroyed is delivered to freed memory (a crash of the
+ * reader thread, seen when a pull consumer's timeout status met a stop).
+ * Thread-safe; does nothing for NULL. */
+void bus_sub_retire(struct bus *b, natsSubscription **sub, int unsubscribe);
+#define BUS_RETIRE_MS 2000
 /* 1 when the connection is up now. */
 int bus_connected(const struct bus *b);
 

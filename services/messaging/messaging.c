@@ -812,10 +812,9 @@ static void *worker_main(void *arg)
         }
         natsMsgList_Destroy(&list);
     }
-    if (w->sub) {
-        natsSubscription_Destroy(w->sub); /* not Unsubscribe: the durable stays */
-        w->sub = NULL;
-    }
+    /* Not unsubscribed: the durable stays. Freed after the connection closes
+     * (a pull request's late answer may be arriving). */
+    bus_sub_retire(m->bus, &w->sub, 0);
     if (w->owned)
         atomic_fetch_sub(&m->owned_count, 1);
     store_close(w->st);

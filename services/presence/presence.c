@@ -396,12 +396,9 @@ int presence_subscribe(struct presence *p, natsSubscription **sub, const char *s
     return 0;
 }
 
-void presence_unsubscribe(natsSubscription **sub)
+void presence_unsubscribe(struct presence *p, natsSubscription **sub)
 {
-    if (*sub)
-        natsSubscription_Unsubscribe(*sub);
-    natsSubscription_Destroy(*sub);
-    *sub = NULL;
+    bus_sub_retire(p->bus, sub, 1);
 }
 
 /* ---- the worker: one batch ---- */
@@ -874,10 +871,10 @@ int presence_start(struct presence *p, struct bus *bus)
 void presence_stop(struct presence *p)
 {
     for (int i = 0; i < NSUBS; i++)
-        presence_unsubscribe(&p->subs[i]);
-    presence_unsubscribe(&p->query_sub);
-    presence_unsubscribe(&p->snapshot_sub);
-    presence_unsubscribe(&p->transfer_sub);
+        presence_unsubscribe(p, &p->subs[i]);
+    presence_unsubscribe(p, &p->query_sub);
+    presence_unsubscribe(p, &p->snapshot_sub);
+    presence_unsubscribe(p, &p->transfer_sub);
     /* The worker answers what is queued, then leaves; a callback still running
      * on a nats.c thread after that drops its event. */
     if (p->worker_running) {

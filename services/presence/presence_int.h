@@ -141,7 +141,7 @@ void presence_poke(struct presence *p);
  * is set; returns 0 or -1 after logging. */
 int presence_subscribe(struct presence *p, natsSubscription **sub, const char *subject, const char *queue,
                        natsMsgHandler handler);
-void presence_unsubscribe(natsSubscription **sub);
+void presence_unsubscribe(struct presence *p, natsSubscription **sub);
 /* The callbacks replica.c subscribes while active. */
 void presence_on_snapshot(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure);
 void presence_on_transfer(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure);

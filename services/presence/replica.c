@@ -135,8 +135,8 @@ static void deactivate(struct presence *p, const char *why)
 {
     p->role = ROLE_STANDBY;
     metrics_set("chat_presence_active", NULL, 0);
-    presence_unsubscribe(&p->snapshot_sub);
-    presence_unsubscribe(&p->transfer_sub);
+    presence_unsubscribe(p, &p->snapshot_sub);
+    presence_unsubscribe(p, &p->transfer_sub);
     /* A roster in the middle of re-learning the edges is not current. */
     if (roster_resyncing(p->roster) || p->sweep_pending)
         replica_set_synced(p, 0);
@@ -226,9 +226,7 @@ static int fetch_state(struct presence *p, struct handoff_import *im, size_t *ch
         deadline = presence_clock(CLOCK_MONOTONIC) + TRANSFER_WAIT_MS;
         natsMsg_Destroy(m);
     }
-    if (sub)
-        natsSubscription_Unsubscribe(sub);
-    natsSubscription_Destroy(sub);
+    bus_sub_retire(p->bus, &sub, 1);
     natsInbox_Destroy(inbox);
     return rc == -3 ? 0 : rc;
 }

@@ -316,7 +316,7 @@ int chat_request(struct chat_sock *cs, enum req_kind kind, int64_t ack_id, const
 /* Subscribes chat.user.<u->id> (a failure is logged: the user gets nothing
  * from other edges until NATS takes it). */
 void chat_subscribe_user(struct chat *c, struct chat_user *u);
-void chat_unsubscribe(natsSubscription **sub);
+void chat_unsubscribe(struct chat *c, natsSubscription **sub);
 /* A SessionEvent about cs (its strings borrowed from cs and the config). */
 void chat_session_event(Chat__V1__SessionEvent *ev, struct chat_sock *cs, Chat__V1__SessionEvent__Kind kind,
                         int resync);

@@ -104,13 +104,9 @@ void chat_subscribe_user(struct chat *c, struct chat_user *u)
     subscribe(c, &u->sub, subj, SUB_USER);
 }
 
-void chat_unsubscribe(natsSubscription **sub)
+void chat_unsubscribe(struct chat *c, natsSubscription **sub)
 {
-    if (*sub) {
-        natsSubscription_Unsubscribe(*sub);
-        natsSubscription_Destroy(*sub);
-        *sub = NULL;
-    }
+    bus_sub_retire(c->bus, sub, 1);
 }
 
 /* ---------- publications ---------- */
@@ -469,13 +465,13 @@ void chat_stop(struct chat *c)
     chat_recovery_stop(c);
     size_t i;
     for (struct map_entry *m = map_first(&c->users, &i); m; m = map_next(&c->users, m, &i))
-        chat_unsubscribe(&((struct chat_user *)m->value)->sub);
+        chat_unsubscribe(c, &((struct chat_user *)m->value)->sub);
     /* Presence hears of the sockets that close with this edge from the
      * close events below, or from the missing heartbeat. */
     for (struct map_entry *m = map_first(&c->socks, &i); m; m = map_next(&c->socks, m, &i))
         chat_announce(m->value, CHAT__V1__SESSION_EVENT__KIND__KIND_CLOSE, 0);
     for (int k = 0; k < NSUBS; k++)
-        chat_unsubscribe(&c->subs[k]);
+        chat_unsubscribe(c, &c->subs[k]);
     if (c->js) {
         jsPubOptions po;
         jsPubOptions_Init(&po);

@@ -88,10 +88,7 @@ static int subscribe_records(struct chat *c, uint64_t start)
     natsSubscription *old = c->records_sub;
     c->records_sub = NULL;
     c->records_gen++;
-    if (old) {
-        natsSubscription_Unsubscribe(old);
-        natsSubscription_Destroy(old);
-    }
+    bus_sub_retire(c->bus, &old, 1);
     struct records_sub *rs = xcalloc(1, sizeof *rs);
     *rs = (struct records_sub){c, c->records_gen};
     jsSubOptions so;
@@ -217,11 +214,7 @@ void chat_records_stop(struct chat *c)
     pthread_mutex_unlock(&c->records_mu);
     pthread_join(c->records_thread, NULL); /* c->stopped is set: it returns */
     c->records_started = 0;
-    if (c->records_sub) {
-        natsSubscription_Unsubscribe(c->records_sub);
-        natsSubscription_Destroy(c->records_sub);
-        c->records_sub = NULL;
-    }
+    bus_sub_retire(c->bus, &c->records_sub, 1);
     pthread_mutex_destroy(&c->records_mu);
     pthread_cond_destroy(&c->records_cv);
 }

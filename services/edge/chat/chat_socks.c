@@ -46,7 +46,7 @@ void chat_user_detach(struct chat *c, struct chat_sock *cs)
     u->nsocks--;
     if (!u->socks) {
         if (!c->stopped)
-            chat_unsubscribe(&u->sub);
+            chat_unsubscribe(c, &u->sub);
         chat_interest_user_gone(c, u);
         map_del(&c->users, u->id);
         free(u);
