@@ -293,6 +293,56 @@ static void test_unbounded(void **state)
     done();
 }
 
+/* The output budget is memory: a frame queued to many sessions (a status
+ * sent to everyone) counts once, plus a slot per queue; a session with
+ * unread output that would pass it is cut off. */
+static void test_budget(void **state)
+{
+    (void)state;
+    struct eio_config keep = cfg;
+    cfg.max_queue_bytes = 4000;
+    cfg.max_output_bytes = 1000;
+    struct fake t[3];
+    struct session *s[3];
+    for (int i = 0; i < 3; i++) {
+        s[i] = open_session(&t[i], &ws_like);
+        frame_unref(session_pop(s[i])); /* the open packet */
+    }
+    assert_int_equal(engine.queued, 0);
+    char x[299];
+    memset(x, 'x', sizeof x);
+    for (int k = 0; k < 2; k++) { /* two frames of 300 bytes, each to all three */
+        struct frame *shared = frame_text(EIO_MESSAGE, x, sizeof x);
+        for (int i = 0; i < 3; i++)
+            session_send_frame(s[i], shared);
+        frame_unref(shared);
+    }
+    assert_int_equal(engine.queued, 600 + 6 * FRAME_SLOT_BYTES); /* not 1800 */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(s[i]->closing, 0);
+    /* a frame of its own would take 696 + 316 past 1000: s[0] has unread output */
+    session_send_message(s[0], x, sizeof x);
+    assert_int_equal(s[0]->closing, 1);
+    assert_int_equal(engine.budget_kills, 1);
+    assert_true(run_until(&log_.closes, 1000));
+    assert_int_equal(engine.queued, 600 + 4 * FRAME_SLOT_BYTES); /* the others still hold both */
+    for (struct frame *f; (f = session_pop(s[1]));)
+        frame_unref(f);
+    assert_int_equal(engine.queued, 600 + 2 * FRAME_SLOT_BYTES);
+    /* one that has read everything still gets its frame past the budget */
+    char big[999];
+    memset(big, 'b', sizeof big);
+    session_send_message(s[1], big, sizeof big);
+    assert_int_equal(s[1]->closing, 0);
+    assert_int_equal(engine.queued, 600 + 1000 + 3 * FRAME_SLOT_BYTES);
+    for (int i = 1; i < 3; i++)
+        for (struct frame *f; (f = session_pop(s[i]));)
+            frame_unref(f);
+    assert_int_equal(engine.queued, 0);
+    cfg = keep;
+    done();
+}
+
 static void test_heartbeat(void **state)
 {
     (void)state;
@@ -425,6 +475,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unbounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_heartbeat, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade, setup, teardown),
         cmocka_unit_test_setup_teardown(test_probe_lost, setup, teardown),

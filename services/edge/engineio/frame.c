@@ -10,6 +10,7 @@ static struct frame *frame_new(size_t len, int binary)
 {
     struct frame *f = xmalloc(sizeof *f + FRAME_HEAD + len);
     f->refs = 1;
+    f->queues = 0;
     f->len = len;
     f->coalesce = 0;
     f->unbounded = 0;

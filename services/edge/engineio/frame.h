@@ -17,6 +17,7 @@
 
 struct frame {
     uint32_t refs;
+    uint32_t queues; /* how many session queues hold it (session.c: its bytes count once) */
     uint8_t binary;
     uint8_t ws_hlen;   /* WebSocket header bytes before the data */
     size_t len;        /* data bytes */

@@ -123,6 +123,21 @@ static void flow(struct session *s)
         s->carrier->ops->pause(s->carrier, pause);
 }
 
+/* f joins or leaves a queue: the engine's memory of queued output. */
+static void queue_ref(struct eio_engine *e, struct frame *f)
+{
+    if (f->queues++ == 0)
+        e->queued += f->len;
+    e->queued += FRAME_SLOT_BYTES;
+}
+
+static void queue_unref(struct eio_engine *e, struct frame *f)
+{
+    if (--f->queues == 0)
+        e->queued -= f->len;
+    e->queued -= FRAME_SLOT_BYTES;
+}
+
 void session_send_frame(struct session *s, struct frame *f)
 {
     if (s->closing)
@@ -139,7 +154,8 @@ void session_send_frame(struct session *s, struct frame *f)
         session_kill(s, "transport error");
         return;
     }
-    if (e->cfg->max_output_bytes > 0 && s->qlen && e->queued + f->len > (size_t)e->cfg->max_output_bytes) {
+    size_t cost = FRAME_SLOT_BYTES + (f->queues ? 0 : f->len);
+    if (e->cfg->max_output_bytes > 0 && s->qlen && e->queued + cost > (size_t)e->cfg->max_output_bytes) {
         /* The edge's output budget is spent: a session with something still
          * unread does not get more (one that has read everything still gets
          * its frame, so that everyone can make progress). */
@@ -153,12 +169,12 @@ void session_send_frame(struct session *s, struct frame *f)
         struct frame **last = &s->q[(s->qhead + s->qlen - 1) % s->qcap];
         if ((*last)->coalesce == f->coalesce) {
             s->queued -= (*last)->len;
-            e->queued -= (*last)->len;
+            queue_unref(e, *last);
             frame_unref(*last);
             *last = f;
             f->refs++;
             s->queued += f->len;
-            e->queued += f->len;
+            queue_ref(e, f);
             e->frames_coalesced++;
             return;
         }
@@ -176,7 +192,7 @@ void session_send_frame(struct session *s, struct frame *f)
     s->q[(s->qhead + s->qlen) % s->qcap] = f;
     f->refs++;
     s->queued += f->len;
-    e->queued += f->len;
+    queue_ref(e, f);
     if (exempt)
         s->exempt = f;
     if (s->qlen++ == 0) /* a non-empty queue has its writable callback asked for */
@@ -212,7 +228,7 @@ struct frame *session_pop(struct session *s)
     struct frame *f = s->q[s->qhead];
     s->qhead = (s->qhead + 1) % s->qcap;
     s->queued -= f->len;
-    s->engine->queued -= f->len;
+    queue_unref(s->engine, f);
     if (f == s->exempt) /* (a frame queued twice: its first pop ends it; the other is counted) */
         s->exempt = NULL;
     if (--s->qlen == 0 && s->qcap > 64) { /* a burst is over: back to nothing */

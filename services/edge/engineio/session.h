@@ -65,6 +65,10 @@ struct eio_transport {
     struct session *s; /* the session carried or probed, NULL once released */
 };
 
+/* What a queued frame costs a queue beyond the frame: its pointer in the ring
+ * and the ring's spare room (it doubles). */
+#define FRAME_SLOT_BYTES 16
+
 struct eio_config {
     long ping_interval_ms;
     long ping_timeout_ms;
@@ -80,7 +84,10 @@ struct eio_engine {
     struct lws_context *ctx; /* its loop runs deferred kills */
     struct wheel *wheel;     /* every timer (wheel_lws on ctx) */
     struct map sessions;     /* sid -> struct session */
-    size_t queued;           /* output bytes queued by every session */
+    /* Memory of the output queued by every session: each frame's bytes once,
+     * however many queues hold it (a status sent to every socket is one
+     * frame), plus FRAME_SLOT_BYTES per place in a queue. */
+    size_t queued;
     uint64_t frames_coalesced;
     uint64_t budget_kills; /* sessions cut off by max_output_bytes */
     /* Optional admission of a new session by client address: admit returns 0
@@ -150,7 +157,8 @@ void session_send_message(struct session *s, const void *text, size_t len);
  * replaces it (a socket that falls behind gets the latest, not each one).
  * An unbounded frame (frame.h) is not counted against max_queue_bytes and
  * read_pause_bytes while no other unbounded frame is queued; a second one
- * counts like any frame. Every frame counts against max_output_bytes. */
+ * counts like any frame. Against max_output_bytes every frame counts once,
+ * however many queues hold it, plus FRAME_SLOT_BYTES per queue. */
 void session_send_frame(struct session *s, struct frame *f);
 
 /* Closes after the queued packets are written (with a close packet: once
