@@ -585,22 +585,33 @@ static void setup_pairs(void)
         conns[i].peer = (uint32_t)(i ^ 1) < (uint32_t)opt.n ? (uint32_t)(i ^ 1) : (uint32_t)i;
 }
 
-/* Gives lists still on their way up to max_s to come (a swamped client reads
- * them late; only one that never comes is "without list"). */
-static void await_lists(double max_s)
+/* Gives lists still on their way time to come (a swamped client reads them
+ * late; only one that never comes is "without list"): as long as another
+ * came within the last stall_s, up to max_s in all. */
+static void await_lists(double stall_s, double max_s)
 {
-    int64_t end = after_s(max_s);
-    while (!interrupted && lc_counts.no_list && now_ns() < end)
+    int64_t end = after_s(max_s), stall = after_s(stall_s);
+    uint64_t left = lc_counts.no_list;
+    while (!interrupted && lc_counts.no_list && now_ns() < end && now_ns() < stall) {
         lc_service();
+        if (lc_counts.no_list < left) {
+            left = lc_counts.no_list;
+            stall = after_s(stall_s);
+        }
+    }
 }
 
 static void fig_connected(double secs)
 {
-    await_lists(30);
-    fig("connected", (double)count_ready(), "sockets");
+    size_t ready = count_ready();
+    double closed = (double)lc_counts.closed;
+    await_lists(10, 300);
+    fig("connected", (double)ready, "sockets");
     fig("connect_failed", (double)lc_counts.failed, "sockets");
     fig("connect_seconds", secs, "s (first start to last ready)");
-    fig("closed_by_server", (double)lc_counts.closed, "sockets closed by the server after they were ready");
+    fig("closed_by_server", closed, "sockets closed by the server after they were ready");
+    fig("closed_awaiting_lists", (double)lc_counts.closed - closed,
+        "sockets closed later, while the client read lists late (its pongs were late too)");
     fig("connected_without_list", (double)lc_counts.no_list,
         "sockets that never got their presence:update list (within the run)");
     fig("list_late", (double)lc_counts.list_late,
@@ -655,6 +666,7 @@ static void sc_connect(void)
     snap_take(&a);
     double secs = connect_all(opt.n, &lat);
     snap_take(&b);
+    size_t ready = count_ready(); /* before the wait for late lists */
     fig_connected(secs);
     if (opt.contacts && opt.interest) {
         /* Every user online now: each socket must know exactly its contacts. */
@@ -666,8 +678,8 @@ static void sc_connect(void)
         fig("contacts_complete", (double)complete, "sockets that know each of their contacts online (all should)");
         fig("strangers_heard", (double)strangers, "users heard of by a socket without a conversation with them (0)");
     }
-    fig("connects_per_s", secs > 0 ? (double)count_ready() / secs : 0, "handshakes + auth per second");
-    fig_per_core("connects_per_core_s", secs > 0 ? (double)count_ready() / secs : 0, &a, &b);
+    fig("connects_per_s", secs > 0 ? (double)ready / secs : 0, "handshakes + auth per second");
+    fig_per_core("connects_per_core_s", secs > 0 ? (double)ready / secs : 0, &a, &b);
     fig_latency("connect", &lat);
     fig_cpu("connect", &a, &b);
     load_samples_cleanup(&lat);

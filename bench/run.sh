@@ -428,7 +428,11 @@ if [ "$LARGE" = 1 ]; then
     large connect connected "distinct users"
     large connect connect_seconds "s until all were connected (each broadcast to all)"
     large connect connects_per_s "per second"
-    large connect closed_by_server "sockets"
+    large connect closed_by_server "sockets closed by the edge while the storm went on"
+    large connect connected_without_list "sockets whose list never came"
+    large connect list_late "lists that came over 1 s after their CONNECT reply"
+    large connect list_late_max_ms "ms, the latest list after its CONNECT reply"
+    large connect closed_awaiting_lists "sockets closed afterwards, their client still reading late lists"
 fi
 if [ "$STORM" = 1 ]; then
     echo
@@ -441,6 +445,7 @@ if [ "$STORM" = 1 ]; then
     st connected_without_list "sockets whose list never came"
     st list_late "lists that came over 1 s after their CONNECT reply"
     st closed_by_server "sockets the edge closed (a client too slow to read)"
+    st closed_awaiting_lists "closed afterwards, their client still reading late lists"
     st contacts_complete "sockets that know each contact online (interest: all)"
     st strangers_heard "users heard of without a conversation (interest: 0)"
 fi
