@@ -270,7 +270,7 @@ test-e2e: $(BINS)
 chaos: deps-test $(BINS)
 	cd tests/e2e && CHAT_EDGE_BIN=$(abspath $(BUILD)/bin/chat-edge) CHAOS_ROUNDS=$${CHAOS_ROUNDS:-3} \
 	  LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
-	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 node --test --test-reporter=tap chaos.test.mjs
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 node --test --test-force-exit --test-reporter=tap chaos.test.mjs
 
 # The demo page in headless Chromium (Debian's) against the real stack; it saves
 # its screenshots in build/screenshots/ on every run.

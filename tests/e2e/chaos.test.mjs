@@ -217,38 +217,41 @@ describe("chaos: one of everything killed, one after the other", () => {
       }],
     ];
 
-    await delay(1000);
-    for (let round = 1; round <= ROUNDS; round++) {
-      for (const [what, inject] of faults) {
-        let t0 = Date.now();
-        await inject(() => (t0 = Date.now()));
-        // Every sender has had a message acked since the restart.
-        const restarted = Date.now();
-        await withTimeout((async () => {
-          while (!senders.every(({ s }) => s.lastAck > restarted)) await delay(20);
-        })(), 30000, `every sender acked again after: ${what}`);
-        // Let the stream run a little, then check everything acked so far.
-        await delay(1000);
-        // The disruption: the longest time any sender went without an ack, and
-        // the observer without a status of the toggler (every 700 ms), from
-        // just before the kill until now.
-        const gap = (times) => {
-          const t = [t0, ...times.filter((x) => x > t0), Date.now()];
-          let g = 0;
-          for (let i = 1; i < t.length; i++) g = Math.max(g, t[i] - t[i - 1]);
-          return g;
-        };
-        const messagesMs = Math.max(...senders.map(({ s }) => gap(s.ackTimes)));
-        const statusesMs = gap(statuses.filter((x) => x.userId === toggler.id).map((x) => x.at));
-        const losses = await check(what);
-        rows.push({ round, what, messagesMs, statusesMs, ...losses });
-        console.log(`# chaos: round ${round}, ${what}: ${JSON.stringify(rows.at(-1))}`);
+    try {
+      await delay(1000);
+      for (let round = 1; round <= ROUNDS; round++) {
+        for (const [what, inject] of faults) {
+          let t0 = Date.now();
+          await inject(() => (t0 = Date.now()));
+          // Every sender has had a message acked since the restart.
+          const restarted = Date.now();
+          await withTimeout((async () => {
+            while (!senders.every(({ s }) => s.lastAck > restarted)) await delay(20);
+          })(), 30000, `every sender acked again after: ${what}`);
+          // Let the stream run a little, then check everything acked so far.
+          await delay(1000);
+          // The disruption: the longest time any sender went without an ack, and
+          // the observer without a status of the toggler (every 700 ms), from
+          // just before the kill until now.
+          const gap = (times) => {
+            const t = [t0, ...times.filter((x) => x > t0), Date.now()];
+            let g = 0;
+            for (let i = 1; i < t.length; i++) g = Math.max(g, t[i] - t[i - 1]);
+            return g;
+          };
+          const messagesMs = Math.max(...senders.map(({ s }) => gap(s.ackTimes)));
+          const statusesMs = gap(statuses.filter((x) => x.userId === toggler.id).map((x) => x.at));
+          const losses = await check(what);
+          rows.push({ round, what, messagesMs, statusesMs, ...losses });
+          console.log(`# chaos: round ${round}, ${what}: ${JSON.stringify(rows.at(-1))}`);
+        }
       }
+    } finally { // on a failure too: nothing keeps sending or ticking after the test
+      for (const { s } of senders) s.stopped = true;
+      await Promise.all(senders.map(({ s }) => s.done));
+      clearInterval(reader);
+      clearInterval(toggle);
     }
-    for (const { s } of senders) s.stopped = true;
-    await Promise.all(senders.map(({ s }) => s.done));
-    clearInterval(reader);
-    clearInterval(toggle);
     const final = await check("the end");
     rows.push({ round: "-", what: "at the end", messagesMs: "-", statusesMs: "-", ...final });
 

@@ -168,20 +168,23 @@ describe("presence with two replicas, on a 3-node NATS cluster", () => {
     // Queries from the moment the process is gone: one in flight to it at that instant would be lost
     // (the edge answers unavailable after 5 s); the queue group then has the standby only.
     const asking = keepAsking(o, [O, ...stay, L]);
-    l.socket.close(); // its close reaches the standby only
-    const n = await client(N, edge1); // its open too; the CONNECT is answered without presence after 2 s at most
-    await until(o, () => lastStatus(o, L) === "offline" && lastStatus(o, N) === "online", FAILOVER_MS + 3000, "leo's offline and nia's online from the new active");
-    const tookMs = Math.min(...o.statuses.filter((x) => x.at > t0).map((x) => x.at)) - t0;
-    console.log(`# takeover: the first user:status of the new active reached a socket ${tookMs} ms after the kill`);
-    assert.ok(tookMs <= FAILOVER_MS, `the standby took over ${tookMs} ms after the kill`);
-    const next = await activeReplica();
-    assert.notEqual(next, active, "another replica is active");
-    // the real edges' heartbeats count what the standby holds: it asked no edge to re-announce
-    assert.match(next.svc.child.output, /took over users=\d+ sessions=\d+ edges=2 edges_asked=0 /, "the takeover asked no edge again");
-    assert.doesNotMatch(next.svc.child.output, /resync requested/, "no ResyncRequest from the new active");
-
-    await delay(500); // the loop of queries spans the failover and after
-    const asked = await asking.stop();
+    let n, next, asked;
+    try {
+      l.socket.close(); // its close reaches the standby only
+      n = await client(N, edge1); // its open too; the CONNECT is answered without presence after 2 s at most
+      await until(o, () => lastStatus(o, L) === "offline" && lastStatus(o, N) === "online", FAILOVER_MS + 3000, "leo's offline and nia's online from the new active");
+      const tookMs = Math.min(...o.statuses.filter((x) => x.at > t0).map((x) => x.at)) - t0;
+      console.log(`# takeover: the first user:status of the new active reached a socket ${tookMs} ms after the kill`);
+      assert.ok(tookMs <= FAILOVER_MS, `the standby took over ${tookMs} ms after the kill`);
+      next = await activeReplica();
+      assert.notEqual(next, active, "another replica is active");
+      // the real edges' heartbeats count what the standby holds: it asked no edge to re-announce
+      assert.match(next.svc.child.output, /took over users=\d+ sessions=\d+ edges=2 edges_asked=0 /, "the takeover asked no edge again");
+      assert.doesNotMatch(next.svc.child.output, /resync requested/, "no ResyncRequest from the new active");
+      await delay(500); // the loop of queries spans the failover and after
+    } finally {
+      asked = await asking.stop(); // on a failure too: the loop does not outlive the test
+    }
     assert.deepEqual(asked.failures, [], `presence:request failed during the failover (${asked.answered} answered)`);
     assert.ok(asked.answered >= 10, `${asked.answered} presence:request answered`);
     assertNoOffline([...observers, n], [O, ...stay], "nobody who stayed connected is shown offline");
