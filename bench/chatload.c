@@ -314,8 +314,8 @@ static void credit(struct lc_conn *c)
 
 static uint32_t *user_slots; /* open addressing: user index + 1 by id */
 static size_t nuser_slots;
-static uint32_t *known;     /* per connection: bit 0 itself, bit k its k-th contact, online */
-static uint64_t strangers;  /* online users heard of by a socket that has no conversation with them */
+static uint32_t *known;    /* per connection: bit 0 itself, bit k its k-th contact, online */
+static uint64_t strangers; /* online users heard of by a socket that has no conversation with them */
 
 static uint32_t id_hash(const char *id)
 {
@@ -616,7 +616,8 @@ static void fig_connected(double secs)
         "sockets that never got their presence:update list (within the run)");
     fig("list_late", (double)lc_counts.list_late,
         "sockets whose list came over 1 s after the CONNECT reply (it came)");
-    fig("list_late_max_ms", (double)lc_counts.list_late_max_ns / 1e6, "ms from a CONNECT reply to its latest list");
+    fig("list_late_max_ms", (double)lc_counts.list_late_max_ns / 1e6,
+        "ms from a CONNECT reply to its latest list");
 }
 
 /* ---------- scenarios ---------- */
@@ -675,8 +676,10 @@ static void sc_connect(void)
         size_t complete = 0;
         for (long i = 0; i < opt.n; i++)
             complete += conns[i].state == LC_READY && (known[i] & all) == all;
-        fig("contacts_complete", (double)complete, "sockets that know each of their contacts online (all should)");
-        fig("strangers_heard", (double)strangers, "users heard of by a socket without a conversation with them (0)");
+        fig("contacts_complete", (double)complete,
+            "sockets that know each of their contacts online (all should)");
+        fig("strangers_heard", (double)strangers,
+            "users heard of by a socket without a conversation with them (0)");
     }
     fig("connects_per_s", secs > 0 ? (double)ready / secs : 0, "handshakes + auth per second");
     fig_per_core("connects_per_core_s", secs > 0 ? (double)ready / secs : 0, &a, &b);
@@ -1134,12 +1137,14 @@ static int seed_main(int argc, char **argv)
         for (long d = 1; d <= k / 2; d++) {
             load_uuid_of(b, (uint64_t)seed, (uint64_t)((i + d) % n));
             load_uuid_of(id, (uint64_t)seed ^ 0x5eedULL, (uint64_t)(i * k + d));
-            fprintf(f, "%s\t%s\t%s\ttext\tseed\t2026-01-01 00:00:00.%06ld+00\n", id, a, b, (i * k + d) % 1000000);
+            fprintf(f, "%s\t%s\t%s\ttext\tseed\t2026-01-01 00:00:00.%06ld+00\n", id, a, b,
+                    (i * k + d) % 1000000);
         }
     }
     if (fclose(f) != 0)
         return 1;
-    printf("chatload seed: %ld messages for %ld users with %ld contacts each in %s\n", n * (k / 2), n, k, out);
+    printf("chatload seed: %ld messages for %ld users with %ld contacts each in %s\n", n * (k / 2), n, k,
+           out);
     return 0;
 }
 

@@ -68,11 +68,11 @@ struct lc_app {
 struct lc_counts {
     size_t connecting; /* started, not yet ready or failed */
     size_t ready, failed, closed;
-    size_t no_list;   /* ready without the presence:update list, which never came (so far) */
-    size_t list_late; /* ready without it, which came later */
+    size_t no_list;           /* ready without the presence:update list, which never came (so far) */
+    size_t list_late;         /* ready without it, which came later */
     int64_t list_late_max_ns; /* the longest from a CONNECT reply to its late list */
-    size_t frames_in; /* every Engine.IO message received */
-    int64_t last_rx;  /* time of the last message received */
+    size_t frames_in;         /* every Engine.IO message received */
+    int64_t last_rx;          /* time of the last message received */
     size_t pings;
     char first_error[160];
 };

@@ -18,7 +18,7 @@ struct bus_graveyard {
     struct grave {
         natsSubscription *sub;
         long long at_ms;
-    } *v;
+    } * v;
     size_t head, len, cap;
 };
 

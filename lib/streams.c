@@ -107,9 +107,9 @@ static int ensure(jsCtx *js, jsStreamConfig *sc, int create_only)
     jsStreamInfo_Destroy(si);
     if (s != NATS_OK)
         return failed(sc->Name, "update", s, jerr);
-    log_info("jetstream stream %s updated max_bytes=%lld->%lld max_age_s=%lld->%lld replicas=%lld->%ld", sc->Name,
-             old_bytes, (long long)sc->MaxBytes, old_age, (long long)(sc->MaxAge / NS_PER_S), old_replicas,
-             (long)sc->Replicas);
+    log_info("jetstream stream %s updated max_bytes=%lld->%lld max_age_s=%lld->%lld replicas=%lld->%ld",
+             sc->Name, old_bytes, (long long)sc->MaxBytes, old_age, (long long)(sc->MaxAge / NS_PER_S),
+             old_replicas, (long)sc->Replicas);
     return 0;
 }
 

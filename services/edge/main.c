@@ -269,7 +269,8 @@ int main(void)
     metrics_describe("chat_edge_output_budget_kills_total", "counter",
                      "Sessions cut off because the edge's output budget was spent.");
     metrics_describe("chat_edge_tcp_refused_total", "counter",
-                     "Connections refused at accept: the peer address had EDGE_MAX_TCP_PER_IP open, or the edge its open-files limit less 64.");
+                     "Connections refused at accept: the peer address had EDGE_MAX_TCP_PER_IP open, or the "
+                     "edge its open-files limit less 64.");
     metrics_describe("chat_edge_forwarded_total", "counter",
                      "Client addresses taken from the X-Forwarded-For of a proxy in EDGE_TRUSTED_PROXIES.");
 

@@ -41,7 +41,7 @@ struct hquery {
     char user[IDS_UUID_LEN + 1], with[IDS_UUID_LEN + 1], before[IDS_UUID_LEN + 1];
     long long before_us;
     int limit;
-    int partners; /* HQ_CONVERSATIONS: only the other users' ids */
+    int partners;          /* HQ_CONVERSATIONS: only the other users' ids */
     long long deadline_ms; /* CLOCK_MONOTONIC: the asker gives up then */
 };
 
@@ -245,7 +245,8 @@ static void run(struct hworker *w, struct hquery *hq)
     if (hq->kind == HQ_CONVERSATIONS) {
         struct store_conv *cv = NULL;
         /* One more than asked: whether a next page exists. */
-        int n = w->st ? store_conversations(w->st, hq->user, hq->before_us, hq->before, hq->limit + 1, &cv) : -1;
+        int n =
+            w->st ? store_conversations(w->st, hq->user, hq->before_us, hq->before, hq->limit + 1, &cv) : -1;
         if (n < 0) {
             reply_error_kind(h->nc, hq, "unavailable", "the message store is unavailable; try again", 0);
             return;
@@ -313,7 +314,8 @@ static struct hquery *parse(const Chat__V1__HistoryQuery *q, const char *reply, 
 }
 
 /* A conversation query as the edge checked it, or NULL. */
-static struct hquery *parse_conv(const Chat__V1__ConversationQuery *q, const char *reply, long default_timeout_ms)
+static struct hquery *parse_conv(const Chat__V1__ConversationQuery *q, const char *reply,
+                                 long default_timeout_ms)
 {
     struct hquery hq = {.kind = HQ_CONVERSATIONS};
     if (!q || ids_uuid_norm(hq.user, q->user_id, strlen(q->user_id)) ||
@@ -323,7 +325,9 @@ static struct hquery *parse_conv(const Chat__V1__ConversationQuery *q, const cha
     hq.before_us = q->before_at_us;
     hq.partners = q->partners_only;
     int max = hq.partners ? PARTNERS_MAX : CONVERSATIONS_MAX;
-    hq.limit = q->limit < 1 ? (hq.partners ? PARTNERS_MAX : CONVERSATIONS_DEFAULT) : q->limit > (uint32_t)max ? max : (int)q->limit;
+    hq.limit = q->limit < 1               ? (hq.partners ? PARTNERS_MAX : CONVERSATIONS_DEFAULT)
+               : q->limit > (uint32_t)max ? max
+                                          : (int)q->limit;
     hq.deadline_ms = mono_ms() + (q->timeout_ms ? (long long)q->timeout_ms : default_timeout_ms);
     struct hquery *out = xmalloc(sizeof *out);
     *out = hq;
@@ -338,7 +342,8 @@ static void refuse(struct history *h, struct hquery *hq, enum histq_verdict v, l
     case HISTQ_USER_RATE:
         metrics_add("chat_messaging_history_refused_total", "reason=\"user_rate\"", 1);
         reply_error_kind(h->nc, hq, "rate_limited",
-                         conv ? "too many conversation queries: slow down" : "too many history queries: slow down",
+                         conv ? "too many conversation queries: slow down"
+                              : "too many history queries: slow down",
                          retry_ms);
         break;
     case HISTQ_USER_BUSY:
@@ -420,12 +425,13 @@ static void describe_metrics(void)
                      "Partners queries answered (an edge's interest set, PRESENCE_SCOPE=interest).");
     metrics_describe("chat_messaging_conversations_answered_total", "counter",
                      "Conversation list queries answered with rows.");
+    metrics_describe("chat_messaging_history_expired_total", "counter",
+                     "History and conversation queries dropped unanswered: their asker had given up before a "
+                     "worker took them.");
     metrics_describe(
-        "chat_messaging_history_expired_total", "counter",
-        "History and conversation queries dropped unanswered: their asker had given up before a worker took them.");
-    metrics_describe("chat_messaging_history_refused_total", "counter",
-                     "History and conversation queries refused at once: queue_full (unavailable), user_busy or user_rate "
-                     "(rate_limited).");
+        "chat_messaging_history_refused_total", "counter",
+        "History and conversation queries refused at once: queue_full (unavailable), user_busy or user_rate "
+        "(rate_limited).");
 }
 
 struct history *history_start(const struct history_config *cfg, natsConnection *nc)
@@ -452,7 +458,8 @@ struct history *history_start(const struct history_config *cfg, natsConnection *
         history_stop(h);
         return NULL;
     }
-    s = natsConnection_QueueSubscribe(&h->conv_sub, nc, SUBJ_QUERY_CONVERSATIONS, QUEUE_MESSAGING, on_conv_query, h);
+    s = natsConnection_QueueSubscribe(&h->conv_sub, nc, SUBJ_QUERY_CONVERSATIONS, QUEUE_MESSAGING,
+                                      on_conv_query, h);
     if (s != NATS_OK) {
         log_error("subscribe failed subject=%s: %s", SUBJ_QUERY_CONVERSATIONS, natsStatus_GetText(s));
         history_stop(h);

@@ -52,7 +52,6 @@ static const struct config_var vars[] = {
     V("HEALTH_PORT", CONFIG_INT, "9101", health_port, 0, 65535, "port of GET /healthz and /metrics; 0: off"),
 };
 
-
 int main(void)
 {
     static struct messaging_config cfg;

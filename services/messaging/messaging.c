@@ -170,7 +170,8 @@ static void message_from_row(Chat__V1__Message *msg, struct store_row *r)
  * without waiting, with an id as Nats-Msg-Id so that a redelivered command
  * does not record twice within the duplicate window; records_wait then waits
  * for all of a batch. */
-static void publish_record(struct worker *w, const char *subject, const char *msg_id, const ProtobufCMessage *p)
+static void publish_record(struct worker *w, const char *subject, const char *msg_id,
+                           const ProtobufCMessage *p)
 {
     natsStatus s = bus_js_publish(w->js, subject, msg_id, 0, p);
     if (s != NATS_OK) {
@@ -200,7 +201,6 @@ static int records_context(struct worker *w)
     jo.PublishAsync.ErrHandlerClosure = w;
     return natsConnection_JetStream(&w->js, w->m->bus->nc, &jo) == NATS_OK ? 0 : -1;
 }
-
 
 /* Waits until JetStream has answered for every record published since the
  * last call. Returns 0 when it stored them all, -1 otherwise: the commands
@@ -619,8 +619,9 @@ static void process_reads(struct worker *w, natsMsgList *list)
             natsMsg_Ack(list->Msgs[i], NULL);
             break;
         case STORE_READ_NOT_FOUND:
-            publish_result(m, o, event, NULL, "not_found",
-                           *cmds[i]->with_user_id ? "no such message in this conversation" : "no such message", 0);
+            publish_result(
+                m, o, event, NULL, "not_found",
+                *cmds[i]->with_user_id ? "no such message in this conversation" : "no such message", 0);
             natsMsg_Ack(list->Msgs[i], NULL);
             break;
         case STORE_READ_FORBIDDEN:

@@ -65,7 +65,8 @@ static const char *const steps[] = {
     "  SELECT sender_id AS u, recipient_id AS w, created_at AS at, id FROM new_rows"
     "  UNION ALL SELECT recipient_id, sender_id, created_at, id FROM new_rows) x"
     " ORDER BY u, w, at DESC, id DESC"
-    " ON CONFLICT (user_id, with_user_id) DO UPDATE SET last_at = EXCLUDED.last_at, last_id = EXCLUDED.last_id"
+    " ON CONFLICT (user_id, with_user_id) DO UPDATE SET last_at = EXCLUDED.last_at, last_id = "
+    "EXCLUDED.last_id"
     " WHERE (EXCLUDED.last_at, EXCLUDED.last_id) > (conversations.last_at, conversations.last_id);"
     " RETURN NULL; END $$;"
     "CREATE TRIGGER messages_conversations AFTER INSERT ON messages REFERENCING NEW TABLE AS new_rows"
@@ -503,23 +504,24 @@ int store_history(struct store *st, const char *user, const char *with, const ch
 }
 
 #define CONV_READ_RANGE                                                                                      \
-    "m.recipient_id = $1::uuid AND m.sender_id = $2::uuid AND (m.created_at, m.id) <= "                       \
-    "(SELECT b.created_at, b.id FROM messages b WHERE b.id = $3::uuid AND ((b.sender_id = $1::uuid AND "      \
+    "m.recipient_id = $1::uuid AND m.sender_id = $2::uuid AND (m.created_at, m.id) <= "                      \
+    "(SELECT b.created_at, b.id FROM messages b WHERE b.id = $3::uuid AND ((b.sender_id = $1::uuid AND "     \
     "b.recipient_id = $2::uuid) OR (b.sender_id = $2::uuid AND b.recipient_id = $1::uuid)))"
 
 enum store_read store_mark_conversation_read(struct store *st, const char *reader, const char *with,
-                                             const char *up_to, long long since_ms, struct store_receipt **out,
-                                             int *n)
+                                             const char *up_to, long long since_ms,
+                                             struct store_receipt **out, int *n)
 {
     *out = NULL;
     *n = 0;
     const char *params[] = {reader, with, up_to, NULL};
     /* One statement: the unread of the range, through messages_unread. */
-    PGresult *r = run(st, PGRES_TUPLES_OK,
-                      "WITH upd AS (UPDATE messages m SET read_at = now() WHERE m.read_at IS NULL AND " CONV_READ_RANGE
-                      " RETURNING m.id, m.created_at, m.read_at) "
-                      "SELECT id, floor(extract(epoch FROM read_at) * 1000)::bigint FROM upd ORDER BY created_at, id",
-                      3, params);
+    PGresult *r =
+        run(st, PGRES_TUPLES_OK,
+            "WITH upd AS (UPDATE messages m SET read_at = now() WHERE m.read_at IS NULL AND " CONV_READ_RANGE
+            " RETURNING m.id, m.created_at, m.read_at) "
+            "SELECT id, floor(extract(epoch FROM read_at) * 1000)::bigint FROM upd ORDER BY created_at, id",
+            3, params);
     if (!r)
         return STORE_READ_ERROR;
     char since[32];
@@ -530,7 +532,8 @@ enum store_read store_mark_conversation_read(struct store *st, const char *reade
         snprintf(since, sizeof since, "%lld", since_ms - 5000);
         params[3] = since;
         r = run(st, PGRES_TUPLES_OK,
-                "SELECT m.id, floor(extract(epoch FROM m.read_at) * 1000)::bigint FROM messages m WHERE " CONV_READ_RANGE
+                "SELECT m.id, floor(extract(epoch FROM m.read_at) * 1000)::bigint FROM messages m "
+                "WHERE " CONV_READ_RANGE
                 " AND m.read_at >= 'epoch'::timestamptz + $4::bigint * interval '1 millisecond' "
                 "ORDER BY m.created_at, m.id",
                 4, params);
@@ -541,7 +544,8 @@ enum store_read store_mark_conversation_read(struct store *st, const char *reade
     if (rows == 0) {
         PQclear(r);
         r = run(st, PGRES_TUPLES_OK,
-                "SELECT 1 FROM messages b WHERE b.id = $3::uuid AND ((b.sender_id = $1::uuid AND b.recipient_id = "
+                "SELECT 1 FROM messages b WHERE b.id = $3::uuid AND ((b.sender_id = $1::uuid AND "
+                "b.recipient_id = "
                 "$2::uuid) OR (b.sender_id = $2::uuid AND b.recipient_id = $1::uuid))",
                 3, params);
         if (!r)
@@ -552,7 +556,7 @@ enum store_read store_mark_conversation_read(struct store *st, const char *reade
     }
     *out = xcalloc((size_t)rows, sizeof **out);
     for (int i = 0; i < rows; i++) {
-        snprintf((*out)[i].id, sizeof (*out)[i].id, "%s", PQgetvalue(r, i, 0));
+        snprintf((*out)[i].id, sizeof(*out)[i].id, "%s", PQgetvalue(r, i, 0));
         (*out)[i].read_ms = atoll(PQgetvalue(r, i, 1));
     }
     *n = rows;
@@ -566,10 +570,10 @@ enum store_read store_mark_conversation_read(struct store *st, const char *reade
  * table, or nothing when it does not exist yet). */
 #define CONVERSATIONS_SQL                                                                                    \
     "SELECT c.with_user_id, %s, floor(extract(epoch FROM c.last_at) * 1000000)::bigint, "                    \
-    "(SELECT count(*) FROM messages n WHERE n.recipient_id = $1::uuid AND n.sender_id = c.with_user_id "    \
+    "(SELECT count(*) FROM messages n WHERE n.recipient_id = $1::uuid AND n.sender_id = c.with_user_id "     \
     "AND n.read_at IS NULL), " ROW_COLUMNS " FROM conversations c JOIN messages m ON m.id = c.last_id %s "   \
     "WHERE c.user_id = $1::uuid AND ($3::uuid IS NULL OR (c.last_at, c.with_user_id) < "                     \
-    "('epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3::uuid)) "                              \
+    "('epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3::uuid)) "                             \
     "ORDER BY c.last_at DESC, c.with_user_id DESC LIMIT $4::int"
 
 int store_conversations(struct store *st, const char *user, long long before_us, const char *before_with,
@@ -624,7 +628,7 @@ int store_partners(struct store *st, const char *user, int limit, char (**ids)[I
     int n = PQntuples(r);
     *ids = xcalloc((size_t)(n ? n : 1), sizeof **ids);
     for (int i = 0; i < n; i++)
-        snprintf((*ids)[i], sizeof (*ids)[i], "%s", PQgetvalue(r, i, 0));
+        snprintf((*ids)[i], sizeof(*ids)[i], "%s", PQgetvalue(r, i, 0));
     PQclear(r);
     return n;
 }

@@ -111,8 +111,8 @@ struct store_receipt {
  * (n may be 0: nothing was unread), STORE_READ_NOT_FOUND (up_to is not a
  * message between them) or STORE_READ_ERROR. */
 enum store_read store_mark_conversation_read(struct store *st, const char *reader, const char *with,
-                                             const char *up_to, long long since_ms, struct store_receipt **out,
-                                             int *n);
+                                             const char *up_to, long long since_ms,
+                                             struct store_receipt **out, int *n);
 
 /* One item of conversation:list. last.content and last.cmid and username
  * are owned (store_convs_cleanup). */

@@ -45,7 +45,18 @@
 #define CURSOR "before must be the nextBefore of a previous page"
 #define CONV_LIMIT "limit must be an integer from 1 to 50"
 
-enum ev { EV_RECIPIENT, EV_GHOST, EV_LISTENING, EV_SEND, EV_READ, EV_HISTORY, EV_STATUS, EV_IDS, EV_CONVS, EV_CONV_READ };
+enum ev {
+    EV_RECIPIENT,
+    EV_GHOST,
+    EV_LISTENING,
+    EV_SEND,
+    EV_READ,
+    EV_HISTORY,
+    EV_STATUS,
+    EV_IDS,
+    EV_CONVS,
+    EV_CONV_READ
+};
 
 struct vcase {
     const char *name;

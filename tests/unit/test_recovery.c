@@ -72,10 +72,15 @@ static void test_offsets(void **state)
     assert_true(v == 0);
     assert_int_equal(recovery_offset_read(&v, "18446744073709551615", 20), 0);
     assert_true(v == UINT64_MAX);
-    const char *bad[] = {"", "01", "-1", "+1", "1.0", "18446744073709551616", "99999999999999999999", "1 ", "x"};
+    const char *bad[] = {"",   "01", "-1", "+1", "1.0", "18446744073709551616", "99999999999999999999",
+                         "1 ", "x"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         assert_int_equal(recovery_offset_read(&v, bad[i], strlen(bad[i])), -1);
-    assert_int_equal(recovery_offset_read(&v, "12\0" "3", 4), -1); /* a NUL inside */
+    assert_int_equal(recovery_offset_read(&v,
+                                          "12\0"
+                                          "3",
+                                          4),
+                     -1); /* a NUL inside */
 }
 
 static void test_connect(void **state)

@@ -277,7 +277,8 @@ static int on_conversation_list(struct chat_sock *cs, json_t *arg, int64_t ack_i
     q.before_with_id = v.before_with;
     q.limit = v.limit;
     q.timeout_ms = REQUEST_TIMEOUT_MS; /* messaging drops it once this has passed */
-    if (chat_request(cs, REQ_CONVERSATIONS, ack_id, SUBJ_QUERY_CONVERSATIONS, &q.base, REQUEST_TIMEOUT_MS) != 0)
+    if (chat_request(cs, REQ_CONVERSATIONS, ack_id, SUBJ_QUERY_CONVERSATIONS, &q.base, REQUEST_TIMEOUT_MS) !=
+        0)
         FAIL("unavailable", "the message bus is unavailable; try again");
     return 1;
 }

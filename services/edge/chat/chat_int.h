@@ -48,23 +48,23 @@ struct chat_sock {
     int64_t *pending;            /* ack ids of commands sent to JetStream, not answered yet */
     uint32_t npending, pending_cap;
     /* From the CONNECT to its reply (chat_records.c, chat_recovery.c, chat_online.c). */
-    int waiting;                /* WAIT_*: what the reply waits for */
-    struct map asked;           /* PRESENCE_SCOPE=interest: the users it asked about (nslots 0: none) */
-    uint64_t fan_stamp;         /* the last interest fan-out that reached it (chat_interest.c) */
-    long long connect_us;       /* when the CONNECT came (bucket_now_us) */
+    int waiting;                 /* WAIT_*: what the reply waits for */
+    struct map asked;            /* PRESENCE_SCOPE=interest: the users it asked about (nslots 0: none) */
+    uint64_t fan_stamp;          /* the last interest fan-out that reached it (chat_interest.c) */
+    long long connect_us;        /* when the CONNECT came (bucket_now_us) */
     struct wheel_timer t_online; /* WAIT_ONLINE: the end of the CONNECT's wait (chat_online.c) */
-    uint64_t start;             /* the records position when it connected: the pid's start
-                                 * (CHAT_NO_START: the consumer had not started) */
-    uint8_t *presence;          /* presence's reply to the open (a PresenceList), until the reply */
-    size_t presence_len;        /* (0 with presence NULL: none came) */
-    struct held *held;          /* records for it that came before its reply, in order */
+    uint64_t start;              /* the records position when it connected: the pid's start
+                                  * (CHAT_NO_START: the consumer had not started) */
+    uint8_t *presence;           /* presence's reply to the open (a PresenceList), until the reply */
+    size_t presence_len;         /* (0 with presence NULL: none came) */
+    struct held *held;           /* records for it that came before its reply, in order */
     uint32_t nheld, held_cap;
-    uint64_t skip;              /* a recovered socket's offset: records up to it were delivered */
-    struct recovery_pid rpid;   /* WAIT_RECOVERY: the pid it came back with */
-    char *pid;                  /* the session's pid once open (NULL: recovery off) */
-    uint8_t *replay;            /* a recovery's records (chat_recovery.c's format) */
+    uint64_t skip;            /* a recovered socket's offset: records up to it were delivered */
+    struct recovery_pid rpid; /* WAIT_RECOVERY: the pid it came back with */
+    char *pid;                /* the session's pid once open (NULL: recovery off) */
+    uint8_t *replay;          /* a recovery's records (chat_recovery.c's format) */
     size_t replay_len;
-    int recovered;              /* 1: its CONNECT recovered the session */
+    int recovered;   /* 1: its CONNECT recovered the session */
     char username[]; /* the token's, at most AUTH_MAX_USERNAME bytes */
 };
 
@@ -152,7 +152,7 @@ struct chat {
     /* PRESENCE_SCOPE=interest (chat_interest.c): user id -> who follows it. */
     struct map watchers;
     uint64_t fan_stamp;
-    struct frame *online_list;   /* the last presence:update written from the copy... */
+    struct frame *online_list;          /* the last presence:update written from the copy... */
     unsigned long long online_list_gen; /* ...and the copy's generation it shows */
     volatile int stopped;
 };

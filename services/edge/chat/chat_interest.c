@@ -61,7 +61,7 @@ static void watch_gc(struct chat *c, const char *id, struct watch *w)
 #define VEC_ADD(vec, n, cap, item)                                                                           \
     do {                                                                                                     \
         if ((n) == (cap)) {                                                                                  \
-            (cap) = (cap) ? (cap) * 2 : 4;                                                                   \
+            (cap) = (cap) ? (cap)*2 : 4;                                                                     \
             (vec) = xrealloc((vec), (cap) * sizeof *(vec));                                                  \
         }                                                                                                    \
         (vec)[(n)++] = (item);                                                                               \

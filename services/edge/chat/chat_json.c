@@ -80,8 +80,8 @@ json_t *chat_json_conversation(const Chat__V1__Conversation *c)
 {
     if (!c->last_message)
         return NULL;
-    return json_pack("{s:s,s:s,s:o,s:I}", "withUserId", c->with_user_id, "username", c->username, "lastMessage",
-                     chat_json_message(c->last_message), "unread", (json_int_t)c->unread);
+    return json_pack("{s:s,s:s,s:o,s:I}", "withUserId", c->with_user_id, "username", c->username,
+                     "lastMessage", chat_json_message(c->last_message), "unread", (json_int_t)c->unread);
 }
 
 json_t *chat_json_conversation_page(const Chat__V1__ConversationList *l)

@@ -383,8 +383,9 @@ static void describe_metrics(void)
     metrics_describe("chat_edge_connects_total", "counter", "Socket.IO CONNECTs, by result.");
     metrics_describe("chat_edge_fanouts_total", "counter", "Events fanned out to local sockets, by name.");
     metrics_describe("chat_edge_disconnects_total", "counter", "Sockets the edge disconnected, by reason.");
-    metrics_describe("chat_edge_recoveries_total", "counter",
-                     "CONNECTs that asked to recover a session, by outcome (recovered, expired, invalid...).");
+    metrics_describe(
+        "chat_edge_recoveries_total", "counter",
+        "CONNECTs that asked to recover a session, by outcome (recovered, expired, invalid...).");
     metrics_describe("chat_edge_records_position", "gauge", "Stream sequence of the last record delivered.");
 }
 
@@ -402,8 +403,8 @@ struct chat *chat_create(const struct chat_config *cfg, struct bus *bus, struct 
     map_init(&c->reqs);
     map_init(&c->pairs);
     chat_interest_init(c);
-    static const enum relay_kind kinds[NSUBS] = {RELAY_EDGE, RELAY_REPLY, RELAY_STATUS, RELAY_RESYNC,
-                                                 RELAY_USER, RELAY_RELEASE};
+    static const enum relay_kind kinds[NSUBS] = {RELAY_EDGE,   RELAY_REPLY, RELAY_STATUS,
+                                                 RELAY_RESYNC, RELAY_USER,  RELAY_RELEASE};
     for (int i = 0; i < NSUBS; i++)
         c->sub_ctx[i] = (struct chat_sub){c, kinds[i]};
     snprintf(c->edge_subject, sizeof c->edge_subject, SUBJ_EDGE_FMT, cfg->edge_id);

@@ -22,9 +22,10 @@
 #include "metrics.h"
 #include "subjects.h"
 
-#define SNAPSHOT_CHUNK_WAIT_MS 2000 /* a snapshot is given up when its next chunk does not come within this  \
-                                     */
-#define SNAPSHOT_RETRY_MS 250       /* before asking again after a snapshot that failed */
+#define SNAPSHOT_CHUNK_WAIT_MS                                                                               \
+    2000                      /* a snapshot is given up when its next chunk does not come within this        \
+                               */
+#define SNAPSHOT_RETRY_MS 250 /* before asking again after a snapshot that failed */
 
 static void ask(struct chat *c);
 

@@ -103,7 +103,8 @@ static int subscribe_records(struct chat *c, uint64_t start)
      * second (nats.c's default is 5: a 10 s stall). */
     so.Config.Heartbeat = RECORDS_HEARTBEAT_NS;
     jsErrCode jerr = 0;
-    natsStatus s = js_Subscribe(&c->records_sub, c->js_short, SUBJ_EVENT_MESSAGES, on_record, rs, NULL, &so, &jerr);
+    natsStatus s =
+        js_Subscribe(&c->records_sub, c->js_short, SUBJ_EVENT_MESSAGES, on_record, rs, NULL, &so, &jerr);
     if (s != NATS_OK) {
         log_warn("records consumer not started: %s (code %d)", natsStatus_GetText(s), (int)jerr);
         c->records_sub = NULL;
@@ -159,7 +160,8 @@ static void *records_main(void *arg)
                  * sequences start again, and so does this edge's position. */
                 char key[32];
                 snprintf(key, sizeof key, "reset:%lld", last);
-                log_warn("CHAT_EVENTS ends at %lld, before this edge's position %" PRIu64 ": a new stream, followed from there",
+                log_warn("CHAT_EVENTS ends at %lld, before this edge's position %" PRIu64
+                         ": a new stream, followed from there",
                          last, c->records_pushed);
                 c->records_pushed = (uint64_t)last;
                 relay_push_wait(c->relay, RELAY_RECORDS, key, "", 0);

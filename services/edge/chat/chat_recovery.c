@@ -28,9 +28,9 @@
 #include "streams.h"
 #include "subjects.h"
 
-#define MARGIN_MS 60000    /* the bucket keeps entries this much longer than the window */
-#define THREADS 4          /* recovery workers */
-#define QUEUE_MAX 4096     /* recoveries waiting for a worker; past it: new sessions */
+#define MARGIN_MS 60000 /* the bucket keeps entries this much longer than the window */
+#define THREADS 4       /* recovery workers */
+#define QUEUE_MAX 4096  /* recoveries waiting for a worker; past it: new sessions */
 #define RELEASE_WAIT_MS 1000
 #define READ_WAIT_MS 2000
 #define STREAM_GET "$JS.API.STREAM.MSG.GET." STREAM_EVENTS

@@ -160,8 +160,8 @@ int chat_valid_conversations(struct chat_valid_conversations *out, const json_t 
     out->before_with[0] = '\0';
     const json_t *b = json_object_get(arg, "before");
     if (b && !json_is_null(b) &&
-        (!json_is_string(b) ||
-         chat_valid_cursor(json_string_value(b), json_string_length(b), &out->before_us, out->before_with) != 0))
+        (!json_is_string(b) || chat_valid_cursor(json_string_value(b), json_string_length(b), &out->before_us,
+                                                 out->before_with) != 0))
         return bad_request(code, msg, "before must be the nextBefore of a previous page");
     const json_t *lim = json_object_get(arg, "limit");
     out->limit = CHAT_VALID_CONVERSATIONS_DEFAULT;
@@ -174,8 +174,8 @@ int chat_valid_conversations(struct chat_valid_conversations *out, const json_t 
     return 0;
 }
 
-int chat_valid_conversation_read(struct chat_valid_conversation_read *out, const json_t *arg, const char **code,
-                                 const char **msg)
+int chat_valid_conversation_read(struct chat_valid_conversation_read *out, const json_t *arg,
+                                 const char **code, const char **msg)
 {
     if (get_uuid(arg, "withUserId", out->with, code, msg) || get_uuid(arg, "upTo", out->up_to, code, msg))
         return -1;

@@ -10,9 +10,9 @@
 #include "chat.pb-c.h"
 #include "ids.h"
 
-#define CHAT_VALID_HISTORY_MAX 100    /* largest message:history limit */
-#define CHAT_VALID_HISTORY_DEFAULT 50 /* limit when the client gives none */
-#define CHAT_VALID_CLIENT_ID_MAX 64   /* longest clientMessageId, bytes */
+#define CHAT_VALID_HISTORY_MAX 100          /* largest message:history limit */
+#define CHAT_VALID_HISTORY_DEFAULT 50       /* limit when the client gives none */
+#define CHAT_VALID_CLIENT_ID_MAX 64         /* longest clientMessageId, bytes */
 #define CHAT_VALID_CONVERSATIONS_MAX 50     /* largest conversation:list limit */
 #define CHAT_VALID_CONVERSATIONS_DEFAULT 20 /* limit when the client gives none */
 /* A conversation:list cursor: "<Unix microseconds>.<uuid>", the digits
@@ -85,8 +85,8 @@ int chat_valid_history(struct chat_valid_history *out, const json_t *arg, const 
  * nextBefore of the previous page); limit absent, null or an integer 1..50
  * (default 20). Whether the event carries an ack id is the handler's check. */
 struct chat_valid_conversations {
-    long long before_us;                   /* 0 when absent */
-    char before_with[IDS_UUID_LEN + 1];    /* "" when absent or null */
+    long long before_us;                /* 0 when absent */
+    char before_with[IDS_UUID_LEN + 1]; /* "" when absent or null */
     unsigned limit;
 };
 int chat_valid_conversations(struct chat_valid_conversations *out, const json_t *arg, const char **code,
@@ -100,8 +100,8 @@ struct chat_valid_conversation_read {
     char with[IDS_UUID_LEN + 1];
     char up_to[IDS_UUID_LEN + 1];
 };
-int chat_valid_conversation_read(struct chat_valid_conversation_read *out, const json_t *arg, const char **code,
-                                 const char **msg);
+int chat_valid_conversation_read(struct chat_valid_conversation_read *out, const json_t *arg,
+                                 const char **code, const char **msg);
 
 /* presence:update {status}: "online", "away" or "offline". */
 struct chat_valid_status {

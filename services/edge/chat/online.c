@@ -441,7 +441,8 @@ const char *online_get(const struct online *o, const char *id, size_t *len)
     return o->users[at - 1].json;
 }
 
-void online_write_only(const struct online *o, struct buf *b, const char *event, const char *const *ids, size_t n)
+void online_write_only(const struct online *o, struct buf *b, const char *event, const char *const *ids,
+                       size_t n)
 {
     buf_puts(b, "2[\"");
     buf_puts(b, event);

@@ -96,6 +96,7 @@ void online_write(const struct online *o, struct buf *b, const char *event);
 const char *online_get(const struct online *o, const char *id, size_t *len);
 /* The same packet with only those of the n ids that are in the copy, in the
  * order given (ids distinct). */
-void online_write_only(const struct online *o, struct buf *b, const char *event, const char *const *ids, size_t n);
+void online_write_only(const struct online *o, struct buf *b, const char *event, const char *const *ids,
+                       size_t n);
 
 #endif

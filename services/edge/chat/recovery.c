@@ -94,7 +94,8 @@ static int b64val(unsigned char c)
     return p ? (int)(p - b64) : -1;
 }
 
-int recovery_pid_read(struct recovery_pid *p, const char *pid, size_t len, const uint8_t key[RECOVERY_KEY_LEN])
+int recovery_pid_read(struct recovery_pid *p, const char *pid, size_t len,
+                      const uint8_t key[RECOVERY_KEY_LEN])
 {
     uint8_t raw[PID_BYTES];
     if (len != PID_CHARS)
@@ -176,7 +177,8 @@ enum recovery_ask recovery_connect_read(const json_t *auth, const char *user_id,
     *offset = p->start;
     if (off && !json_is_null(off)) {
         uint64_t v;
-        if (!json_is_string(off) || recovery_offset_read(&v, json_string_value(off), json_string_length(off)) != 0)
+        if (!json_is_string(off) ||
+            recovery_offset_read(&v, json_string_value(off), json_string_length(off)) != 0)
             return RECOVERY_INVALID;
         if (v > p->start)
             *offset = v;

@@ -37,7 +37,8 @@ int recovery_pid_write(char out[RECOVERY_PID_MAX], const struct recovery_pid *p,
                        const uint8_t key[RECOVERY_KEY_LEN]);
 /* Reads a pid of len bytes. Returns 0 with *p filled when it is well formed
  * and signed with key, -1 otherwise. */
-int recovery_pid_read(struct recovery_pid *p, const char *pid, size_t len, const uint8_t key[RECOVERY_KEY_LEN]);
+int recovery_pid_read(struct recovery_pid *p, const char *pid, size_t len,
+                      const uint8_t key[RECOVERY_KEY_LEN]);
 /* Reads an offset: a decimal stream sequence, 1 to 20 digits, no sign, no
  * leading zero, at most UINT64_MAX. Returns 0, or -1. */
 int recovery_offset_read(uint64_t *out, const char *s, size_t len);

@@ -49,7 +49,8 @@ void relay_destroy(struct relay *r)
     free(r);
 }
 
-static int push(struct relay *r, enum relay_kind kind, const char *key, const void *data, size_t len, int wait)
+static int push(struct relay *r, enum relay_kind kind, const char *key, const void *data, size_t len,
+                int wait)
 {
     struct relay_item *it = xmalloc(sizeof *it + len);
     it->next = NULL;

@@ -7,17 +7,17 @@
 #include <stddef.h>
 
 enum relay_kind {
-    RELAY_USER,      /* a Delivery for chat.user.<key> */
-    RELAY_EDGE,      /* a CommandResult for this edge */
-    RELAY_REPLY,     /* the reply to request <key> */
-    RELAY_NO_REPLY,  /* request <key> found no responder */
-    RELAY_STATUS,    /* a PresenceChange for every socket */
-    RELAY_RESYNC,    /* a ResyncRequest: announce every session again, if it asks this edge */
-    RELAY_CONNECTED, /* NATS (re)connected: announce every session again, a new online list snapshot */
-    RELAY_RECORD,    /* a CHAT_EVENTS record: key its stream sequence, data subject NUL payload */
-    RELAY_RECORDS,   /* the records consumer starts after stream sequence <key> */
-    RELAY_RECOVERY,  /* the outcome of socket <key>'s recovery (chat_recovery.c) */
-    RELAY_RELEASE,   /* another edge asks for a socket (chat_recovery.c) */
+    RELAY_USER,         /* a Delivery for chat.user.<key> */
+    RELAY_EDGE,         /* a CommandResult for this edge */
+    RELAY_REPLY,        /* the reply to request <key> */
+    RELAY_NO_REPLY,     /* request <key> found no responder */
+    RELAY_STATUS,       /* a PresenceChange for every socket */
+    RELAY_RESYNC,       /* a ResyncRequest: announce every session again, if it asks this edge */
+    RELAY_CONNECTED,    /* NATS (re)connected: announce every session again, a new online list snapshot */
+    RELAY_RECORD,       /* a CHAT_EVENTS record: key its stream sequence, data subject NUL payload */
+    RELAY_RECORDS,      /* the records consumer starts after stream sequence <key> */
+    RELAY_RECOVERY,     /* the outcome of socket <key>'s recovery (chat_recovery.c) */
+    RELAY_RELEASE,      /* another edge asks for a socket (chat_recovery.c) */
     RELAY_RELEASE_HERE, /* a recovery worker asks this edge for a socket: data a pointer */
 };
 
