@@ -4,8 +4,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bucket.h"
 #include "log.h"
 #include "mem.h"
 
@@ -21,13 +21,6 @@ struct bus_graveyard {
     } * v;
     size_t head, len, cap;
 };
-
-static long long mono_ms_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void on_disconnected(natsConnection *nc, void *closure)
 {
@@ -161,7 +154,7 @@ void bus_sub_retire(struct bus *b, natsSubscription **sub, int unsubscribe)
         natsSubscription_Destroy(s);
         return;
     }
-    long long now = mono_ms_now();
+    long long now = bucket_now_us() / 1000;
     natsSubscription *due[64];
     size_t ndue = 0;
     pthread_mutex_lock(&g->mu);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bucket.h"
 #include "chat.pb-c.h"
 #include "histq.h"
 #include "ids.h"
@@ -66,9 +67,7 @@ struct history {
 
 static long long mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return bucket_now_us() / 1000;
 }
 
 static void hquery_free(struct hquery *hq)

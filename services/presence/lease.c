@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bucket.h"
 #include "log.h"
 #include "mem.h"
 
@@ -45,9 +46,7 @@ struct lease {
 
 static long long mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return bucket_now_us() / 1000;
 }
 
 int lease_held(const struct lease *l)
